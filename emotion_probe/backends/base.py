@@ -1,0 +1,121 @@
+"""The one model interface every part of emolab talks to.
+
+Two verbs, as in inspect_ai's model API:
+- `generate(messages, config)`: a chat completion (agents use this).
+- `score(prompts, continuations)`: exact log P(continuation | prompt) for every
+  pair, the basis of the emotion probe.
+plus `top_tokens(prompts, k)`, the next-token top-k that the paper's
+approximation and chat-only servers offer.
+
+Retry, call accounting and caching are wrappers around this interface
+(`emotion_probe.backends.wrappers`), never flags inside a provider.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    content: str
+
+
+class GenerateConfig(BaseModel):
+    """Sampling settings for one `generate` call; None means the backend's own default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class Generation(BaseModel):
+    """The text a backend produced, with the accounting a sweep needs."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Log-probabilities of each continuation after each prompt.
+
+    `logprobs[i, k]` = log P(continuations[k] | prompts[i]); -inf where the
+    method could not see that continuation (only for inexact methods).
+    `method` names how the numbers were obtained, and `exact` says whether
+    they are full-sequence probabilities or an approximation.
+    """
+
+    logprobs: np.ndarray
+    method: str
+    exact: bool
+
+
+TokenCallback = Callable[[str], None]
+
+
+class ModelBackend(ABC):
+    """A language model, local or remote. Subclasses keep heavy imports lazy."""
+
+    #: A short human-readable identifier, for manifests and logs (never a secret).
+    name: str = "model"
+
+    @abstractmethod
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        config: GenerateConfig | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Generation:
+        """Chat completion. `on_token` receives text pieces as they stream, where the backend streams."""
+
+    @abstractmethod
+    def score(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        word_boundary: bool = False,
+    ) -> ScoreResult:
+        """log P(continuation | prompt) for every prompt x continuation pair, shape [N, K].
+
+        With `word_boundary`, each continuation's probability is multiplied by the
+        probability that a new word (or punctuation, or end of text) follows it.
+        """
+
+    @abstractmethod
+    def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
+        """The k most likely next tokens after each prompt, as {token text: logprob}."""
+
+    def num_parameters(self) -> int | None:
+        """Parameter count, for scaling plots; None where the backend cannot know."""
+        return None
+
+    def context_length(self) -> int | None:
+        """Maximum sequence length in tokens; None where unknown."""
+        return None
+
+    def describe(self) -> dict[str, object]:
+        """What a run manifest records about this backend (no secrets)."""
+        return {"backend": type(self).__name__, "name": self.name, "parameters": self.num_parameters()}
+
+
+def as_messages(messages: Sequence[ChatMessage | dict]) -> list[ChatMessage]:
+    """Accept plain dicts at the boundary and validate them."""
+    return [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]

@@ -1,0 +1,119 @@
+"""Emotion wheels: ordered emotion vocabularies grouped under primary emotions.
+
+A wheel is data (YAML/JSON), never code. Word order is fixed and meaningful:
+primaries first, then each group's secondaries in file order, so every array
+of per-word values in emolab is aligned with `EmotionWheel.words`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emotion_probe.data import resolve_data_file
+from emotion_probe.errors import ConfigError
+
+
+def _clean_word(word: str) -> str:
+    word = word.strip()
+    if not word:
+        raise ValueError("empty emotion word")
+    return word
+
+
+class EmotionGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    primary: str = Field(description="The group's top-level emotion word")
+    color: str = Field(pattern=r"^#[0-9a-fA-F]{6}$", description="Stable colour for plots")
+    words: list[str] = Field(default_factory=list, description="Secondary words under the primary")
+
+    @field_validator("primary")
+    @classmethod
+    def _strip_primary(cls, primary: str) -> str:
+        return _clean_word(primary)
+
+    @field_validator("words")
+    @classmethod
+    def _strip_words(cls, words: list[str]) -> list[str]:
+        return [_clean_word(word) for word in words]
+
+
+class WheelSpec(BaseModel):
+    """The on-disk schema of a wheel file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    source: str = ""
+    groups: list[EmotionGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> "WheelSpec":
+        seen: set[str] = set()
+        for group in self.groups:
+            for word in [group.primary, *group.words]:
+                key = word.lower()
+                if key in seen:
+                    raise ValueError(f"duplicated emotion word {word!r}")
+                seen.add(key)
+        return self
+
+
+class EmotionWheel:
+    """An ordered emotion vocabulary: `words` = primaries, then secondaries by group."""
+
+    def __init__(self, spec: WheelSpec):
+        self.spec = spec
+        self.name = spec.name
+        self.primaries: list[str] = [group.primary for group in spec.groups]
+        self.words: list[str] = self.primaries + [w for group in spec.groups for w in group.words]
+        self._primary_of = {group.primary: group.primary for group in spec.groups}
+        self._primary_of.update({w: group.primary for group in spec.groups for w in group.words})
+        self.group_colors: dict[str, str] = {group.primary: group.color for group in spec.groups}
+
+    @classmethod
+    def load(cls, name_or_path: str | Path = "shaver") -> "EmotionWheel":
+        """Load a bundled wheel by name ("shaver", "plutchik", "ekman") or from a file path."""
+        path = resolve_data_file("wheels", name_or_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"wheel file {path} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        try:
+            return cls(WheelSpec.model_validate(raw))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "<root>"
+            raise ConfigError(f"invalid wheel file {path}: {where}: {first['msg']}") from None
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __repr__(self) -> str:
+        return f"EmotionWheel({self.name!r}, {len(self.primaries)} primaries, {len(self.words)} words)"
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Column index of each word in arrays aligned with `words`."""
+        return {word: i for i, word in enumerate(self.words)}
+
+    def primary_of(self, word: str) -> str:
+        """The primary a word belongs to; a primary maps to itself."""
+        try:
+            return self._primary_of[word]
+        except KeyError:
+            raise ConfigError(f"{word!r} is not a word of the {self.name!r} wheel") from None
+
+    def color_of(self, word: str) -> str:
+        """The colour of the word's primary group."""
+        return self.group_colors[self.primary_of(word)]
+
+    def is_primary(self, word: str) -> bool:
+        return self.primary_of(word) == word

@@ -1,0 +1,57 @@
+"""Shared plumbing for experiment entry points: building pieces from config, manifests."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ValidationError
+
+from emotion_probe.backends.base import ModelBackend
+from emotion_probe.errors import ConfigError
+
+
+def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any:
+    """Validate a config node with pydantic; report the first bad field by its full name."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join([where, *(str(p) for p in first["loc"])])
+        raise ConfigError(f"{field}: {first['msg']}") from None
+
+
+def build_model(cfg: DictConfig) -> ModelBackend:
+    """Instantiate the backend named by a `model:` config node."""
+    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise ConfigError(f"model.{missing[0]} is required (e.g. model.{missing[0]}=...)")
+    return instantiate(cfg, _convert_="all")
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_manifest(out_dir: Path, cfg: DictConfig, **extra: Any) -> Path:
+    """Record what ran: resolved config, backend description, versions. Never secrets."""
+    from importlib.metadata import version
+
+    manifest = {
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "python": platform.python_version(),
+        "emolab": version("emolab"),
+        **extra,
+    }
+    path = out_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    return path

@@ -1,0 +1,34 @@
+"""The `emolab` command: one Hydra app; the `experiment` config group picks what runs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.utils import get_method
+from omegaconf import DictConfig
+from rich.console import Console
+
+from emotion_probe.errors import EmolabError
+
+log = logging.getLogger("emolab")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+def main(cfg: DictConfig) -> object:
+    try:
+        task = get_method(cfg.task)
+    except Exception:
+        Console(stderr=True).print(f"[red]error:[/] task {cfg.task!r} (set by the experiment config) is not importable")
+        sys.exit(2)
+    try:
+        return task(cfg)
+    except EmolabError as err:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        Console(stderr=True).print(f"[red]error:[/] {err}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
