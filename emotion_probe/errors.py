@@ -1,5 +1,12 @@
 """Exceptions that carry one clear, user-facing message."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class EmolabError(Exception):
     """Base class: bad input or configuration, reported without a traceback by the CLI."""
@@ -15,3 +22,10 @@ class TokenizationMismatch(EmolabError):
 
 class ScriptExhausted(EmolabError):
     """The scripted test backend was asked for more responses than its script holds."""
+
+
+def first_validation_problem(err: "ValidationError", prefix: str = "") -> str:
+    """The first problem in a pydantic ValidationError as 'dotted.field: message'."""
+    first = err.errors()[0]
+    field = ".".join([*filter(None, [prefix]), *(str(part) for part in first["loc"])]) or "<root>"
+    return f"{field}: {first['msg']}"

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emotion_probe.backends.base import ModelBackend
-from emotion_probe.errors import ConfigError
+from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.wheel import EmotionWheel
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,13 @@ class EmotionProbe:
         chunk_size: int = 64,
     ):
         wheel_name = wheel if isinstance(wheel, str) else wheel.name
-        self.settings = ProbeSettings(
-            wheel=wheel_name, template=template, method=method, word_boundary=word_boundary, top_k=top_k, chunk_size=chunk_size
-        )
+        try:
+            self.settings = ProbeSettings(
+                wheel=wheel_name, template=template, method=method, word_boundary=word_boundary, top_k=top_k,
+                chunk_size=chunk_size,
+            )
+        except ValidationError as err:
+            raise ConfigError(first_validation_problem(err, "probe")) from None
         if method == "paper" and word_boundary:
             raise ConfigError("probe.word_boundary applies to method=exact only; the paper's method has no boundary term")
         self.model = model
@@ -89,8 +93,9 @@ class EmotionProbe:
 
     @classmethod
     def from_settings(cls, model: ModelBackend, settings: ProbeSettings | dict) -> "EmotionProbe":
-        settings = settings if isinstance(settings, ProbeSettings) else ProbeSettings.model_validate(settings)
-        return cls(model, **settings.model_dump())
+        if isinstance(settings, ProbeSettings):
+            settings = settings.model_dump()
+        return cls(model, **settings)
 
     @property
     def words(self) -> list[str]:

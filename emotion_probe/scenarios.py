@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emotion_probe.data import resolve_data_file
-from emotion_probe.errors import ConfigError
+from emotion_probe.errors import ConfigError, first_validation_problem
 
 
 class Scenario(BaseModel):
@@ -47,9 +47,7 @@ def load_scenarios(name_or_path: str | Path, limit: int | None = None) -> list[S
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
         except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "<row>"
-            raise ConfigError(f"{path}: line {number}: field {field!r}: {first['msg']}") from None
+            raise ConfigError(f"{path}: line {number}: field {first_validation_problem(err)}") from None
         if scenario.id in seen:
             raise ConfigError(f"{path}: line {number}: duplicate scenario id {scenario.id!r}")
         seen.add(scenario.id)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotion_probe.data import resolve_data_file
-from emotion_probe.errors import ConfigError
+from emotion_probe.errors import ConfigError, first_validation_problem
 
 
 def _clean_word(word: str) -> str:
@@ -89,9 +89,7 @@ class EmotionWheel:
         try:
             return cls(WheelSpec.model_validate(raw))
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "<root>"
-            raise ConfigError(f"invalid wheel file {path}: {where}: {first['msg']}") from None
+            raise ConfigError(f"invalid wheel file {path}: {first_validation_problem(err)}") from None
 
     def __len__(self) -> int:
         return len(self.words)

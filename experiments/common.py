@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
 
 from emotion_probe.backends.base import ModelBackend
-from emotion_probe.errors import ConfigError
+from emotion_probe.errors import ConfigError, first_validation_problem
 
 
 def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any:
@@ -22,9 +22,7 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join([where, *(str(p) for p in first["loc"])])
-        raise ConfigError(f"{field}: {first['msg']}") from None
+        raise ConfigError(first_validation_problem(err, where)) from None
 
 
 def build_model(cfg: DictConfig) -> ModelBackend:

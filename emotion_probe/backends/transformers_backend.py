@@ -306,6 +306,13 @@ class TransformersBackend(ModelBackend):
         rows = self._log_softmax(logits)  # [B, 1 + T, V]
         return self._with_boundary(trie.reduce(rows), rows, trie)
 
+    @cached_property
+    def _cache_argument(self) -> str:
+        # transformers renamed `past_key_values` to `cache` in 5.x; accept either.
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
     def _score_kv_cache(self, batch_ids: list[list[int]], trie: ContinuationTrie) -> Any:
         torch = self._torch
         batch = len(batch_ids)
@@ -328,7 +335,7 @@ class TransformersBackend(ModelBackend):
         if not paths:
             return self._with_boundary(trie.reduce(last_rows), last_rows, trie)
         num_paths, depth = len(paths), max(len(p) for p in paths)
-        cache = first.past_key_values
+        cache = getattr(first, "cache", None) or first.past_key_values
         cache.batch_repeat_interleave(num_paths)
         step_ids = torch.full((num_paths, depth), self._pad_id, dtype=torch.long)
         step_mask = torch.zeros((num_paths, depth), dtype=torch.long)
@@ -344,8 +351,8 @@ class TransformersBackend(ModelBackend):
             input_ids=step_ids.repeat(batch, 1).to(self.device),
             attention_mask=full_mask.to(self.device),
             position_ids=step_positions.to(self.device),
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_argument: cache},
         )
         path_rows = self._log_softmax(out.logits).view(batch, num_paths, depth, -1)
         node_rows = path_rows[:, torch.from_numpy(node_path), torch.from_numpy(node_step)]  # [B, T, V]
