@@ -91,12 +91,6 @@ class EmotionProbe:
         self.last_method: str | None = None
         self.last_exact: bool | None = None
 
-    @classmethod
-    def from_settings(cls, model: ModelBackend, settings: ProbeSettings | dict) -> "EmotionProbe":
-        if isinstance(settings, ProbeSettings):
-            settings = settings.model_dump()
-        return cls(model, **settings)
-
     @property
     def words(self) -> list[str]:
         return self.wheel.words

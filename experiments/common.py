@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
 
+from emotion_probe.backends import instantiate_backend
 from emotion_probe.backends.base import ModelBackend
 from emotion_probe.errors import ConfigError, first_validation_problem
 
@@ -27,10 +27,7 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
 
 def build_model(cfg: DictConfig) -> ModelBackend:
     """Instantiate the backend named by a `model:` config node."""
-    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        raise ConfigError(f"model.{missing[0]} is required (e.g. model.{missing[0]}=...)")
-    return instantiate(cfg, _convert_="all")
+    return instantiate_backend(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -9,10 +9,16 @@ import hydra
 from hydra.utils import get_method
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.text import Text
 
 from emotion_probe.errors import EmolabError
 
 log = logging.getLogger("emolab")
+
+
+def _report(message: str) -> None:
+    # One unwrapped line, and no markup parsing: messages quote user text like "[x]".
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
@@ -20,13 +26,13 @@ def main(cfg: DictConfig) -> object:
     try:
         task = get_method(cfg.task)
     except Exception:
-        Console(stderr=True).print(f"[red]error:[/] task {cfg.task!r} (set by the experiment config) is not importable")
+        _report(f"task {cfg.task!r} (set by the experiment config) is not importable")
         sys.exit(2)
     try:
         return task(cfg)
     except EmolabError as err:
         # Bad input is the user's to fix: one clear line, no traceback.
-        Console(stderr=True).print(f"[red]error:[/] {err}")
+        _report(str(err))
         sys.exit(2)
 
 

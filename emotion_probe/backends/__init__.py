@@ -12,9 +12,9 @@ from emotion_probe.backends.base import (
     ModelBackend,
     ScoreResult,
 )
-from emotion_probe.errors import ConfigError
+from emotion_probe.errors import ConfigError, EmolabError
 
-__all__ = ["ChatMessage", "GenerateConfig", "Generation", "ModelBackend", "ScoreResult", "load_model", "model_config_names"]
+__all__ = ["ChatMessage", "GenerateConfig", "Generation", "ModelBackend", "ScoreResult", "instantiate_backend", "load_model", "model_config_names"]
 
 
 def model_config_names() -> list[str]:
@@ -32,7 +32,6 @@ def load_model(name_or_config: str | dict | Any, **overrides: Any) -> ModelBacke
     >>> model = load_model("transformers", path="/models/llama")
     """
     import yaml
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     if isinstance(name_or_config, str):
@@ -46,8 +45,22 @@ def load_model(name_or_config: str | dict | Any, **overrides: Any) -> ModelBacke
         config = OmegaConf.create(name_or_config)
     if "_target_" not in config:
         raise ConfigError("model config has no _target_ naming the backend class to build")
-    config = OmegaConf.merge(config, overrides)
+    return instantiate_backend(OmegaConf.merge(config, overrides))
+
+
+def instantiate_backend(config: Any) -> ModelBackend:
+    """Build a backend from a `model:` config node, reporting bad config as one ConfigError."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
     missing = [key for key in config if OmegaConf.is_missing(config, key)]
     if missing:
-        raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. load_model(..., {missing[0]}=...))")
-    return instantiate(config, _convert_="all")
+        raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")
+    try:
+        return instantiate(config, _convert_="all")
+    except InstantiationException as err:
+        # Hydra wraps whatever the constructor raised; surface our own clear message unwrapped.
+        if isinstance(err.__cause__, EmolabError):
+            raise err.__cause__ from None
+        raise ConfigError(f"model config: {err}") from None
