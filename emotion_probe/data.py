@@ -13,6 +13,8 @@ _SUFFIXES = {"wheels": (".yaml", ".yml", ".json"), "scenarios": (".jsonl",)}
 def shipped_names(kind: str) -> list[str]:
     """Names of the bundled files of one kind ("wheels" or "scenarios")."""
     folder = resources.files("emotion_probe") / "data" / kind
+    if not folder.is_dir():
+        return []
     return sorted(
         Path(entry.name).stem for entry in folder.iterdir() if entry.name.endswith(_SUFFIXES[kind])
     )

@@ -92,3 +92,43 @@ def load_smollm2(cache_dir: str | None = None, **backend_kwargs: Any):
 
     backend_kwargs.setdefault("name", "smollm2-135m-instruct")
     return TransformersBackend(path=str(ensure_converted(cache_dir)), **backend_kwargs)
+
+
+def load_smollm2_random_init(
+    seed: int = 0,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    cache_dir: str | None = None,
+    **backend_kwargs: Any,
+):
+    """A randomly initialised model of SmolLM2's architecture, built locally from its config.
+
+    The smallest point of a scaling curve, and an untrained control: same tokenizer and
+    architecture, shrunk, never trained and never downloaded.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from emotion_probe.backends.transformers_backend import TransformersBackend
+
+    source = ensure_converted(cache_dir)
+    config = AutoConfig.from_pretrained(source)
+    config.update(
+        {
+            "num_hidden_layers": num_hidden_layers,
+            "hidden_size": hidden_size,
+            "intermediate_size": intermediate_size,
+            "num_attention_heads": num_attention_heads,
+            "num_key_value_heads": num_key_value_heads,
+            "head_dim": hidden_size // num_attention_heads,
+        }
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    backend_kwargs.setdefault("name", f"smollm2-arch-random-{num_hidden_layers}x{hidden_size}-seed{seed}")
+    return TransformersBackend(
+        path=str(source), model=model, tokenizer=AutoTokenizer.from_pretrained(source), **backend_kwargs
+    )

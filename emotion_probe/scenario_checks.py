@@ -1,0 +1,93 @@
+"""Checks every scenario must pass: it must not name its own emotion, and must not repeat another.
+
+The paper found that LLM-written scenarios often name their own emotion ("I felt such joy"),
+which makes recognition trivial. A word's forms are caught by a prefix stem plus a short list of
+irregular derivatives; the stem errs on the strict side (a false alarm costs one regeneration).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from functools import lru_cache
+
+# Derivatives that do not share the word's first letters, or share too few of them.
+IRREGULAR_FORMS: dict[str, tuple[str, ...]] = {
+    "anger": ("angry", "angri"), "pride": ("proud",), "shame": ("asham",), "sadness": ("sad",),
+    "joy": ("enjoy",), "hate": ("hatred",), "love": ("loving", "lovin"), "fear": ("fearful",),
+    "happiness": ("happy", "happi"), "envy": ("envious", "envie"), "jealousy": ("jealous",),
+    "loneliness": ("lonely",), "depression": ("depress",), "frustration": ("frustrat",),
+    "annoyance": ("annoy",), "irritation": ("irritat",), "agitation": ("agitat",), "aggravation": ("aggravat",),
+    "disgust": ("disgust",), "satisfaction": ("satisf",), "excitement": ("excit",), "thrill": ("thrill",),
+    "delight": ("delight",), "amazement": ("amaz",), "astonishment": ("astonish",), "shock": ("shock",),
+    "fright": ("frighten",), "horror": ("horrif", "horrid"), "terror": ("terrif",), "panic": ("panick",),
+    "nervousness": ("nervous",), "anxiety": ("anxious",), "worry": ("worri", "worried"), "distress": ("distress",),
+    "humiliation": ("humiliat",), "embarrassment": ("embarrass",), "insult": ("insult",), "rejection": ("reject",),
+    "isolation": ("isolat",), "neglect": ("neglect",), "alienation": ("alienat",), "defeat": ("defeat",),
+    "dejection": ("deject",), "insecurity": ("insecure",), "hopelessness": ("hopeless",), "gloom": ("gloom",),
+    "glumness": ("glum",), "unhappiness": ("unhapp",), "misery": ("miserab",), "melancholy": ("melanchol",),
+    "dismay": ("dismay",), "disappointment": ("disappoint",), "displeasure": ("displeas",), "guilt": ("guilt",),
+    "regret": ("regret",), "remorse": ("remorse",), "homesickness": ("homesick",), "sympathy": ("sympath",),
+    "pity": ("piti", "pitied"), "alarm": ("alarm",), "hysteria": ("hysteric",), "mortification": ("mortif",),
+    "tenseness": ("tense", "tension"), "uneasiness": ("uneas",), "apprehension": ("apprehens",), "dread": ("dread",),
+    "adoration": ("ador",), "affection": ("affection",), "fondness": ("fond",), "liking": ("like",),
+    "attraction": ("attract",), "caring": ("care", "cari"), "tenderness": ("tender",), "compassion": ("compassion",),
+    "sentimentality": ("sentimental",), "arousal": ("arous",), "desire": ("desir",), "lust": ("lust",),
+    "passion": ("passion",), "infatuation": ("infatuat",), "longing": ("long for", "longed"), "amusement": ("amus",),
+    "bliss": ("bliss",), "cheerfulness": ("cheer",), "gaiety": ("gay",), "glee": ("glee",), "jolliness": ("jolly", "jolli"),
+    "joviality": ("jovial",), "enjoyment": ("enjoy",), "gladness": ("glad",), "jubilation": ("jubila",),
+    "elation": ("elat",), "ecstasy": ("ecstat",), "euphoria": ("euphor",), "enthusiasm": ("enthusias",),
+    "zeal": ("zeal",), "zest": ("zest",), "exhilaration": ("exhilarat",), "contentment": ("content",),
+    "pleasure": ("pleas",), "triumph": ("triumph",), "eagerness": ("eager",), "hope": ("hope", "hoping"),
+    "optimism": ("optimis",), "enthrallment": ("enthrall",), "rapture": ("raptur",), "relief": ("reliev",),
+    "rage": ("rage", "raging"), "outrage": ("outrag",), "fury": ("furious",), "wrath": ("wrath",),
+    "hostility": ("hostil",), "ferocity": ("feroc", "ferocious"), "bitterness": ("bitter",), "loathing": ("loath",),
+    "scorn": ("scorn",), "spite": ("spite",), "vengefulness": ("vengeful", "vengeance"), "dislike": ("dislik",),
+    "resentment": ("resent",), "revulsion": ("revuls", "revolt"), "contempt": ("contempt",), "torment": ("torment",),
+    "agony": ("agoniz", "agonis"), "suffering": ("suffer",), "hurt": ("hurt",), "anguish": ("anguish",),
+    "despair": ("despair",), "grief": ("griev",), "sorrow": ("sorrow",), "woe": ("woeful",),
+    "grouchiness": ("grouch",), "grumpiness": ("grump",), "exasperation": ("exasperat",),
+    "surprise": ("surpris",),
+}
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def stem(word: str) -> str:
+    """The prefix that an inflection of `word` shares with it: all but the last 3 letters, at least 4."""
+    word = word.lower()
+    return word[: max(4, len(word) - 3)]
+
+
+@lru_cache(maxsize=None)
+def leak_pattern(word: str) -> re.Pattern[str]:
+    forms = {stem(word), word.lower(), *IRREGULAR_FORMS.get(word.lower(), ())}
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + ")", re.IGNORECASE)
+
+
+def leaked_form(text: str, emotion: str) -> str | None:
+    """The form of `emotion` found in `text` (e.g. "joyful" for joy), or None if the text is clean."""
+    match = leak_pattern(emotion).search(text)
+    if match is None:
+        return None
+    end = match.end()
+    while end < len(text) and text[end].isalpha():
+        end += 1
+    return text[match.start() : end]
+
+
+def normalized(text: str) -> str:
+    """The key two texts must not share: case, punctuation and spacing removed."""
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def problems(text: str, emotion: str, seen: set[str]) -> list[str]:
+    """Why a scenario for `emotion` is unacceptable (empty list = acceptable). Updates nothing."""
+    found = []
+    if not text.strip():
+        found.append("empty text")
+    if (form := leaked_form(text, emotion)) is not None:
+        found.append(f"names its own emotion ({form!r})")
+    if normalized(text) in seen:
+        found.append("duplicates an earlier scenario")
+    return found

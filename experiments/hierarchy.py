@@ -1,0 +1,152 @@
+"""`emolab experiment=hierarchy` (one model's emotion tree) and `experiment=hierarchy_report` (scaling)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.hierarchy import build_hierarchy
+from emotion_probe.plots import draw_tree
+from emotion_probe.probe import EmotionProbe, ProbeSettings
+from emotion_probe.runner import probe_scenarios
+from emotion_probe.scenarios import load_scenarios
+from emotion_probe.wheel import EmotionWheel
+from experiments.common import build_model, output_dir, validated, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+class HierarchySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
+    method: Literal["exact", "paper"] = "exact"
+    top_k: int = Field(default=10, ge=1)
+    baseline_samples: int = Field(default=1000, ge=10)
+
+
+class HierarchyMetrics(BaseModel):
+    """metrics.json as the report reads it back."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    parameters: int | None
+    edges: int
+    nodes: int
+    total_path_length: int
+    average_depth: float
+    wheel_alignment: float | None
+    shuffled_alignment_mean: float | None
+
+
+def run(cfg: DictConfig) -> dict:
+    probe_settings = validated(ProbeSettings, cfg.probe, "probe")
+    settings = validated(HierarchySettings, cfg.hierarchy, "hierarchy")
+    wheel = EmotionWheel.load(probe_settings.wheel)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    out_dir = output_dir(cfg)
+    model = build_model(cfg.model)
+    probe = EmotionProbe(model, wheel, **probe_settings.model_dump(exclude={"wheel"}))
+    table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
+    P = table[wheel.words].to_numpy(dtype=np.float64)
+    seen = ~np.isnan(P).any(axis=1)
+    if not seen.all():
+        log.warning("dropping %d scenarios where no wheel word was seen", int((~seen).sum()))
+    result = build_hierarchy(P[seen], wheel, seed=cfg.seed, **settings.model_dump())
+    result.matching_frame().to_parquet(out_dir / "matching.parquet")
+    result.edges_frame().to_csv(out_dir / "edges.csv", index=False)
+    metrics = {
+        "model": model.name,
+        "parameters": model.num_parameters(),
+        "scenarios": int(seen.sum()),
+        "wheel": wheel.name,
+        "threshold": settings.threshold,
+        "method": settings.method,
+        "probe_method": probe.last_method,
+        **result.metrics,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    draw_tree(result.graph, wheel, out_dir / "tree",
+              title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
+    write_manifest(out_dir, cfg, model=model.describe(), probe=probe.describe())
+    _print_metrics(metrics, out_dir)
+    return metrics
+
+
+def _print_metrics(metrics: dict, out_dir: Path) -> None:
+    table = Table(title=f"Emotion hierarchy of {metrics['model']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ["parameters", "scenarios", "edges", "nodes", "total_path_length", "average_depth", "max_depth",
+                "wheel_alignment", "shuffled_alignment_mean"]:
+        value = metrics[key]
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else f"{value:,}" if value is not None else "-")
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out_dir}/{{distributions.parquet, matching.parquet, edges.csv, metrics.json, tree.png, tree.svg}}")
+
+
+def report(cfg: DictConfig) -> pd.DataFrame:
+    sweep_dir = Path(cfg.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
+    rows = []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        try:
+            metrics = HierarchyMetrics.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as err:
+            raise ConfigError(f"{path}: {first_validation_problem(err)}") from None
+        rows.append({**metrics.model_dump(), "job_dir": str(path.parent)})
+    if not rows:
+        raise ConfigError(f"sweep_dir: no metrics.json under {sweep_dir}; run a hierarchy sweep first")
+    frame = pd.DataFrame(rows).sort_values("parameters").reset_index(drop=True)
+    out_dir = output_dir(cfg)
+    frame.to_parquet(out_dir / "scaling.parquet", index=False)
+    frame.to_csv(out_dir / "scaling.csv", index=False)
+    _plot_scaling(frame, out_dir / "scaling")
+    table = Table(title=f"Hierarchy metrics across {len(frame)} runs")
+    for column in ["model", "parameters", "edges", "nodes", "total_path_length", "average_depth", "wheel_alignment"]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for _, row in frame.iterrows():
+        table.add_row(str(row["model"]), f"{row['parameters']:,}", str(row["edges"]), str(row["nodes"]),
+                      str(row["total_path_length"]), f"{row['average_depth']:.2f}", f"{row['wheel_alignment']:.2f}")
+    Console().print(table)
+    Console().print(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}")
+    return frame
+
+
+def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
+    panels = [("edges", "parent-child edges"), ("nodes", "nodes in the tree"),
+              ("total_path_length", "total path length"), ("average_depth", "average depth"),
+              ("wheel_alignment", "wheel alignment")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, (column, label) in zip(axes, panels):
+        ax.plot(frame["parameters"], frame[column], marker="o")
+        for _, row in frame.iterrows():
+            ax.annotate(row["model"], (row["parameters"], row[column]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+        if column == "wheel_alignment":
+            ax.plot(frame["parameters"], frame["shuffled_alignment_mean"], ls="--", color="grey", label="shuffled labels")
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(label, fontsize=10)
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(out_base.with_suffix(suffix), dpi=150 if suffix == ".png" else None)
+    plt.close(fig)
