@@ -141,7 +141,8 @@ def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
             ax.annotate(row["model"], (row["parameters"], row[column]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
         if column == "wheel_alignment":
-            ax.plot(frame["parameters"], frame["shuffled_alignment_mean"], ls="--", color="grey", label="shuffled labels")
+            ax.plot(frame["parameters"], frame["shuffled_alignment_mean"], ls="--", marker="x", color="grey",
+                    label="shuffled labels")
             ax.legend(fontsize=7, frameon=False)
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
