@@ -51,6 +51,18 @@ IRREGULAR_FORMS: dict[str, tuple[str, ...]] = {
 }
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+# A sentence ends at . ! or ? followed by a space and a capital (or an opening quote).
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')]?\s+(?=[\"'A-Z])")
+MAX_SENTENCES = 3
+
+
+_ABBREVIATION = re.compile(r"\b(Dr|Mr|Mrs|Ms|Mt|St|Jr|Sr|Prof|vs|etc)\.")
+
+
+def sentence_count(text: str) -> int:
+    """Sentences in `text`; titles like "Dr." do not end one."""
+    text = _ABBREVIATION.sub(r"\1", text.strip())
+    return len(_SENTENCE_BREAK.split(text)) if text else 0
 
 
 def stem(word: str) -> str:
@@ -88,6 +100,8 @@ def problems(text: str, emotion: str, seen: set[str]) -> list[str]:
         found.append("empty text")
     if (form := leaked_form(text, emotion)) is not None:
         found.append(f"names its own emotion ({form!r})")
+    if sentence_count(text) > MAX_SENTENCES:
+        found.append(f"has {sentence_count(text)} sentences (at most {MAX_SENTENCES})")
     if normalized(text) in seen:
         found.append("duplicates an earlier scenario")
     return found

@@ -1,0 +1,79 @@
+"""`emolab experiment=generate_scenarios`: grow a labelled scenario file with a (strong) model."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from emotion_probe.backends.base import GenerateConfig
+from emotion_probe.scenario_checks import normalized
+from emotion_probe.scenarios import load_scenarios
+from emotion_probe.wheel import EmotionWheel
+from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
+from experiments.common import build_model, validated, write_manifest, output_dir
+
+
+class GeneratorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(min_length=1)
+    wheel: str = "shaver"
+    words: list[str] | None = None
+    per_emotion: int = Field(default=20, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    max_parse_retries: int = Field(default=2, ge=0)
+    temperature: float = Field(default=0.8, ge=0)
+    max_tokens: int = Field(default=600, ge=16)
+
+
+def run(cfg: DictConfig) -> dict:
+    settings = validated(GeneratorSettings, cfg.generator, "generator")
+    wheel = EmotionWheel.load(settings.wheel)
+    words = settings.words or wheel.words
+    for word in words:
+        wheel.primary_of(word)  # an unknown word fails here, by name
+    output = Path(settings.output)
+    existing = load_scenarios(output) if output.exists() and output.stat().st_size else []
+    counts = Counter(s.emotion for s in existing)
+    numbers: dict[str, int] = {}
+    for s in existing:
+        suffix = s.id.rsplit("-", 1)[-1]
+        if suffix.isdigit():
+            numbers[s.emotion] = max(numbers.get(s.emotion, 0), int(suffix))
+    todo = [w for w in words if counts[w] < settings.per_emotion]
+    model = build_model(cfg.model)
+    context = GeneratorContext(
+        model=model, output=output, per_emotion=settings.per_emotion, max_attempts=settings.max_attempts,
+        max_parse_retries=settings.max_parse_retries,
+        generate_config=GenerateConfig(temperature=settings.temperature, max_tokens=settings.max_tokens, seed=cfg.seed),
+    )
+    graph = build_scenario_generator_graph()
+    seen = [normalized(s.text) for s in existing]
+    summary = Table(title=f"Scenario generation into {output}")
+    for column in ["emotion", "had", "written", "rejected", "status"]:
+        summary.add_column(column)
+    written_total = 0
+    with Progress(disable=not cfg.progress) as progress:
+        task = progress.add_task("generating", total=len(todo))
+        for word in todo:
+            state = graph.invoke(
+                {"emotion": word, "primary": wheel.primary_of(word), "needed": settings.per_emotion - counts[word],
+                 "existing": seen, "first_index": numbers.get(word, 0) + 1, "accepted": [], "rejected": [],
+                 "attempts": 0, "status": "running"},
+                context=context,
+            )
+            seen += [normalized(t) for t in state["accepted"]]
+            written_total += len(state["accepted"])
+            summary.add_row(word, str(counts[word]), str(len(state["accepted"])), str(len(state["rejected"])),
+                            state["status"])
+            progress.advance(task)
+    Console().print(summary)
+    Console().print(f"{written_total} new rows; {len(words) - len(todo)} emotions were already complete")
+    write_manifest(output_dir(cfg), cfg, model=model.describe(), written=written_total)
+    return {"written": written_total, "skipped": len(words) - len(todo)}
