@@ -6,7 +6,7 @@ import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
@@ -14,6 +14,11 @@ from pydantic import BaseModel, ValidationError
 from emotion_probe.backends import instantiate_backend
 from emotion_probe.backends.base import ModelBackend
 from emotion_probe.errors import ConfigError, first_validation_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from emotion_probe.probe import EmotionProbe
 
 
 def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any:
@@ -50,3 +55,22 @@ def write_manifest(out_dir: Path, cfg: DictConfig, **extra: Any) -> Path:
     path = out_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     return path
+
+
+def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame", Path]:
+    """Validate the probe config and inputs, load the model, and probe `cfg.scenarios` into the run dir.
+
+    Every input is checked before the (slow) model load, so a typo fails in a second.
+    """
+    from emotion_probe.probe import EmotionProbe, ProbeSettings
+    from emotion_probe.runner import probe_scenarios
+    from emotion_probe.scenarios import load_scenarios
+    from emotion_probe.wheel import EmotionWheel
+
+    settings = validated(ProbeSettings, cfg.probe, "probe")
+    wheel = EmotionWheel.load(settings.wheel)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    out_dir = output_dir(cfg)
+    probe = EmotionProbe(build_model(cfg.model), wheel, **settings.model_dump(exclude={"wheel"}))
+    table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
+    return probe, table, out_dir

@@ -21,11 +21,7 @@ from rich.table import Table
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.hierarchy import build_hierarchy
 from emotion_probe.plots import draw_tree
-from emotion_probe.probe import EmotionProbe, ProbeSettings
-from emotion_probe.runner import probe_scenarios
-from emotion_probe.scenarios import load_scenarios
-from emotion_probe.wheel import EmotionWheel
-from experiments.common import build_model, output_dir, validated, write_manifest
+from experiments.common import output_dir, probe_scenario_file, validated, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +51,9 @@ class HierarchyMetrics(BaseModel):
 
 
 def run(cfg: DictConfig) -> dict:
-    probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(HierarchySettings, cfg.hierarchy, "hierarchy")
-    wheel = EmotionWheel.load(probe_settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
-    out_dir = output_dir(cfg)
-    model = build_model(cfg.model)
-    probe = EmotionProbe(model, wheel, **probe_settings.model_dump(exclude={"wheel"}))
-    table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
+    probe, table, out_dir = probe_scenario_file(cfg)
+    model, wheel = probe.model, probe.wheel
     P = table[wheel.words].to_numpy(dtype=np.float64)
     seen = ~np.isnan(P).any(axis=1)
     if not seen.all():

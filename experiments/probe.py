@@ -9,25 +9,15 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.probe import EmotionProbe, ProbeSettings
-from emotion_probe.runner import probe_scenarios
-from emotion_probe.scenarios import load_scenarios
-from emotion_probe.wheel import EmotionWheel
-from experiments.common import build_model, output_dir, validated, write_manifest
+from emotion_probe.probe import EmotionProbe
+from experiments.common import probe_scenario_file, write_manifest
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
-    # Check every input before the (slow) model load, so a typo fails in a second.
-    settings = validated(ProbeSettings, cfg.probe, "probe")
-    wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
-    out_dir = output_dir(cfg)
-    model = build_model(cfg.model)
-    probe = EmotionProbe(model, wheel, **settings.model_dump(exclude={"wheel"}))
-    table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
-    write_manifest(out_dir, cfg, model=model.describe(), probe=probe.describe(), scenarios=len(table))
+    probe, table, out_dir = probe_scenario_file(cfg)
+    write_manifest(out_dir, cfg, model=probe.model.describe(), probe=probe.describe(), scenarios=len(table))
     _print_summary(table, probe, cfg.show_top, out_dir)
     return table
 

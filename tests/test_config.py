@@ -64,7 +64,7 @@ def test_bad_probe_config_names_the_field():
 
 
 def test_model_configs_cover_every_backend():
-    assert set(model_config_names()) == {"smollm2", "transformers", "openai", "scripted"} == set(_names("model"))
+    assert set(model_config_names()) == {"smollm2", "smollm2_random", "transformers", "openai", "scripted"} == set(_names("model"))
 
 
 def test_scripted_and_openai_model_configs_instantiate():
@@ -91,6 +91,8 @@ def test_smollm2_and_transformers_configs_instantiate(smollm2):
     local = build_model(_compose("model=transformers", f"model.path={ensure_converted()}", "model.scoring=kv_cache").model)
     assert local.scoring == "kv_cache" and local.tokenizer is not None
     assert load_model("smollm2").name == "smollm2-135m-instruct"
+    random_init = build_model(_compose("model=smollm2_random").model)
+    assert random_init.num_parameters() < 5_000_000 and random_init.tokenizer is not None
 
 
 def test_transformers_backend_never_downloads(tmp_path):
