@@ -1,0 +1,86 @@
+"""`emolab experiment=bias_table confusion=<json>`: the paper's persona comparison tables from saved counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from rich.console import Console
+from rich.table import Table
+
+from emotion_probe.bias import accuracy, compare_predictions
+from emotion_probe.errors import ConfigError, first_validation_problem
+from experiments.common import output_dir
+
+
+class ConfusionFile(BaseModel):
+    """Per-persona confusion counts: personas[name][true][predicted], aligned with `emotions`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    emotions: list[str]
+    personas: dict[str, list[list[int]]]
+
+    @model_validator(mode="after")
+    def _square(self) -> "ConfusionFile":
+        k = len(self.emotions)
+        for name, matrix in self.personas.items():
+            if len(matrix) != k or any(len(row) != k for row in matrix):
+                raise ValueError(f"persona {name!r}: counts must be {k} x {k} to match 'emotions'")
+        return self
+
+
+def load_confusion(path: str | Path) -> ConfusionFile:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"confusion: file not found: {path}")
+    try:
+        return ConfusionFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValidationError, json.JSONDecodeError) as err:
+        detail = first_validation_problem(err) if isinstance(err, ValidationError) else err.msg
+        raise ConfigError(f"confusion file {path}: {detail}") from None
+
+
+def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
+    data = load_confusion(cfg.confusion)
+    out_dir = output_dir(cfg)
+    console = Console()
+    counts = {name: np.asarray(matrix) for name, matrix in data.personas.items()}
+    accuracies = pd.DataFrame(
+        [{"persona": name, "accuracy": accuracy(m), "scenarios": int(m.sum())} for name, m in counts.items()]
+    )
+    accuracies.to_csv(out_dir / "accuracy.csv", index=False)
+    tables: dict[str, pd.DataFrame] = {}
+    for pair in cfg.pairs:
+        a, b = pair
+        for name in (a, b):
+            if name not in counts:
+                raise ConfigError(f"pairs: persona {name!r} is not in {cfg.confusion} (has {sorted(counts)})")
+        # Column sums: how often each emotion was *predicted* for that persona.
+        table = compare_predictions(counts[a].sum(axis=0), counts[b].sum(axis=0), data.emotions)
+        tables[f"{a}_vs_{b}"] = table
+        table.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
+        table.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
+        console.print(_pair_table(a, b, table, accuracy(counts[a]), accuracy(counts[b]), cfg.top))
+    console.print(f"wrote {out_dir}/accuracy.csv and compare_<a>_vs_<b>.{{csv,parquet}}; * = q < 0.05 (Fisher, BH)")
+    return tables
+
+
+def _pair_table(a: str, b: str, table: pd.DataFrame, accuracy_a: float, accuracy_b: float, top: int) -> Table:
+    view = Table(title=f"{a} (accuracy {accuracy_a:.1%}) vs {b} (accuracy {accuracy_b:.1%})")
+    view.add_column(f"more often predicted for {a}")
+    view.add_column("diff", justify="right")
+    view.add_column(f"more often predicted for {b}")
+    view.add_column("diff", justify="right")
+    head = table.head(top)
+    tail = table.tail(top).iloc[::-1]
+    for (_, x), (_, y) in zip(head.iterrows(), tail.iterrows()):
+        view.add_row(
+            x["emotion"] + (" *" if x["significant"] else ""), f"{x['diff']:+.3f}",
+            y["emotion"] + (" *" if y["significant"] else ""), f"{y['diff']:+.3f}",
+        )
+    return view
