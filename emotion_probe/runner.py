@@ -1,12 +1,13 @@
-"""Probe a whole scenario file into Parquet, chunk by chunk, resumable.
+"""Process scenario files chunk by chunk into Parquet parts, resumable.
 
-Each finished chunk is written as its own Parquet part before the next one
-starts, so a crash loses at most the chunk in flight. Rerunning into the same
-directory skips every scenario already written.
+Each finished chunk is written as its own Parquet part before the next one starts, so a
+crash loses at most the chunk in flight. Rerunning into the same directory skips every
+scenario already written, and refuses to mix results made with different settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -48,12 +49,59 @@ def _check_manifest(parts_dir: Path, expected: PartsManifest) -> None:
         )
 
 
-def _finished_ids(parts_dir: Path) -> set[str]:
-    done: set[str] = set()
-    for part in sorted(parts_dir.glob("part-*.parquet")):
-        frame = pd.read_parquet(part, columns=["id"])
-        done.update(frame["id"].astype(str))
-    return done
+def run_in_parts(
+    scenarios: list[Scenario],
+    parts_dir: Path,
+    manifest: PartsManifest,
+    compute: Callable[[list[Scenario]], pd.DataFrame],
+    chunk_size: int,
+    *,
+    label: str,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """Apply `compute` to chunks of scenarios not yet in `parts_dir`; return all rows in scenario order.
+
+    `compute` returns one row per scenario with an "id" column.
+    """
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    _check_manifest(parts_dir, manifest)
+    parts = sorted(parts_dir.glob("part-*.parquet"))
+    done = {str(i) for part in parts for i in pd.read_parquet(part, columns=["id"])["id"]}
+    todo = [s for s in scenarios if s.id not in done]
+    next_part = len(parts)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    ) as progress:
+        task = progress.add_task(label, total=len(scenarios), completed=len(scenarios) - len(todo))
+        for start in range(0, len(todo), chunk_size):
+            batch = todo[start : start + chunk_size]
+            frame = compute(batch)
+            # Write to a temporary name and rename: a part on disk is always complete.
+            final = parts_dir / f"part-{next_part:05d}.parquet"
+            staging = final.with_suffix(".tmp")
+            frame.to_parquet(staging, index=False)
+            staging.rename(final)
+            next_part += 1
+            progress.advance(task, len(batch))
+    table = pd.concat([pd.read_parquet(p) for p in sorted(parts_dir.glob("part-*.parquet"))], ignore_index=True)
+    table = table.drop_duplicates("id", keep="first").set_index("id")
+    order = [s.id for s in scenarios if s.id in table.index]
+    return table.loc[order].reset_index()
+
+
+def with_labels(table: pd.DataFrame, scenarios: list[Scenario]) -> pd.DataFrame:
+    """Insert `emotion` and `primary` after id/text when the scenarios are labelled."""
+    labels = {s.id: (s.emotion, s.primary) for s in scenarios}
+    if any(emotion is not None for emotion, _ in labels.values()):
+        table = table.copy()
+        table.insert(2, "emotion", [labels[i][0] for i in table["id"]])
+        table.insert(3, "primary", [labels[i][1] for i in table["id"]])
+    return table
 
 
 def probe_scenarios(
@@ -65,58 +113,24 @@ def probe_scenarios(
 ) -> pd.DataFrame:
     """Probe `scenarios` and write `distributions.parquet` (id, text, labels, one column per word)."""
     out_dir = Path(out_dir)
-    parts_dir = out_dir / PARTS_DIR
-    parts_dir.mkdir(parents=True, exist_ok=True)
     reserved = set(ID_COLUMNS) | {"emotion", "primary"}
     if clash := reserved & set(probe.words):
         raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
-    _check_manifest(
-        parts_dir,
-        PartsManifest(model=probe.model.name, settings=probe.settings.model_dump(), words=probe.words),
+
+    def compute(batch: list[Scenario]) -> pd.DataFrame:
+        frame = pd.DataFrame(probe.distribution([s.text for s in batch]), columns=probe.words)
+        frame.insert(0, "id", [s.id for s in batch])
+        frame.insert(1, "text", [s.text for s in batch])
+        return frame
+
+    manifest = PartsManifest(model=probe.model.name, settings=probe.settings.model_dump(), words=probe.words)
+    table = run_in_parts(
+        scenarios, out_dir / PARTS_DIR, manifest, compute, probe.settings.chunk_size,
+        label=f"probing {probe.model.name}", show_progress=show_progress,
     )
-    done = _finished_ids(parts_dir)
-    todo = [s for s in scenarios if s.id not in done]
-    next_part = len(list(parts_dir.glob("part-*.parquet")))
-    chunk = probe.settings.chunk_size
-    with Progress(
-        TextColumn("[bold]probing[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    ) as progress:
-        task = progress.add_task(probe.model.name, total=len(scenarios), completed=len(scenarios) - len(todo))
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            probs = probe.distribution([s.text for s in batch])
-            frame = pd.DataFrame(probs, columns=probe.words)
-            frame.insert(0, "id", [s.id for s in batch])
-            frame.insert(1, "text", [s.text for s in batch])
-            # Write to a temporary name and rename: a part on disk is always complete.
-            final = parts_dir / f"part-{next_part:05d}.parquet"
-            staging = final.with_suffix(".tmp")
-            frame.to_parquet(staging, index=False)
-            staging.rename(final)
-            next_part += 1
-            progress.advance(task, len(batch))
-    return collect_parts(out_dir, scenarios, probe.words)
-
-
-def collect_parts(out_dir: str | Path, scenarios: list[Scenario], words: list[str]) -> pd.DataFrame:
-    """Join the parts in scenario order, attach labels, and write `distributions.parquet`."""
-    out_dir = Path(out_dir)
-    parts = sorted((out_dir / PARTS_DIR).glob("part-*.parquet"))
-    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    missing = [c for c in ID_COLUMNS + words if c not in table.columns]
+    missing = [c for c in ID_COLUMNS + probe.words if c not in table.columns]
     if missing:
         raise ConfigError(f"probe parts in {out_dir / PARTS_DIR} lack columns {missing[:5]}; delete them to start over")
-    table = table.drop_duplicates("id", keep="first").set_index("id")
-    order = [s.id for s in scenarios if s.id in table.index]
-    table = table.loc[order].reset_index()
-    labels = {s.id: (s.emotion, s.primary) for s in scenarios}
-    if any(emotion is not None for emotion, _ in labels.values()):
-        table.insert(2, "emotion", [labels[i][0] for i in table["id"]])
-        table.insert(3, "primary", [labels[i][1] for i in table["id"]])
+    table = with_labels(table, scenarios)
     table.to_parquet(out_dir / "distributions.parquet", index=False)
     return table
