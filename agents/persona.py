@@ -1,0 +1,80 @@
+"""The persona agent: recognizes a scenario's emotion in the voice of a persona."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from emotion_probe.backends.base import ChatMessage
+from emotion_probe.wheel import EmotionWheel
+
+PERSONA_TEMPLATE = "{text} As {phrase}, I think the emotion involved in this situation is"
+NEUTRAL_TEMPLATE = "{text} I think the emotion involved in this situation is"
+
+
+class PersonaSpec(BaseModel):
+    """A persona as configured in `conf/persona/*.yaml`: a name and the phrase put in the prompt.
+
+    Intersectional personas give `attributes` instead; the phrase becomes "a <values in order>"
+    ("a low-income disabled woman") and the name their values joined by "_".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    phrase: str | None = None
+    attributes: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _compose(self) -> "PersonaSpec":
+        if self.attributes is not None:
+            values = [v.strip() for v in self.attributes.values() if v and v.strip()]
+            if not values:
+                raise ValueError("attributes: at least one attribute needs a value")
+            if self.phrase is None:
+                article = "an" if values[0][0].lower() in "aeiou" else "a"
+                self.phrase = f"{article} {' '.join(values)}"
+            if self.name is None:
+                self.name = "_".join(re.sub(r"[^a-z0-9]+", "_", v.lower()).strip("_") for v in values)
+        if not self.name:
+            raise ValueError("name: a persona needs a name (or attributes to build one from)")
+        if self.phrase is not None and not self.phrase.strip():
+            raise ValueError("phrase: empty; use null for the neutral persona")
+        return self
+
+    @property
+    def is_neutral(self) -> bool:
+        return self.phrase is None
+
+
+class PersonaAgent:
+    """Builds the persona's probe prompt and chat request, and reads its free-text answer."""
+
+    def __init__(self, spec: PersonaSpec, wheel: EmotionWheel):
+        self.spec = spec
+        self.wheel = wheel
+        self._word_pattern = re.compile(
+            r"\b(" + "|".join(sorted(map(re.escape, wheel.words), key=len, reverse=True)) + r")\b", re.IGNORECASE
+        )
+
+    @property
+    def probe_template(self) -> str:
+        """The probe scores the next word after this prompt ({text} = the scenario)."""
+        if self.spec.is_neutral:
+            return NEUTRAL_TEMPLATE
+        return PERSONA_TEMPLATE.replace("{phrase}", self.spec.phrase)
+
+    def chat_messages(self, text: str) -> list[ChatMessage]:
+        voice = "" if self.spec.is_neutral else f"You are {self.spec.phrase}. Answer as yourself. "
+        words = ", ".join(self.wheel.words)
+        return [
+            ChatMessage(role="system", content=voice + "You name the emotion involved in a situation with one word."),
+            ChatMessage(role="user", content=f"{text}\nWhich emotion is involved in this situation? "
+                                             f"Answer with one word from this list: {words}."),
+        ]
+
+    def parse_answer(self, reply: str) -> str | None:
+        """The first wheel word in the reply, or None if it names none."""
+        match = self._word_pattern.search(reply)
+        return match.group(1).lower() if match else None

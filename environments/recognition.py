@@ -1,0 +1,65 @@
+"""A LangGraph recognition environment: a persona agent reads labelled scenarios and names their emotion.
+
+    START -> recognize_by_probe -> (free_text?) -> answer_in_free_text -> END
+
+The probe node scores the next word after "As <persona>, I think the emotion involved in
+this situation is"; the optional chat node asks the same question in free text, for
+backends without log-probabilities. The state records both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+import numpy as np
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agents.persona import PersonaAgent
+from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.probe import EmotionProbe
+from emotion_probe.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class RecognitionContext:
+    agent: PersonaAgent
+    probe: EmotionProbe  # built with agent.probe_template
+    chat_model: ModelBackend | None = None  # set to also answer in free text
+    generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=12))
+
+
+class RecognitionState(TypedDict, total=False):
+    scenarios: list[Scenario]
+    distributions: np.ndarray  # [len(scenarios), K]
+    free_text: list[dict]  # {"reply": str, "predicted": str | None}
+
+
+def recognize_by_probe(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:
+    texts = [s.text for s in state["scenarios"]]
+    return {"distributions": runtime.context.probe.distribution(texts)}
+
+
+def answer_in_free_text(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:
+    ctx = runtime.context
+    answers = []
+    for scenario in state["scenarios"]:
+        reply = ctx.chat_model.generate(ctx.agent.chat_messages(scenario.text), ctx.generate_config).text
+        answers.append({"reply": reply, "predicted": ctx.agent.parse_answer(reply)})
+    return {"free_text": answers}
+
+
+def _after_probe(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> str:
+    return "answer_in_free_text" if runtime.context.chat_model is not None else END
+
+
+def build_recognition_graph():
+    """Compile the environment; invoke with {"scenarios": [...]} and context=RecognitionContext(...)."""
+    graph = StateGraph(RecognitionState, context_schema=RecognitionContext)
+    graph.add_node("recognize_by_probe", recognize_by_probe)
+    graph.add_node("answer_in_free_text", answer_in_free_text)
+    graph.add_edge(START, "recognize_by_probe")
+    graph.add_conditional_edges("recognize_by_probe", _after_probe, ["answer_in_free_text", END])
+    graph.add_edge("answer_in_free_text", END)
+    return graph.compile()
