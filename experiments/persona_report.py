@@ -1,0 +1,154 @@
+"""`emolab experiment=persona_report sweep_dir=...`: aggregate a persona sweep into tables and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from emotion_probe.bias import collapse_confusion, compare_predictions, confusion_matrix, per_class_accuracy
+from emotion_probe.errors import ConfigError
+from emotion_probe.wheel import EmotionWheel
+from experiments.common import output_dir
+
+
+def _load_jobs(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
+    jobs = {}
+    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
+        predictions = metrics_path.parent / "predictions.parquet"
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if "persona" not in metrics or not predictions.is_file():
+            continue  # another experiment's job
+        if metrics["persona"] in jobs:
+            raise ConfigError(f"sweep_dir: persona {metrics['persona']!r} appears twice ({metrics_path.parent})")
+        jobs[metrics["persona"]] = (metrics, pd.read_parquet(predictions))
+    if not jobs:
+        raise ConfigError(f"sweep_dir: no persona_bias jobs (metrics.json + predictions.parquet) under {sweep_dir}")
+    return jobs
+
+
+def report(cfg: DictConfig) -> pd.DataFrame:
+    sweep_dir = Path(cfg.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
+    wheel = EmotionWheel.load(cfg.probe.wheel)
+    jobs = _load_jobs(sweep_dir)
+    out_dir = output_dir(cfg)
+    console = Console()
+
+    accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()]).set_index("persona")
+    accuracy.to_parquet(out_dir / "accuracy.parquet")
+    accuracy.to_csv(out_dir / "accuracy.csv")
+    _bar_chart(accuracy, out_dir / "accuracy.png")
+
+    primary_confusions: dict[str, np.ndarray] = {}
+    per_primary: dict[str, pd.Series] = {}
+    for name, (_, table) in jobs.items():
+        fine = confusion_matrix(table["emotion"], table["predicted"], wheel.words)
+        pd.DataFrame(fine, index=wheel.words, columns=wheel.words).to_parquet(out_dir / f"confusion_{name}.parquet")
+        primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
+        per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)
+    _heatmaps(primary_confusions, wheel.primaries, out_dir / "confusion_primary.png")
+    pd.DataFrame(per_primary).T.to_csv(out_dir / "per_primary_accuracy.csv")
+
+    for a, b in cfg.pairs:
+        if a not in jobs or b not in jobs:
+            continue
+        frames = []
+        for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
+            counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy() for p in (a, b)]
+            frames.append(compare_predictions(counts[0], counts[1], wheel.words).assign(calibrated=calibrated))
+        comparison = pd.concat(frames, ignore_index=True)
+        comparison.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
+        comparison.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
+        reference = "neutral" if "neutral" in per_primary else None
+        _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, out_dir / f"radar_{a}_vs_{b}.png")
+        gap = {c: abs(jobs[a][0][f"{c}accuracy"] - jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
+        console.print(f"{a} vs {b}: accuracy gap {gap['']:.1%} before calibration, {gap['calibrated_']:.1%} after; "
+                      f"significant emotions {int(frames[0]['significant'].sum())} -> {int(frames[1]['significant'].sum())}")
+
+    for emotion in cfg.pie_emotions:
+        _pies(jobs, wheel, emotion, out_dir / f"pies_{emotion}.png")
+
+    view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
+    for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary"]:
+        view.add_column(column, justify="left" if column == "persona" else "right")
+    for name, row in accuracy.iterrows():
+        view.add_row(name, f"{row['accuracy']:.1%}", f"{row['primary_accuracy']:.1%}",
+                     f"{row['calibrated_accuracy']:.1%}", f"{row['calibrated_primary_accuracy']:.1%}")
+    console.print(view)
+    console.print(f"wrote {out_dir}")
+    return accuracy
+
+
+def _bar_chart(accuracy: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(accuracy)), 3.5))
+    x = np.arange(len(accuracy))
+    for offset, (column, label) in enumerate([("primary_accuracy", "primary"), ("calibrated_primary_accuracy",
+                                                                               "primary, calibrated")]):
+        ax.bar(x + (offset - 0.5) * 0.4, accuracy[column], width=0.4, label=label)
+    ax.set_xticks(x, accuracy.index, rotation=30, ha="right")
+    ax.set_ylabel("accuracy")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _heatmaps(confusions: dict[str, np.ndarray], labels: list[str], path: Path) -> None:
+    n = len(confusions)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    for ax, (name, counts) in zip(axes[0], confusions.items()):
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _radar(series: dict[str, pd.Series], wheel: EmotionWheel, path: Path) -> None:
+    angles = np.linspace(0, 2 * np.pi, len(wheel.primaries), endpoint=False).tolist()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), subplot_kw={"polar": True})
+    for name, values in series.items():
+        data = values.reindex(wheel.primaries).fillna(0).tolist()
+        ax.plot(angles + angles[:1], data + data[:1], label=name, ls="--" if name == "neutral" else "-")
+        ax.fill(angles + angles[:1], data + data[:1], alpha=0.1)
+    ax.set_xticks(angles, wheel.primaries, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _pies(jobs: dict, wheel: EmotionWheel, emotion: str, path: Path) -> None:
+    """What scenarios of one true emotion (a word, or a primary's whole group) are predicted as."""
+    group = emotion in wheel.primaries
+    fig, axes = plt.subplots(1, len(jobs), figsize=(2.8 * len(jobs), 3.2), squeeze=False)
+    for ax, (name, (_, table)) in zip(axes[0], jobs.items()):
+        rows = table[table["primary"] == emotion] if group else table[table["emotion"] == emotion]
+        predicted = rows["predicted"].map(wheel.primary_of).value_counts()
+        if predicted.empty:
+            ax.text(0.5, 0.5, "no scenarios", ha="center")
+        else:
+            ax.pie(predicted, labels=predicted.index, colors=[wheel.group_colors[p] for p in predicted.index],
+                   textprops={"fontsize": 7})
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(f"true {'group' if group else 'emotion'}: {emotion}, predicted primary", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
