@@ -1,0 +1,216 @@
+"""The negotiation environment: a salesperson sells an item to a customer, turn by turn.
+
+    START -> (opening speaker) -> salesperson <-> customer -> probe_customer -> ... -> closing -> END
+
+Each customer message is scored by the shared emotion probe; the running co-occurrence of
+the probe's primary-level distributions gives a matching matrix over the conversation.
+Termination is the structured `status` field; a closing step asks the customer what it paid.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+import numpy as np
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agents.negotiation import (
+    PRIMARIES,
+    ClosingAnswer,
+    CustomerTurn,
+    NegotiationScenario,
+    SalespersonTurn,
+    closing_messages,
+    customer_messages,
+    salesperson_messages,
+)
+from agents.price import parse_price
+from agents.structured import call_structured
+from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.probe import EmotionProbe
+
+Status = Literal["running", "deal", "walk_away", "max_turns"]
+Role = Literal["salesperson", "customer"]
+
+
+def add_matrices(left: list[list[float]] | None, right: list[list[float]] | None) -> list[list[float]]:
+    """Reducer: co-occurrence accumulates over the conversation."""
+    if not left:
+        return right or []
+    if not right:
+        return left
+    return (np.asarray(left) + np.asarray(right)).tolist()
+
+
+class NegotiationState(TypedDict, total=False):
+    scenario: dict  # NegotiationScenario, as data
+    trial: int
+    turns: Annotated[list[dict], operator.add]  # one record per message, appended
+    customer_turns: int
+    status: Status
+    agreed_price: float | None
+    final_price: float | None  # what the customer says it paid, at closing
+    probe_cooccurrence: Annotated[list[list[float]], add_matrices]  # 6 x 6, over customer messages
+
+
+@dataclass(frozen=True)
+class NegotiationContext:
+    """Per-run settings, passed as the graph's context (not globals)."""
+
+    salesperson_model: ModelBackend | None
+    customer_model: ModelBackend | None
+    probe: EmotionProbe | None
+    max_parse_retries: int = 2
+    generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=160))
+    player: Role | None = None  # a person types this role's turns
+
+
+def _scenario(state: NegotiationState) -> NegotiationScenario:
+    return NegotiationScenario.model_validate(state["scenario"])
+
+
+def _dialogue_length(state: NegotiationState) -> int:
+    return sum(1 for t in state.get("turns", []) if t["speaker"] in ("salesperson", "customer"))
+
+
+def _emit(kind: str, **payload: Any) -> None:
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # invoked outside a streaming run
+        return
+    writer({"event": kind, **payload})
+
+
+def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], role: Role) -> dict:
+    ctx = runtime.context
+    scenario = _scenario(state)
+    turn_number = _dialogue_length(state)
+    schema = SalespersonTurn if role == "salesperson" else CustomerTurn
+    if ctx.player == role:
+        answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number})
+        parsed = schema.model_validate(answer)
+        record = {"raw": None, "parse_status": "human", "attempts": 1, "errors": [], "latency_s": 0.0, "tokens": 0}
+    else:
+        model = ctx.salesperson_model if role == "salesperson" else ctx.customer_model
+        build = salesperson_messages if role == "salesperson" else customer_messages
+        _emit("start", speaker=role, turn=turn_number, trial=state.get("trial"))
+        reply = call_structured(
+            model, build(scenario, state.get("turns", [])), schema, max_retries=ctx.max_parse_retries,
+            config=ctx.generate_config,
+            on_token=lambda text: _emit("token", speaker=role, text=text, trial=state.get("trial")),
+        )
+        parsed = reply.parsed
+        record = {"raw": reply.raw, "parse_status": reply.parse_status, "attempts": reply.attempts,
+                  "errors": reply.errors, "latency_s": round(reply.latency_s, 3), "tokens": reply.completion_tokens}
+    turn = {"trial": state.get("trial"), "turn": turn_number, "speaker": role, **record}
+    if parsed is None:
+        # A failed parse keeps the raw text as the message so the talk can go on.
+        turn["message"] = (record["raw"] or "").strip()[:500]
+    else:
+        turn["message"] = parsed.message
+    update: dict[str, Any] = {}
+    if role == "salesperson":
+        turn["prediction"] = parsed.predicted_customer_emotions.as_list() if parsed else None
+    else:
+        turn["report"] = parsed.my_emotions.as_list() if parsed else None
+        turn["decision"] = parsed.decision if parsed else "continue"
+        customer_turns = state.get("customer_turns", 0) + 1
+        update["customer_turns"] = customer_turns
+        if parsed and parsed.decision == "accept":
+            update.update(status="deal", agreed_price=parsed.price)
+        elif parsed and parsed.decision == "walk_away":
+            update["status"] = "walk_away"
+        elif customer_turns >= scenario.max_turns:
+            update["status"] = "max_turns"
+    _emit("turn", record=turn)
+    return {"turns": [turn], **update}
+
+
+def salesperson(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
+    return _agent_turn(state, runtime, "salesperson")
+
+
+def customer(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
+    return _agent_turn(state, runtime, "customer")
+
+
+def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
+    """The shared emotion probe on the customer's latest message."""
+    probe = runtime.context.probe
+    last = state["turns"][-1]
+    if probe is None or not last.get("message", "").strip():
+        return {}
+    distribution = probe.distribution([last["message"]])[0]
+    groups = np.array([PRIMARIES.index(probe.wheel.primary_of(w)) if probe.wheel.primary_of(w) in PRIMARIES else -1
+                       for w in probe.wheel.words])
+    by_primary = np.array([distribution[groups == g].sum() for g in range(len(PRIMARIES))])
+    record = {"trial": state.get("trial"), "turn": last["turn"], "speaker": "probe",
+              "probe": dict(zip(probe.words, np.round(distribution, 6).tolist())),
+              "probe_primary": (100 * by_primary / max(by_primary.sum(), 1e-12)).round(3).tolist()}
+    _emit("probe", record=record)
+    return {"turns": [record], "probe_cooccurrence": cooccurrence(by_primary[None, :]).tolist()}
+
+
+def closing(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
+    """Ask the customer what it paid: a structured price, or none."""
+    ctx = runtime.context
+    scenario = _scenario(state)
+    dialogue = [t for t in state["turns"] if t["speaker"] in ("salesperson", "customer")]
+    if ctx.player == "customer":
+        answer = interrupt({"role": "customer", "schema": "ClosingAnswer", "turn": _dialogue_length(state)})
+        paid = ClosingAnswer.model_validate(answer).paid
+        status, raw = "human", None
+    else:
+        reply = call_structured(ctx.customer_model, closing_messages(scenario, dialogue), ClosingAnswer,
+                                max_retries=ctx.max_parse_retries, config=ctx.generate_config)
+        paid = reply.parsed.paid if reply.parsed else parse_price(reply.raw)
+        status, raw = reply.parse_status, reply.raw
+    if state.get("status") != "deal" and paid is not None:
+        # Only a talk that ended in a deal can have a price; a claim otherwise is recorded, not believed.
+        paid_claimed, paid = paid, None
+    else:
+        paid_claimed = paid
+    record = {"trial": state.get("trial"), "turn": _dialogue_length(state), "speaker": "closing", "paid": paid,
+              "paid_claimed": paid_claimed, "parse_status": status, "raw": raw}
+    _emit("turn", record=record)
+    return {"turns": [record], "final_price": paid}
+
+
+def _after_probe(state: NegotiationState) -> str:
+    return "salesperson" if state.get("status", "running") == "running" else "closing"
+
+
+def _opening(state: NegotiationState) -> str:
+    return _scenario(state).opening_speaker
+
+
+def matching_over_conversation(state: NegotiationState) -> np.ndarray:
+    """P(b | a) between primaries, from the probe's distributions over the customer's messages."""
+    C = np.asarray(state.get("probe_cooccurrence") or np.zeros((len(PRIMARIES),) * 2))
+    return matching_matrix(C)
+
+
+def build_negotiation_graph(checkpointer: Any = None):
+    """Compile the negotiation graph. Invoke with an initial state and context=NegotiationContext(...)."""
+    graph = StateGraph(NegotiationState, context_schema=NegotiationContext)
+    graph.add_node("salesperson", salesperson)
+    graph.add_node("customer", customer)
+    graph.add_node("probe_customer", probe_customer)
+    graph.add_node("closing", closing)
+    graph.add_conditional_edges(START, _opening, ["salesperson", "customer"])
+    graph.add_edge("salesperson", "customer")
+    graph.add_edge("customer", "probe_customer")
+    graph.add_conditional_edges("probe_customer", _after_probe, ["salesperson", "closing"])
+    graph.add_edge("closing", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def initial_state(scenario: NegotiationScenario, trial: int) -> NegotiationState:
+    return {"scenario": scenario.model_dump(), "trial": trial, "turns": [], "customer_turns": 0,
+            "status": "running", "agreed_price": None, "final_price": None, "probe_cooccurrence": []}
