@@ -1,0 +1,205 @@
+"""`emolab experiment=negotiation`: salesperson vs customer, live, resumable, with emotion metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from langgraph.types import Command
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.prompt import Prompt
+from rich.table import Table
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import pearsonr
+
+from agents.negotiation import PRIMARIES, NegotiationScenario
+from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.probe import EmotionProbe, ProbeSettings
+from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
+from experiments.common import build_model, output_dir, validated, write_manifest
+from experiments.live import LiveView, stdout_is_live
+
+log = logging.getLogger(__name__)
+
+
+class NegotiationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(default=1, ge=1)
+    max_parse_retries: int = Field(default=2, ge=0)
+    max_tokens: int = Field(default=160, ge=8)
+    temperature: float = Field(default=0.7, ge=0)
+    player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
+    probe: bool = True
+
+
+def _models(cfg: DictConfig) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
+    """Build each distinct model config once: roles that share a config share one loaded model."""
+    built: dict[str, ModelBackend] = {}
+
+    def get(node: DictConfig) -> ModelBackend:
+        key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
+        if key not in built:
+            built[key] = build_model(node)
+        return built[key]
+
+    return get(cfg.salesperson.model), get(cfg.customer.model), get(cfg.model)
+
+
+def ask_human(request: dict, console: Console) -> dict:
+    """Read one turn from a person at the console (human mode)."""
+    role, schema = request["role"], request["schema"]
+    if schema == "ClosingAnswer":
+        return {"paid": Prompt.ask("[green]what did you pay? (blank = did not buy)[/]", default="") or None}
+    message = Prompt.ask(f"[bold]{role}[/] your message")
+    raw = Prompt.ask("your emotions as love,joy,surprise,anger,sadness,fear percentages", default="0,50,0,0,0,50")
+    values = [float(x) for x in raw.replace(" ", "").split(",")]
+    emotions = dict(zip(PRIMARIES, values))
+    if role == "salesperson":
+        return {"message": message, "predicted_customer_emotions": emotions}
+    decision = Prompt.ask("decision", choices=["continue", "accept", "walk_away"], default="continue")
+    price = float(Prompt.ask("price")) if decision == "accept" else None
+    return {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
+
+
+def trial_metrics(turns: list[dict]) -> dict[str, Any]:
+    """Prediction error of each salesperson prediction against the customer's next self-report."""
+    errors, divergences = [], []
+    pending: list[float] | None = None
+    for turn in turns:
+        if turn["speaker"] == "salesperson":
+            pending = turn.get("prediction")
+        elif turn["speaker"] == "customer":
+            report = turn.get("report")
+            if pending is not None and report is not None:
+                p, q = np.asarray(pending), np.asarray(report)
+                errors.append(float(np.abs(p - q).mean()))
+                divergences.append(float(jensenshannon(p / 100, q / 100, base=2) ** 2))
+            pending = None
+    dialogue = [t for t in turns if t["speaker"] in ("salesperson", "customer")]
+    return {
+        "mean_abs_error_pp": float(np.mean(errors)) if errors else float("nan"),
+        "js_divergence": float(np.mean(divergences)) if divergences else float("nan"),
+        "scored_predictions": len(errors),
+        "turns": len(dialogue),
+        "parse_failures": sum(t.get("parse_status") == "failed" for t in turns),
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    scenario = validated(NegotiationScenario, cfg.scenario, "scenario")
+    settings = validated(NegotiationSettings, cfg.negotiation, "negotiation")
+    probe_settings = validated(ProbeSettings, cfg.probe, "probe")
+    out_dir = output_dir(cfg)
+    salesperson_model, customer_model, probe_model = _models(cfg)
+    probe = EmotionProbe(probe_model, probe_settings.wheel, **probe_settings.model_dump(exclude={"wheel"})) \
+        if settings.probe else None
+    context = NegotiationContext(
+        salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
+        max_parse_retries=settings.max_parse_retries, player=settings.player,
+        generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed),
+    )
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    console = Console()
+    view = LiveView(console, live=stdout_is_live() and not in_multirun)
+    transcript_path = out_dir / "transcript.jsonl"
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    rows = []
+    with SqliteSaver.from_conn_string(str(out_dir / "checkpoints.sqlite")) as checkpointer, \
+            transcript_path.open("a", encoding="utf-8") as transcript:
+        graph = build_negotiation_graph(checkpointer)
+        for trial in range(settings.trials):
+            config = {"configurable": {"thread_id": f"{scenario.name}-trial-{trial}"}}
+            snapshot = graph.get_state(config)
+            if snapshot.values and not snapshot.next:
+                log.info("trial %d already finished; skipping", trial)
+                values = snapshot.values
+            else:
+                resume_from = None if snapshot.values else initial_state(scenario, trial)
+                if snapshot.values:
+                    log.info("trial %d resumes after turn %d", trial, len(snapshot.values.get("turns", [])))
+                console.rule(f"trial {trial}: {scenario.item}")
+                values = _stream_trial(graph, resume_from, config, context, view, transcript, console)
+            rows.append({"trial": trial, "scenario": scenario.name, "status": values["status"],
+                         "deal": values["status"] == "deal", "final_price": values.get("final_price"),
+                         "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])})
+    trials = pd.DataFrame(rows)
+    trials.to_parquet(out_dir / "trials.parquet", index=False)
+    summary = _summary(trials, scenario)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    _figures(trials, out_dir, summary)
+    write_manifest(out_dir, cfg, salesperson=salesperson_model.describe(), customer=customer_model.describe())
+    console.print(_summary_table(trials))
+    console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png}}")
+    return summary
+
+
+def _stream_trial(graph, first_input, config, context, view: LiveView, transcript, console: Console) -> dict:
+    payload: Any = first_input
+    while True:
+        interrupted = None
+        for mode, chunk in graph.stream(payload, config, context=context, stream_mode=["custom", "updates"],
+                                        durability="sync"):
+            if mode == "custom":
+                view.handle(chunk)
+                if chunk["event"] in ("turn", "probe"):
+                    transcript.write(json.dumps(chunk["record"], default=str) + "\n")
+                    transcript.flush()
+            elif "__interrupt__" in chunk:
+                interrupted = chunk["__interrupt__"][0].value
+        if interrupted is None:
+            return graph.get_state(config).values
+        payload = Command(resume=ask_human(interrupted, console))
+
+
+def _summary(trials: pd.DataFrame, scenario: NegotiationScenario) -> dict:
+    deals = trials[trials["deal"]]
+    summary = {
+        "scenario": scenario.name, "trials": len(trials), "deals": int(trials["deal"].sum()),
+        "mean_price": float(deals["final_price"].mean()) if len(deals) else None,
+        "mean_abs_error_pp": float(trials["mean_abs_error_pp"].mean()),
+        "parse_failures": int(trials["parse_failures"].sum()),
+    }
+    paired = deals.dropna(subset=["final_price", "mean_abs_error_pp"])
+    if len(paired) >= 3 and paired["final_price"].nunique() > 1 and paired["mean_abs_error_pp"].nunique() > 1:
+        result = pearsonr(paired["mean_abs_error_pp"], paired["final_price"])
+        summary.update(pearson_r=float(result.statistic), pearson_p=float(result.pvalue))
+    return summary
+
+
+def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.scatter(trials["mean_abs_error_pp"], trials["final_price"].astype(float))
+    ax.set_xlabel("mean prediction error (percentage points)")
+    ax.set_ylabel("final price")
+    if "pearson_r" in summary:
+        ax.set_title(f"Pearson r = {summary['pearson_r']:.2f} (p = {summary['pearson_p']:.3f})", fontsize=10)
+        print(f"prediction error vs price: Pearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.3g}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "error_vs_price.png", dpi=150)
+    plt.close(fig)
+
+
+def _summary_table(trials: pd.DataFrame) -> Table:
+    table = Table(title="Negotiation summary")
+    for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures"]:
+        table.add_column(column, justify="right")
+    for _, row in trials.iterrows():
+        price = "-" if pd.isna(row["final_price"]) else f"{row['final_price']:g}"
+        table.add_row(str(row["trial"]), row["status"], price, f"{row['mean_abs_error_pp']:.1f}",
+                      f"{row['js_divergence']:.3f}", str(row["turns"]), str(row["parse_failures"]))
+    return table

@@ -1,0 +1,182 @@
+"""Negotiation: schemas and retries, information hiding, termination, price parsing, resume, metrics."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agents.negotiation import (
+    CustomerTurn,
+    EmotionReport,
+    NegotiationScenario,
+    customer_messages,
+    salesperson_messages,
+)
+from agents.price import parse_price
+from agents.structured import call_structured
+from emotion_probe import ConfigError, EmotionProbe
+from emotion_probe.backends.scripted import ScriptedBackend
+from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
+from experiments.common import validated
+from experiments.negotiation import trial_metrics
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "scenario"
+ACORN = NegotiationScenario.model_validate(yaml.safe_load((CONF / "acorn.yaml").read_text()))
+
+
+def E(**values: float) -> dict:
+    return {**dict.fromkeys(["love", "joy", "surprise", "anger", "sadness", "fear"], 0), **values}
+
+
+def sales(message: str, **emotions: float) -> str:
+    return json.dumps({"message": message, "predicted_customer_emotions": E(**emotions)})
+
+
+def cust(message: str, decision: str = "continue", price: float | None = None, **emotions: float) -> str:
+    return json.dumps({"message": message, "my_emotions": E(**emotions), "decision": decision, "price": price})
+
+
+PROBE = ScriptedBackend(continuation_logprobs={" joy": -0.5, " anger": -1.0, " fear": -2.0})
+
+
+def _run(salesperson: list[str], customer: list[str], scenario: NegotiationScenario = ACORN, checkpointer=None,
+         thread: str = "t0"):
+    s, c = ScriptedBackend(responses=salesperson), ScriptedBackend(responses=customer)
+    context = NegotiationContext(salesperson_model=s, customer_model=c, probe=EmotionProbe(PROBE, "shaver"),
+                                 max_parse_retries=1)
+    graph = build_negotiation_graph(checkpointer)
+    config = {"configurable": {"thread_id": thread}}
+    state = graph.invoke(initial_state(scenario, 0), config, context=context)
+    return state, s, c
+
+
+def test_emotion_report_renormalizes_within_tolerance_and_rejects_the_rest():
+    report = EmotionReport(**E(joy=52, anger=50))
+    assert sum(report.as_list()) == pytest.approx(100) and report.joy == pytest.approx(50.98, abs=0.01)
+    with pytest.raises(ValueError, match="sum to 60"):
+        EmotionReport(**E(joy=60))
+    with pytest.raises(ValueError):
+        EmotionReport(**E(joy=120))
+    with pytest.raises(ValueError, match="price: required"):
+        CustomerTurn.model_validate(json.loads(cust("ok", "accept", None, joy=100)))
+
+
+def test_structured_call_retries_with_the_error_then_records_failure():
+    backend = ScriptedBackend(responses=["nope", '{"message": "hi", "predicted_customer_emotions": {"joy": 5}}',
+                                         "still nope"])
+    from agents.negotiation import SalespersonTurn
+
+    reply = call_structured(backend, salesperson_messages(ACORN, []), SalespersonTurn, max_retries=2)
+    assert reply.parse_status == "failed" and reply.attempts == 3 and reply.raw == "still nope"
+    assert "Your reply was invalid: the reply contains no JSON object" in backend.seen[1][-1].content
+    assert "predicted_customer_emotions.love" in reply.errors[1]
+
+
+@pytest.mark.parametrize("text,price", [("$1,200", 1200), ("twelve dollars", 12), ("I didn't buy it", None),
+                                        ("I paid $3.50 for it.", 3.5), ("two hundred and fifty dollars", 250),
+                                        ("No deal.", None), ("forty-two dollars", 42), ("about 15 bucks", 15),
+                                        ("", None)])
+def test_price_parser_on_messy_text(text, price):
+    assert parse_price(text) == price
+
+
+def test_deal_ends_the_talk_and_closing_reads_the_price():
+    state, s, c = _run(
+        [sales("Fine acorn, $15.", joy=60, surprise=40), sales("For you, $9.", joy=100)],
+        [cust("Too much.", anger=50, surprise=50), cust("Deal at $9.", "accept", 9, joy=100), json.dumps({"paid": "$9"})],
+    )
+    assert state["status"] == "deal" and state["agreed_price"] == 9 and state["final_price"] == 9
+    speakers = [t["speaker"] for t in state["turns"]]
+    assert speakers == ["salesperson", "customer", "probe", "salesperson", "customer", "probe", "closing"]
+    assert s.remaining == 0 and c.remaining == 0
+
+
+def test_walk_away_and_max_turns_terminate():
+    walked, _, _ = _run([sales("$19, final.", joy=100)], [cust("Bye.", "walk_away", sadness=100), '{"paid": null}'])
+    assert walked["status"] == "walk_away" and walked["final_price"] is None
+    short = ACORN.model_copy(update={"max_turns": 2})
+    capped, _, _ = _run([sales("a", joy=100), sales("b", joy=100)],
+                        [cust("no", fear=100), cust("no", fear=100), '{"paid": 5}'], short)
+    # No deal, so a claimed payment is recorded but not believed.
+    assert capped["status"] == "max_turns" and capped["final_price"] is None
+    assert capped["turns"][-1]["paid_claimed"] == 5
+
+
+def test_each_side_sees_only_the_others_messages():
+    state, s, c = _run(
+        [sales("This lovely acorn is $15.", love=77, joy=23), sales("$9 then.", joy=100)],
+        [cust("Hmm.", sadness=61, fear=39), cust("Deal.", "accept", 9, joy=100), '{"paid": 9}'],
+    )
+    seen_by_salesperson = "\n".join(m.content for call in s.seen for m in call)
+    seen_by_customer = "\n".join(m.content for call in c.seen for m in call)
+    assert "61" not in seen_by_salesperson and "sadness\": 6" not in seen_by_salesperson
+    assert "77" not in seen_by_customer and "lovely acorn" in seen_by_customer  # "lovely" survives intact
+    assert any(m.content == "Hmm." and m.role == "user" for m in s.seen[1])
+
+
+def test_failed_parses_never_crash_and_are_counted():
+    state, _, _ = _run(["garbage", "garbage", sales("b", joy=100), sales("c", joy=100)],
+                       [cust("no", anger=100), "junk", "junk", cust("ok", "accept", 3, joy=100), '{"paid": 3}'])
+    metrics = trial_metrics(state["turns"])
+    assert metrics["parse_failures"] == 2 and state["status"] == "deal"
+    assert state["turns"][0]["parse_status"] == "failed" and state["turns"][0]["message"] == "garbage"
+
+
+def test_metrics_on_a_scripted_conversation():
+    turns = [
+        {"speaker": "salesperson", "prediction": [0, 50, 50, 0, 0, 0]},
+        {"speaker": "customer", "report": [0, 100, 0, 0, 0, 0]},
+        {"speaker": "probe"},
+        {"speaker": "salesperson", "prediction": [0, 100, 0, 0, 0, 0]},
+        {"speaker": "customer", "report": [0, 100, 0, 0, 0, 0]},
+    ]
+    metrics = trial_metrics(turns)
+    # |0-0|+|50-100|+|50-0| over 6 emotions = 100/6 pp, then 0: mean 8.33 pp.
+    assert metrics["mean_abs_error_pp"] == pytest.approx(100 / 12)
+    assert metrics["js_divergence"] == pytest.approx(0.5 * 0.311278, abs=1e-4)
+    assert metrics["turns"] == 4 and metrics["scored_predictions"] == 2
+
+
+def test_probe_builds_a_running_matching_matrix():
+    from environments.negotiation import matching_over_conversation
+
+    state, _, _ = _run([sales("a", joy=100), sales("b", joy=100)],
+                       [cust("no", fear=100), cust("yes", "accept", 2, joy=100), '{"paid": 2}'])
+    probes = [t for t in state["turns"] if t["speaker"] == "probe"]
+    assert len(probes) == 2 and len(probes[0]["probe"]) == 135
+    M = matching_over_conversation(state)
+    assert M.shape == (6, 6) and np.allclose(M.sum(axis=1)[M.sum(axis=1) > 0], 1)
+
+
+def test_crash_mid_trial_resumes_from_the_last_completed_step(tmp_path):
+    database = str(tmp_path / "checkpoints.sqlite")
+    salesperson = [sales("a", joy=100), sales("b", joy=100)]
+    with SqliteSaver.from_conn_string(database) as saver:
+        with pytest.raises(Exception, match="ran out"):  # the customer's script ends mid-talk: a crash
+            _run(salesperson, [cust("no", fear=100)], checkpointer=saver, thread="trial-0")
+    with SqliteSaver.from_conn_string(database) as saver:
+        graph = build_negotiation_graph(saver)
+        config = {"configurable": {"thread_id": "trial-0"}}
+        done = graph.get_state(config).values["turns"]
+        assert [t["speaker"] for t in done] == ["salesperson", "customer", "probe", "salesperson"]
+        s, c = ScriptedBackend(responses=[]), ScriptedBackend(responses=[cust("ok", "accept", 4, joy=100), '{"paid": 4}'])
+        context = NegotiationContext(salesperson_model=s, customer_model=c, probe=EmotionProbe(PROBE, "shaver"))
+        state = graph.invoke(None, config, context=context, durability="sync")
+    assert state["status"] == "deal" and state["final_price"] == 4
+    assert state["turns"][:4] == done  # finished steps were kept, not redone
+
+
+def test_every_scenario_validates_and_bad_ones_name_the_field(tmp_path):
+    names = sorted(p.stem for p in CONF.glob("*.yaml"))
+    assert {"acorn", "used_car", "vintage_guitar"} <= set(names)
+    for name in names:
+        validated(NegotiationScenario, yaml.safe_load((CONF / f"{name}.yaml").read_text()), "scenario")
+    broken = {**yaml.safe_load((CONF / "acorn.yaml").read_text()), "customer_budget": -3}
+    with pytest.raises(ConfigError, match="^scenario.customer_budget: Input should be greater than 0"):
+        validated(NegotiationScenario, broken, "scenario")
