@@ -93,27 +93,40 @@ class ClosingAnswer(BaseModel):
         return value
 
 
-_EMOTIONS_JSON = '{"love": 0, "joy": 0, "surprise": 0, "anger": 0, "sadness": 0, "fear": 0}'
+def _example(fields: dict) -> str:
+    import json
+
+    return json.dumps(fields)
 
 
 def salesperson_system(scenario: NegotiationScenario) -> str:
+    example = _example({
+        "message": f"Good morning! This is {scenario.item}, a rare find. Only {scenario.currency}"
+                   f"{max(scenario.seller_cost * 3, 1):g}!",
+        "predicted_customer_emotions": {"love": 10, "joy": 40, "surprise": 30, "anger": 5, "sadness": 5, "fear": 10},
+    })
     return (
         f"You are a salesperson selling {scenario.item}. {scenario.description} "
         f"It cost you {scenario.currency}{scenario.seller_cost:g}. Sell it for the highest price you can. "
         "Every turn, write your next message to the customer and predict the customer's current emotions "
-        "as percentages that sum to 100. " + scenario.extra_instructions +
-        '\nReply with JSON only: {"message": "...", "predicted_customer_emotions": ' + _EMOTIONS_JSON + "}"
+        f"as percentages that sum to 100. {scenario.extra_instructions}\n"
+        f"Always answer with one line of JSON like this example:\n{example}"
     )
 
 
 def customer_system(scenario: NegotiationScenario) -> str:
+    example = _example({
+        "message": "That sounds interesting, but it is too expensive for me.",
+        "my_emotions": {"love": 5, "joy": 20, "surprise": 25, "anger": 20, "sadness": 10, "fear": 20},
+        "decision": "continue",
+        "price": None,
+    })
     return (
         f"You are {scenario.customer_persona}. A salesperson is selling you {scenario.item}. "
         f"You can spend at most {scenario.currency}{scenario.customer_budget:g}. "
         "Every turn, write your reply, report your own current emotions as percentages that sum to 100, "
-        'and decide: "continue", "accept" (give the price) or "walk_away". ' + scenario.extra_instructions +
-        '\nReply with JSON only: {"message": "...", "my_emotions": ' + _EMOTIONS_JSON +
-        ', "decision": "continue", "price": null}'
+        'and decide: "continue", "accept" (give the price you agree to pay) or "walk_away". '
+        f"{scenario.extra_instructions}\nAlways answer with one line of JSON like this example:\n{example}"
     )
 
 
@@ -126,17 +139,18 @@ def _view(turns: list[dict], me: str) -> list[ChatMessage]:
     ]
 
 
+def _your_turn(view: list[ChatMessage], opening: str) -> list[ChatMessage]:
+    # A separate instruction turn: the other side's words are passed on untouched.
+    return [*view, ChatMessage(role="user", content=opening if not view else "Your turn. Answer with the JSON object.")]
+
+
 def salesperson_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
-    view = _view(turns, "salesperson")
-    if not view or view[-1].role == "assistant":
-        view.append(ChatMessage(role="user", content="(The customer is waiting for you to speak.)"))
+    view = _your_turn(_view(turns, "salesperson"), "Greet the customer and make your first offer. Answer in JSON.")
     return [ChatMessage(role="system", content=salesperson_system(scenario)), *view]
 
 
 def customer_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
-    view = _view(turns, "customer")
-    if not view or view[-1].role == "assistant":
-        view.append(ChatMessage(role="user", content="(The salesperson is waiting for you to speak.)"))
+    view = _your_turn(_view(turns, "customer"), "Greet the salesperson and ask about the item. Answer in JSON.")
     return [ChatMessage(role="system", content=customer_system(scenario)), *view]
 
 

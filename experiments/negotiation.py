@@ -40,7 +40,7 @@ class NegotiationSettings(BaseModel):
     trials: int = Field(default=1, ge=1)
     max_parse_retries: int = Field(default=2, ge=0)
     max_tokens: int = Field(default=160, ge=8)
-    temperature: float = Field(default=0.7, ge=0)
+    temperature: float = Field(default=0.5, ge=0)
     player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
     probe: bool = True
 
