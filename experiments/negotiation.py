@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from scipy.stats import pearsonr
 
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.backends.transformers_backend import TransformersBackend
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.common import build_model, output_dir, validated, write_manifest
@@ -38,6 +42,7 @@ class NegotiationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trials: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=1, ge=1)
     max_parse_retries: int = Field(default=2, ge=0)
     max_tokens: int = Field(default=160, ge=8)
     temperature: float = Field(default=0.5, ge=0)
@@ -45,17 +50,27 @@ class NegotiationSettings(BaseModel):
     probe: bool = True
 
 
-def _models(cfg: DictConfig) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
-    """Build each distinct model config once: roles that share a config share one loaded model."""
+def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
+    """Build each distinct model config once: roles that share a config share one loaded model.
+
+    With concurrent trials, an in-process model is wrapped so that their generate() calls
+    are gathered into shared batches.
+    """
     built: dict[str, ModelBackend] = {}
 
-    def get(node: DictConfig) -> ModelBackend:
+    def get(node: DictConfig, generates: bool) -> ModelBackend:
         key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
         if key not in built:
             built[key] = build_model(node)
-        return built[key]
+        model = built[key]
+        if generates and concurrency > 1 and isinstance(model, TransformersBackend):
+            batched_key = key + "#batched"
+            if batched_key not in built:
+                built[batched_key] = BatchingBackend(model, max_batch=concurrency)
+            model = built[batched_key]
+        return model
 
-    return get(cfg.salesperson.model), get(cfg.customer.model), get(cfg.model)
+    return get(cfg.salesperson.model, True), get(cfg.customer.model, True), get(cfg.model, False)
 
 
 def ask_human(request: dict, console: Console) -> dict:
@@ -103,7 +118,7 @@ def run(cfg: DictConfig) -> dict:
     settings = validated(NegotiationSettings, cfg.negotiation, "negotiation")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
-    salesperson_model, customer_model, probe_model = _models(cfg)
+    salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
     probe = EmotionProbe(probe_model, probe_settings.wheel, **probe_settings.model_dump(exclude={"wheel"})) \
         if settings.probe else None
     context = NegotiationContext(
@@ -113,30 +128,41 @@ def run(cfg: DictConfig) -> dict:
     )
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     console = Console()
-    view = LiveView(console, live=stdout_is_live() and not in_multirun)
+    # Interleaved token streams from concurrent trials would be unreadable: log turns instead.
+    view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1)
     transcript_path = out_dir / "transcript.jsonl"
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    rows = []
+    transcript_lock = threading.Lock()
     with SqliteSaver.from_conn_string(str(out_dir / "checkpoints.sqlite")) as checkpointer, \
             transcript_path.open("a", encoding="utf-8") as transcript:
         graph = build_negotiation_graph(checkpointer)
-        for trial in range(settings.trials):
+
+        def record(line: dict) -> None:
+            with transcript_lock:
+                transcript.write(json.dumps(line, default=str) + "\n")
+                transcript.flush()
+
+        def one_trial(trial: int) -> dict:
             config = {"configurable": {"thread_id": f"{scenario.name}-trial-{trial}"}}
             snapshot = graph.get_state(config)
             if snapshot.values and not snapshot.next:
                 log.info("trial %d already finished; skipping", trial)
                 values = snapshot.values
             else:
-                resume_from = None if snapshot.values else initial_state(scenario, trial)
                 if snapshot.values:
                     log.info("trial %d resumes after turn %d", trial, len(snapshot.values.get("turns", [])))
-                console.rule(f"trial {trial}: {scenario.item}")
-                values = _stream_trial(graph, resume_from, config, context, view, transcript, console)
-            rows.append({"trial": trial, "scenario": scenario.name, "status": values["status"],
-                         "deal": values["status"] == "deal", "final_price": values.get("final_price"),
-                         "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])})
+                if view.live:
+                    console.rule(f"trial {trial}: {scenario.item}")
+                first_input = None if snapshot.values else initial_state(scenario, trial)
+                values = _stream_trial(graph, first_input, config, context, view, record, console)
+            return {"trial": trial, "scenario": scenario.name, "status": values["status"],
+                    "deal": values["status"] == "deal", "final_price": values.get("final_price"),
+                    "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])}
+
+        with ThreadPoolExecutor(settings.concurrency) as pool:
+            rows = list(pool.map(one_trial, range(settings.trials)))
     trials = pd.DataFrame(rows)
     trials.to_parquet(out_dir / "trials.parquet", index=False)
     summary = _summary(trials, scenario)
@@ -148,7 +174,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def _stream_trial(graph, first_input, config, context, view: LiveView, transcript, console: Console) -> dict:
+def _stream_trial(graph, first_input, config, context, view: LiveView, record, console: Console) -> dict:
     payload: Any = first_input
     while True:
         interrupted = None
@@ -157,8 +183,7 @@ def _stream_trial(graph, first_input, config, context, view: LiveView, transcrip
             if mode == "custom":
                 view.handle(chunk)
                 if chunk["event"] in ("turn", "probe"):
-                    transcript.write(json.dumps(chunk["record"], default=str) + "\n")
-                    transcript.flush()
+                    record(chunk["record"])
             elif "__interrupt__" in chunk:
                 interrupted = chunk["__interrupt__"][0].value
         if interrupted is None:
