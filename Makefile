@@ -42,6 +42,7 @@ probe: setup
 
 bench: setup
 	$(PY) benchmarks/probe_speed.py
+	$(PY) benchmarks/generation_batching.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
