@@ -31,6 +31,7 @@ from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.backends.batching import BatchingBackend
 from emotion_probe.backends.transformers_backend import TransformersBackend
 from emotion_probe.probe import EmotionProbe, ProbeSettings
+from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.common import build_model, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live
@@ -157,6 +158,7 @@ def run(cfg: DictConfig) -> dict:
                     console.rule(f"trial {trial}: {scenario.item}")
                 first_input = None if snapshot.values else initial_state(scenario, trial)
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
+            draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png")
             return {"trial": trial, "scenario": scenario.name, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),
                     "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])}
@@ -170,7 +172,8 @@ def run(cfg: DictConfig) -> dict:
     _figures(trials, out_dir, summary)
     write_manifest(out_dir, cfg, salesperson=salesperson_model.describe(), customer=customer_model.describe())
     console.print(_summary_table(trials))
-    console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png}}")
+    console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
+                  "emotions_trial<N>.png}")
     return summary
 
 
@@ -216,6 +219,34 @@ def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
         print(f"prediction error vs price: Pearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.3g}")
     fig.tight_layout()
     fig.savefig(out_dir / "error_vs_price.png", dpi=150)
+    plt.close(fig)
+
+
+def draw_trial_pies(turns: list[dict], path: Path) -> None:
+    """Per turn, the customer's self-report beside the salesperson's prediction, as in the paper's figures."""
+    pairs, prediction = [], None
+    for turn in turns:
+        if turn["speaker"] == "salesperson":
+            prediction = turn.get("prediction")
+        elif turn["speaker"] == "customer":
+            pairs.append((turn["turn"], turn.get("report"), prediction))
+            prediction = None
+    if not pairs:
+        return
+    colors = [EmotionWheel.load("shaver").group_colors[p] for p in PRIMARIES]
+    fig, axes = plt.subplots(2, len(pairs), figsize=(2.4 * len(pairs), 5), squeeze=False)
+    for column, (turn, report, predicted) in enumerate(pairs):
+        for row, (values, label) in enumerate([(report, "customer says"), (predicted, "salesperson predicts")]):
+            ax = axes[row][column]
+            if values is None or sum(values) <= 0:
+                ax.text(0.5, 0.5, "unparsed", ha="center", va="center", fontsize=8)
+                ax.axis("off")
+            else:
+                ax.pie(values, colors=colors, startangle=90)
+            ax.set_title(f"turn {turn}: {label}", fontsize=7)
+    fig.legend(PRIMARIES, loc="lower center", ncols=6, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

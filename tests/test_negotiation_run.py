@@ -1,0 +1,83 @@
+"""The negotiation experiment as a user runs it: outputs, resume, human mode, watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+from rich.console import Console
+
+from experiments import negotiation as negotiation_experiment
+from experiments.live import LiveView
+from experiments.watch import follow
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="config", overrides=["experiment=negotiation", f"paths.output_dir={tmp_path}",
+                                                        *overrides])
+
+
+def _e(**values):
+    return {**dict.fromkeys(["love", "joy", "surprise", "anger", "sadness", "fear"], 0), **values}
+
+
+def test_human_customer_plays_through_interrupts(tmp_path, monkeypatch):
+    answers = iter([
+        {"message": "Too dear.", "my_emotions": _e(anger=100), "decision": "continue", "price": None},
+        {"message": "Fine, 6.", "my_emotions": _e(joy=100), "decision": "accept", "price": 6},
+        {"paid": "$6"},
+    ])
+    monkeypatch.setattr(negotiation_experiment, "ask_human", lambda request, console: next(answers))
+    sales = [json.dumps({"message": m, "predicted_customer_emotions": _e(joy=100)}) for m in ("$9!", "$6 then.")]
+    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "negotiation.player=customer")
+    cfg.salesperson.model.responses = sales
+    cfg.model.continuation_logprobs = {" joy": -1.0, " fear": -2.0}
+    summary = negotiation_experiment.run(cfg)
+    assert summary["deals"] == 1 and summary["mean_price"] == 6
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert trials.loc[0, "status"] == "deal" and trials.loc[0, "mean_abs_error_pp"] == pytest.approx(100 / 6 * 2 / 2)
+    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    assert [x["speaker"] for x in lines if x["speaker"] != "probe"] == ["salesperson", "customer", "salesperson",
+                                                                         "customer", "closing"]
+    assert (tmp_path / "emotions_trial0.png").stat().st_size > 2000
+    # A rerun into the same dir finds the trial finished and makes no model calls.
+    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "negotiation.player=customer")
+    assert negotiation_experiment.run(cfg)["deals"] == 1
+
+
+def test_watch_replays_a_finished_transcript(tmp_path):
+    records = [{"trial": 0, "turn": 0, "speaker": "salesperson", "message": "Hello!", "prediction": [0, 100, 0, 0, 0, 0],
+                "parse_status": "ok"},
+               {"trial": 0, "turn": 1, "speaker": "customer", "message": "Hi.", "report": [0, 50, 50, 0, 0, 0],
+                "decision": "continue", "parse_status": "ok"},
+               {"trial": 0, "turn": 1, "speaker": "probe", "probe_primary": [10, 20, 30, 20, 10, 10]}]
+    (tmp_path / "transcript.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (tmp_path / "summary.json").write_text("{}")
+    console = Console(record=True, width=100)
+    assert follow(tmp_path, LiveView(console, live=True)) == 3
+    text = console.export_text()
+    assert "salesperson: Hello!" in text and "customer: Hi." in text and "probe" in text
+
+
+@pytest.mark.embedded
+def test_short_real_negotiation_on_the_embedded_model(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.main", "scenario.max_turns=1", "negotiation.max_tokens=48",
+         "negotiation.max_parse_retries=1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert trials.loc[0, "status"] in ("deal", "walk_away", "max_turns")
+    assert trials.loc[0, "turns"] == 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["trials"] == 1 and summary["parse_failures"] == trials.loc[0, "parse_failures"]
+    speakers = [json.loads(x)["speaker"] for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    assert speakers == ["salesperson", "customer", "probe", "closing"]
