@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from emotion_probe.wheel import EmotionWheel
 
 
-def layered_positions(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
+def layered_positions(graph: nx.DiGraph, max_per_row: int = 14) -> dict[str, tuple[float, float]]:
     """Roots on top; each node one layer below its deepest parent; barycentre ordering within a layer.
 
     Placing a node under its *deepest* parent keeps every edge pointing down even when a
@@ -36,16 +36,27 @@ def layered_positions(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
     layers: dict[int, list[str]] = {}
     for node, depth in layer.items():
         layers.setdefault(depth, []).append(node)
+    # A wide layer (a model with one hub word and 40 children) is wrapped onto several rows,
+    # so that the figure stays readable instead of growing one label-width per node.
     x: dict[str, float] = {}
+    y: dict[str, float] = {}
+    row_y = 0.0
     for depth in sorted(layers):
         members = layers[depth]
+
         def barycentre(node: str) -> tuple[float, str]:
             parents = [x[p] for p in graph.predecessors(node) if p in x]
             return (sum(parents) / len(parents) if parents else float("inf"), node)
+
         members.sort(key=barycentre)
-        for i, node in enumerate(members):
-            x[node] = i - (len(members) - 1) / 2
-    return {node: (x[node], -layer[node]) for node in graph}
+        rows = [members[i : i + max_per_row] for i in range(0, len(members), max_per_row)]
+        for r, row in enumerate(rows):
+            shift = 0.5 * (r % 2)  # stagger wrapped rows so labels do not stack
+            for i, node in enumerate(row):
+                x[node] = i - (len(row) - 1) / 2 + shift
+                y[node] = row_y - 0.6 * r
+        row_y -= 1 + 0.6 * (len(rows) - 1)
+    return {node: (x[node], y[node]) for node in graph}
 
 
 def draw_tree(graph: nx.DiGraph, wheel: EmotionWheel, out_base: str | Path, title: str = "") -> list[Path]:
@@ -54,7 +65,7 @@ def draw_tree(graph: nx.DiGraph, wheel: EmotionWheel, out_base: str | Path, titl
     positions = layered_positions(graph)
     widest = max((sum(1 for p in positions.values() if p[1] == y) for y in {p[1] for p in positions.values()}), default=1)
     depth = 1 - min((p[1] for p in positions.values()), default=0)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * widest), max(4, 1.6 * depth)))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * widest), max(4, 1.8 * depth)))
     for parent, child in graph.edges():
         (x0, y0), (x1, y1) = positions[parent], positions[child]
         ax.plot([x0, x1], [y0, y1], color="#999999", lw=0.8, zorder=1)
@@ -62,7 +73,7 @@ def draw_tree(graph: nx.DiGraph, wheel: EmotionWheel, out_base: str | Path, titl
         color = wheel.color_of(node) if node in wheel.index else "#cccccc"
         ax.scatter([px], [py], s=260, color=color, edgecolor="black", lw=0.6, zorder=2)
         ax.annotate(node, (px, py), xytext=(0, -13), textcoords="offset points", ha="center", va="top",
-                    fontsize=8, rotation=30 if widest > 12 else 0, zorder=3)
+                    fontsize=8, rotation=20 if widest > 10 else 0, zorder=3)
     handles = [Line2D([], [], marker="o", ls="", color=c, markeredgecolor="black", label=p)
                for p, c in wheel.group_colors.items()]
     ax.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncols=min(len(handles), 4))
