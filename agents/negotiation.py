@@ -133,9 +133,9 @@ def customer_system(scenario: NegotiationScenario) -> str:
 def _view(turns: list[dict], me: str) -> list[ChatMessage]:
     """The conversation as one side sees it: own messages as assistant, the other's as user."""
     return [
-        ChatMessage(role="assistant" if turn["speaker"] == me else "user", content=turn["message"])
+        ChatMessage(role="assistant" if turn["speaker"] == me else "user", content=turn["text"])
         for turn in turns
-        if turn.get("message")
+        if turn.get("text")
     ]
 
 

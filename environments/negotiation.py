@@ -111,9 +111,9 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     turn = {"trial": state.get("trial"), "turn": turn_number, "speaker": role, **record}
     if parsed is None:
         # A failed parse keeps the raw text as the message so the talk can go on.
-        turn["message"] = (record["raw"] or "").strip()[:500]
+        turn["text"] = (record["raw"] or "").strip()[:500]
     else:
-        turn["message"] = parsed.message
+        turn["text"] = parsed.message
     update: dict[str, Any] = {}
     if role == "salesperson":
         turn["prediction"] = parsed.predicted_customer_emotions.as_list() if parsed else None
@@ -144,9 +144,9 @@ def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]
     """The shared emotion probe on the customer's latest message."""
     probe = runtime.context.probe
     last = state["turns"][-1]
-    if probe is None or not last.get("message", "").strip():
+    if probe is None or not last.get("text", "").strip():
         return {}
-    distribution = probe.distribution([last["message"]])[0]
+    distribution = probe.distribution([last["text"]])[0]
     groups = np.array([PRIMARIES.index(probe.wheel.primary_of(w)) if probe.wheel.primary_of(w) in PRIMARIES else -1
                        for w in probe.wheel.words])
     by_primary = np.array([distribution[groups == g].sum() for g in range(len(PRIMARIES))])

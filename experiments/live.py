@@ -67,13 +67,13 @@ class LiveView:
             self._streaming = False
         failed = record.get("parse_status") == "failed"
         if self.live:
-            self.console.print(Text(f"{speaker}: ", style=f"bold {COLORS[speaker]}") + Text(record["message"]),
+            self.console.print(Text(f"{speaker}: ", style=f"bold {COLORS[speaker]}") + Text(record["text"]),
                                highlight=False)
             if failed:
                 self.console.print(f"[red]parse failed after {record['attempts']} attempts:[/] {record['errors'][-1]}")
         else:
             log.info("trial %s turn %s %s%s: %s", record.get("trial"), record["turn"], speaker,
-                     " (unparsed)" if failed else "", record["message"][:200])
+                     " (unparsed)" if failed else "", record["text"][:200])
         if speaker == "salesperson":
             self._prediction = record.get("prediction")
         else:

@@ -125,7 +125,7 @@ def test_failed_parses_never_crash_and_are_counted():
                        [cust("no", anger=100), "junk", "junk", cust("ok", "accept", 3, joy=100), '{"paid": 3}'])
     metrics = trial_metrics(state["turns"])
     assert metrics["parse_failures"] == 2 and state["status"] == "deal"
-    assert state["turns"][0]["parse_status"] == "failed" and state["turns"][0]["message"] == "garbage"
+    assert state["turns"][0]["parse_status"] == "failed" and state["turns"][0]["text"] == "garbage"
 
 
 def test_metrics_on_a_scripted_conversation():

@@ -53,9 +53,9 @@ def test_human_customer_plays_through_interrupts(tmp_path, monkeypatch):
 
 
 def test_watch_replays_a_finished_transcript(tmp_path):
-    records = [{"trial": 0, "turn": 0, "speaker": "salesperson", "message": "Hello!", "prediction": [0, 100, 0, 0, 0, 0],
+    records = [{"trial": 0, "turn": 0, "speaker": "salesperson", "text": "Hello!", "prediction": [0, 100, 0, 0, 0, 0],
                 "parse_status": "ok"},
-               {"trial": 0, "turn": 1, "speaker": "customer", "message": "Hi.", "report": [0, 50, 50, 0, 0, 0],
+               {"trial": 0, "turn": 1, "speaker": "customer", "text": "Hi.", "report": [0, 50, 50, 0, 0, 0],
                 "decision": "continue", "parse_status": "ok"},
                {"trial": 0, "turn": 1, "speaker": "probe", "probe_primary": [10, 20, 30, 20, 10, 10]}]
     (tmp_path / "transcript.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
