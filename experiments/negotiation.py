@@ -29,7 +29,6 @@ from scipy.stats import pearsonr
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.backends.batching import BatchingBackend
-from emotion_probe.backends.transformers_backend import TransformersBackend
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
@@ -64,7 +63,7 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
         if key not in built:
             built[key] = build_model(node)
         model = built[key]
-        if generates and concurrency > 1 and isinstance(model, TransformersBackend):
+        if generates and concurrency > 1 and hasattr(model, "generate_batch"):
             batched_key = key + "#batched"
             if batched_key not in built:
                 built[batched_key] = BatchingBackend(model, max_batch=concurrency)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from agents.negotiation import (
     CustomerTurn,
     EmotionReport,
     NegotiationScenario,
-    customer_messages,
     salesperson_messages,
 )
 from agents.price import parse_price

@@ -28,6 +28,39 @@ Scoring = Literal["packed", "kv_cache", "naive"]
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
+class _BatchStreamer:
+    """A transformers streamer for a batch: decodes each row incrementally and calls its callback."""
+
+    def __init__(self, tokenizer: Any, callbacks: list[TokenCallback | None], eos_id: int | None):
+        self.tokenizer = tokenizer
+        self.callbacks = callbacks
+        self.eos_id = eos_id
+        self.tokens: list[list[int]] = [[] for _ in callbacks]
+        self.printed = [0] * len(callbacks)
+        self.done = [False] * len(callbacks)
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() passes the prompt first; skip it
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row] or token == self.eos_id:
+                self.done[row] = True
+                continue
+            self.tokens[row].append(token)
+            callback = self.callbacks[row]
+            if callback is not None:
+                text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+                # Hold back a trailing replacement char: a multi-byte character is still arriving.
+                if not text.endswith("\ufffd") and len(text) > self.printed[row]:
+                    callback(text[self.printed[row]:])
+                    self.printed[row] = len(text)
+
+    def end(self) -> None:
+        pass
+
+
 def _pick_device(device: str) -> str:
     import torch
 
@@ -139,25 +172,36 @@ class TransformersBackend(ModelBackend):
         config: GenerateConfig | None = None,
         on_token: TokenCallback | None = None,
     ) -> Generation:
-        from transformers import TextStreamer
+        return self.generate_batch([messages], config, [on_token])[0]
 
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[ChatMessage | dict]],
+        config: GenerateConfig | None = None,
+        on_tokens: Sequence[TokenCallback | None] | None = None,
+    ) -> list[Generation]:
+        """Chat completions for several conversations in one left-padded `model.generate`.
+
+        One batch of 16 costs little more than one sequence on this model size, which is
+        what lets concurrent trials share generation (see `backends/batching.py`).
+        """
         config = config or GenerateConfig()
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(f"model {self.name!r} has no chat template, so it cannot chat; use it for probing only")
-        chat = [m.model_dump() for m in as_messages(messages)]
-        encoded = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        input_ids = encoded["input_ids"].to(self.device)
-        streamer = None
-        if on_token is not None:
-
-            class _CallbackStreamer(TextStreamer):
-                def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                    if text:
-                        on_token(text)
-
-            streamer = _CallbackStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        prompts = [
+            self.tokenizer.apply_chat_template([m.model_dump() for m in as_messages(c)], add_generation_prompt=True,
+                                               tokenize=False)
+            for c in conversations
+        ]
+        previous_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        try:
+            # The chat template already wrote any BOS; do not add another.
+            encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            self.tokenizer.padding_side = previous_side
+        eos = self.tokenizer.eos_token_id
+        streamer = _BatchStreamer(self.tokenizer, list(on_tokens or [None] * len(prompts)), eos)
         sampling: dict[str, Any] = {"do_sample": config.temperature > 0}
         if config.temperature > 0:
             sampling.update(temperature=config.temperature, top_p=config.top_p)
@@ -165,7 +209,7 @@ class TransformersBackend(ModelBackend):
                 self._torch.manual_seed(config.seed)
         with self._torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids,
+                input_ids=encoded["input_ids"].to(self.device),
                 attention_mask=encoded["attention_mask"].to(self.device),
                 max_new_tokens=config.max_tokens,
                 pad_token_id=self._pad_id,
@@ -174,15 +218,20 @@ class TransformersBackend(ModelBackend):
                 tokenizer=self.tokenizer if config.stop else None,
                 **sampling,
             )
-        new_tokens = output[0, input_ids.shape[1] :]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        finished = bool(new_tokens.numel()) and int(new_tokens[-1]) == self.tokenizer.eos_token_id
-        return Generation(
-            text=text,
-            prompt_tokens=int(input_ids.shape[1]),
-            completion_tokens=int(new_tokens.numel()),
-            finish_reason="stop" if finished else "length",
-        )
+        width = encoded["input_ids"].shape[1]
+        results = []
+        for row in range(len(prompts)):
+            new = output[row, width:].tolist()
+            finished = eos in new
+            if finished:
+                new = new[: new.index(eos)]  # what follows EOS is padding
+            results.append(Generation(
+                text=self.tokenizer.decode(new, skip_special_tokens=True),
+                prompt_tokens=int(encoded["attention_mask"][row].sum()),
+                completion_tokens=len(new),
+                finish_reason="stop" if finished else "length",
+            ))
+        return results
 
     # ------------------------------------------------------------- tokenization
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
