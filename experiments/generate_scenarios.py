@@ -33,7 +33,7 @@ class GeneratorSettings(BaseModel):
 
 
 def run(cfg: DictConfig) -> dict:
-    settings = validated(GeneratorSettings, cfg.generator, "generator")
+    settings = validated(GeneratorSettings, {key: cfg[key] for key in GeneratorSettings.model_fields}, "")
     wheel = EmotionWheel.load(settings.wheel)
     words = settings.words or wheel.words
     for word in words:

@@ -18,7 +18,7 @@ from experiments.generate_scenarios import run
 def _cfg(tmp_path: Path, *overrides: str):
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=generate_scenarios", "progress=false",
-                                                        f"generator.output={tmp_path / 'out.jsonl'}",
+                                                        f"output={tmp_path / 'out.jsonl'}",
                                                         f"paths.output_dir={tmp_path / 'run'}", *overrides])
     return cfg
 
@@ -51,7 +51,7 @@ def test_graph_retries_parse_errors_and_regenerates_rejects(tmp_path, monkeypatc
     ]
     backend = ScriptedBackend(responses=script)
     monkeypatch.setattr("experiments.generate_scenarios.build_model", lambda cfg: backend)
-    result = run(_cfg(tmp_path, "generator.words=[joy]", "generator.per_emotion=2"))
+    result = run(_cfg(tmp_path, "words=[joy]", "per_emotion=2"))
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["The puppy licked my face.", "We won the final on penalties."]
     assert [r["id"] for r in rows] == ["joy-1", "joy-2"] and result["written"] == 2
@@ -66,17 +66,17 @@ def test_resume_never_rewrites_and_skips_complete_words(tmp_path, monkeypatch):
     backend = ScriptedBackend(responses=['{"scenarios": ["We won the final on penalties."]}',
                                          '{"scenarios": ["The dog died in the night."]}'])
     monkeypatch.setattr("experiments.generate_scenarios.build_model", lambda cfg: backend)
-    run(_cfg(tmp_path, "generator.words=[joy,grief]", "generator.per_emotion=1"))
+    run(_cfg(tmp_path, "words=[joy,grief]", "per_emotion=1"))
     assert output.read_text().startswith(before)
     assert [s.id for s in load_scenarios(output)] == ["joy-1", "grief-1"]  # joy was complete: not asked
-    run(_cfg(tmp_path, "generator.words=[joy,grief]", "generator.per_emotion=1"))  # nothing left: no calls
+    run(_cfg(tmp_path, "words=[joy,grief]", "per_emotion=1"))  # nothing left: no calls
     assert backend.remaining == 1
 
 
 @pytest.mark.embedded
 def test_embedded_model_rows_all_pass_validation(tmp_path):
-    cfg = _cfg(tmp_path, "generator.words=[joy,relief]", "generator.per_emotion=2", "generator.max_tokens=160",
-               "generator.max_attempts=2", "generator.max_parse_retries=1")
+    cfg = _cfg(tmp_path, "words=[joy,relief]", "per_emotion=2", "max_tokens=160",
+               "max_attempts=2", "max_parse_retries=1")
     result = run(cfg)
     rows = load_scenarios(tmp_path / "out.jsonl") if result["written"] else []
     seen: set[str] = set()
