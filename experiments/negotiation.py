@@ -47,7 +47,7 @@ class NegotiationSettings(BaseModel):
     max_tokens: int = Field(default=160, ge=8)
     temperature: float = Field(default=0.5, ge=0)
     player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
-    probe: bool = True
+    probe_messages: bool = True
 
 
 def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
@@ -115,12 +115,12 @@ def trial_metrics(turns: list[dict]) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> dict:
     scenario = validated(NegotiationScenario, cfg.scenario, "scenario")
-    settings = validated(NegotiationSettings, cfg.negotiation, "negotiation")
+    settings = validated(NegotiationSettings, {key: cfg[key] for key in NegotiationSettings.model_fields}, "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
     probe = EmotionProbe(probe_model, probe_settings.wheel, **probe_settings.model_dump(exclude={"wheel"})) \
-        if settings.probe else None
+        if settings.probe_messages else None
     context = NegotiationContext(
         salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
         max_parse_retries=settings.max_parse_retries, player=settings.player,

@@ -36,7 +36,7 @@ def test_human_customer_plays_through_interrupts(tmp_path, monkeypatch):
     ])
     monkeypatch.setattr(negotiation_experiment, "ask_human", lambda request, console: next(answers))
     sales = [json.dumps({"message": m, "predicted_customer_emotions": _e(joy=100)}) for m in ("$9!", "$6 then.")]
-    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "negotiation.player=customer")
+    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "player=customer")
     cfg.salesperson.model.responses = sales
     cfg.model.continuation_logprobs = {" joy": -1.0, " fear": -2.0}
     summary = negotiation_experiment.run(cfg)
@@ -48,7 +48,7 @@ def test_human_customer_plays_through_interrupts(tmp_path, monkeypatch):
                                                                          "customer", "closing"]
     assert (tmp_path / "emotions_trial0.png").stat().st_size > 2000
     # A rerun into the same dir finds the trial finished and makes no model calls.
-    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "negotiation.player=customer")
+    cfg = _cfg(tmp_path, "salesperson/model=scripted", "model=scripted", "player=customer")
     assert negotiation_experiment.run(cfg)["deals"] == 1
 
 
@@ -69,8 +69,8 @@ def test_watch_replays_a_finished_transcript(tmp_path):
 @pytest.mark.embedded
 def test_short_real_negotiation_on_the_embedded_model(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "scenario.max_turns=1", "negotiation.max_tokens=48",
-         "negotiation.max_parse_retries=1", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "experiments.main", "scenario.max_turns=1", "max_tokens=48",
+         "max_parse_retries=1", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
