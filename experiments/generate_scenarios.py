@@ -16,7 +16,7 @@ from emotion_probe.scenario_checks import normalized
 from emotion_probe.scenarios import load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
-from experiments.common import build_model, validated, write_manifest, output_dir
+from experiments.common import build_model, output_dir, validated, write_manifest
 
 
 class GeneratorSettings(BaseModel):

@@ -13,13 +13,13 @@ from rich.console import Console
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe.backends.base import GenerateConfig
 from emotion_probe.bias import accuracy, calibrate, collapse_confusion, confusion_matrix
+from emotion_probe.errors import ConfigError
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.runner import PartsManifest, run_in_parts, with_labels
 from emotion_probe.scenarios import Scenario, load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from experiments.common import build_model, output_dir, validated, write_manifest
-from emotion_probe.errors import ConfigError
 
 
 class RecognitionSettings(BaseModel):
@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict:
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(RecognitionSettings, cfg.recognition, "recognition")
     wheel = EmotionWheel.load(probe_settings.wheel)
-    scenarios = [s for s in load_scenarios(cfg.scenarios, limit=cfg.limit)]
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
     unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
     if unlabelled:
         raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
