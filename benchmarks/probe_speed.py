@@ -26,6 +26,7 @@ import torch
 
 from emotion_probe import EmotionProbe, EmotionWheel
 from emotion_probe.backends.smollm2 import load_smollm2
+from emotion_probe.backends.trie import left_pad
 from emotion_probe.scenarios import load_scenarios
 
 
@@ -42,16 +43,10 @@ def plain_forward(backend, rows: list[list[int]], keep: int) -> None:
     """Left-padded batched forward with an ordinary 2D mask, logits for the last `keep` positions."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for start in range(0, len(order), backend.batch_size):
-        chunk = [rows[i] for i in order[start : start + backend.batch_size]]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), backend._pad_id)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, r in enumerate(chunk):
-            ids[j, width - len(r) :] = torch.tensor(r)
-            mask[j, width - len(r) :] = 1
+        batch = left_pad([rows[i] for i in order[start : start + backend.batch_size]], backend._pad_id)
         with torch.inference_mode():
             logits = backend.model(
-                input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                 logits_to_keep=keep, use_cache=False,
             ).logits
             torch.log_softmax(logits.float(), dim=-1)

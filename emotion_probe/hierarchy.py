@@ -87,7 +87,7 @@ def shuffled_alignment(
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     index = wheel.index
-    groups = np.array([wheel.primaries.index(wheel.primary_of(w)) for w in wheel.words])
+    groups = wheel.primary_index
     parents = np.array([index[p] for p, _ in edges])
     children = np.array([index[c] for _, c in edges])
     scores = np.empty(samples)

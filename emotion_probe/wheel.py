@@ -11,6 +11,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -101,6 +102,16 @@ class EmotionWheel:
     def index(self) -> dict[str, int]:
         """Column index of each word in arrays aligned with `words`."""
         return {word: i for i, word in enumerate(self.words)}
+
+    @cached_property
+    def primary_index(self) -> np.ndarray:
+        """For each word (in `words` order), the position of its primary in `primaries`."""
+        return np.array([self.primaries.index(self._primary_of[w]) for w in self.words])
+
+    def primary_mass(self, distributions: np.ndarray) -> np.ndarray:
+        """Sum per-word probabilities [..., K] into their primaries' groups [..., len(primaries)]."""
+        onehot = np.eye(len(self.primaries))[self.primary_index]  # [K, P]
+        return np.asarray(distributions) @ onehot
 
     def primary_of(self, word: str) -> str:
         """The primary a word belongs to; a primary maps to itself."""

@@ -147,9 +147,9 @@ def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]
     if probe is None or not last.get("text", "").strip():
         return {}
     distribution = probe.distribution([last["text"]])[0]
-    groups = np.array([PRIMARIES.index(probe.wheel.primary_of(w)) if probe.wheel.primary_of(w) in PRIMARIES else -1
-                       for w in probe.wheel.words])
-    by_primary = np.array([distribution[groups == g].sum() for g in range(len(PRIMARIES))])
+    # The agents report over the six Shaver primaries; a wheel's other groups are left out.
+    mass = dict(zip(probe.wheel.primaries, probe.wheel.primary_mass(distribution)))
+    by_primary = np.array([mass.get(p, 0.0) for p in PRIMARIES])
     record = {"trial": state.get("trial"), "turn": last["turn"], "speaker": "probe",
               "probe": dict(zip(probe.words, np.round(distribution, 6).tolist())),
               "probe_primary": (100 * by_primary / max(by_primary.sum(), 1e-12)).round(3).tolist()}

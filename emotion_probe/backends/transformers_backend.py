@@ -19,7 +19,7 @@ from emotion_probe.backends.base import (
     TokenCallback,
     as_messages,
 )
-from emotion_probe.backends.trie import ContinuationTrie, pack_prompts_with_trie, trie_paths
+from emotion_probe.backends.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
 from emotion_probe.errors import ConfigError, TokenizationMismatch
 
 log = logging.getLogger(__name__)
@@ -365,17 +365,12 @@ class TransformersBackend(ModelBackend):
     def _score_kv_cache(self, batch_ids: list[list[int]], trie: ContinuationTrie) -> Any:
         torch = self._torch
         batch = len(batch_ids)
-        prompt_width = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((batch, prompt_width), self._pad_id, dtype=torch.long)
-        prompt_mask = torch.zeros((batch, prompt_width), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, prompt_width - len(ids) :] = torch.tensor(ids)
-            prompt_mask[row, prompt_width - len(ids) :] = 1
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        prompts = left_pad(batch_ids, self._pad_id)
+        prompt_mask = prompts.attention_mask
         first = self.model(
-            input_ids=input_ids.to(self.device),
+            input_ids=prompts.input_ids.to(self.device),
             attention_mask=prompt_mask.to(self.device),
-            position_ids=positions.to(self.device),
+            position_ids=prompts.position_ids.to(self.device),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -444,18 +439,12 @@ class TransformersBackend(ModelBackend):
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            width = max(len(prompt_ids[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids = self._fit_to_context(prompt_ids[i], 1, i)
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                mask[row, width - len(ids) :] = 1
+            batch = left_pad([self._fit_to_context(prompt_ids[i], 1, i) for i in chunk], self._pad_id)
             with torch.inference_mode():
                 logits = self.model(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(self.device),
+                    input_ids=batch.input_ids.to(self.device),
+                    attention_mask=batch.attention_mask.to(self.device),
+                    position_ids=batch.position_ids.to(self.device),
                     logits_to_keep=1,
                     use_cache=False,
                 ).logits[:, -1]

@@ -100,6 +100,27 @@ class PackedBatch:
     rows_to_keep: int  # the last `rows_to_keep` positions are the prompt's end + trie nodes
 
 
+@dataclass(frozen=True)
+class LeftPadded:
+    input_ids: torch.Tensor  # [B, W], padding on the left
+    attention_mask: torch.Tensor  # [B, W] long, 1 = real token
+    position_ids: torch.Tensor  # [B, W], 0..L-1 over each row's real tokens (0 on padding)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> LeftPadded:
+    """Right-align token rows so every row's last token sits in the last column.
+
+    Explicit position ids keep each real token where it would be without padding.
+    """
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return LeftPadded(input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp(min=0))
+
+
 def pack_prompts_with_trie(prompt_ids: Sequence[Sequence[int]], trie: ContinuationTrie, pad_id: int) -> PackedBatch:
     """Left-pad prompts to a common length and append the trie's tokens to every row.
 
@@ -108,22 +129,15 @@ def pack_prompts_with_trie(prompt_ids: Sequence[Sequence[int]], trie: Continuati
     every real token gets an explicit position id: prompt tokens 0..L-1, and a
     node at depth d sits at L + d - 1, as if its path followed the prompt alone.
     """
-    batch = len(prompt_ids)
-    lengths = torch.tensor([len(ids) for ids in prompt_ids], dtype=torch.long)
-    prompt_width = int(lengths.max())
+    prompts = left_pad(prompt_ids, pad_id)
+    batch, prompt_width = prompts.input_ids.shape
     num_nodes = trie.num_nodes
     width = prompt_width + num_nodes
-
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    for row, ids in enumerate(prompt_ids):
-        input_ids[row, prompt_width - len(ids) : prompt_width] = torch.tensor(ids, dtype=torch.long)
-    input_ids[:, prompt_width:] = trie.node_tokens
-
-    columns = torch.arange(prompt_width)
-    is_real = columns[None, :] >= (prompt_width - lengths)[:, None]  # [B, P]
-    prompt_positions = (columns[None, :] - (prompt_width - lengths)[:, None]).clamp(min=0)
+    input_ids = torch.cat([prompts.input_ids, trie.node_tokens[None, :].expand(batch, -1)], dim=1)
+    is_real = prompts.attention_mask.bool()  # [B, P]
+    lengths = prompts.attention_mask.sum(-1)
     node_positions = lengths[:, None] + trie.node_depth[None, :] - 1
-    position_ids = torch.cat([prompt_positions, node_positions], dim=1)
+    position_ids = torch.cat([prompts.position_ids, node_positions], dim=1)
 
     mask = torch.zeros(batch, width, width, dtype=torch.bool)
     causal = torch.ones(prompt_width, prompt_width, dtype=torch.bool).tril()

@@ -43,7 +43,8 @@ class BackendWrapper(ModelBackend):
         return self.inner.context_length()
 
     def describe(self) -> dict[str, object]:
-        return {**self.inner.describe(), "wrapped_by": [*self.inner.describe().get("wrapped_by", []), type(self).__name__]}
+        inner = self.inner.describe()
+        return {**inner, "wrapped_by": [*inner.get("wrapped_by", []), type(self).__name__]}
 
     def __getattr__(self, attribute: str):
         # Reach through to backend-specific attributes (e.g. `.model`, `.tokenizer`).
