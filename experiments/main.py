@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
@@ -12,8 +11,6 @@ from rich.console import Console
 from rich.text import Text
 
 from emotion_probe.errors import EmolabError
-
-log = logging.getLogger("emolab")
 
 
 def _report(message: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -11,8 +10,6 @@ from rich.table import Table
 
 from emotion_probe.probe import EmotionProbe
 from experiments.common import probe_scenario_file, write_manifest
-
-log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -22,7 +21,6 @@ from emotion_probe.backends.base import (
 from emotion_probe.backends.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
 from emotion_probe.errors import ConfigError, TokenizationMismatch
 
-log = logging.getLogger(__name__)
 
 Scoring = Literal["packed", "kv_cache", "naive"]
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
