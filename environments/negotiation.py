@@ -34,6 +34,7 @@ from agents.structured import call_structured
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.hierarchy import cooccurrence, matching_matrix
 from emotion_probe.probe import EmotionProbe
+from environments.timing import NodeTimings, timed
 
 Status = Literal["running", "deal", "walk_away", "max_turns"]
 Role = Literal["salesperson", "customer"]
@@ -69,6 +70,20 @@ class NegotiationContext:
     max_parse_retries: int = 2
     generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=160))
     player: Role | None = None  # a person types this role's turns
+    timings: NodeTimings | None = None  # wall time per node, for the run manifest
+
+
+def turn_config(ctx: NegotiationContext, trial: int | None, turn: int) -> GenerateConfig:
+    """The run's sampling settings with a seed of its own for this trial and turn.
+
+    One seed for every call would make trials replay each other word for word (their first
+    prompts are identical), and a response cache would then hand every trial the same talk.
+    """
+    base = ctx.generate_config.seed
+    if base is None:
+        return ctx.generate_config
+    seed = int(np.random.SeedSequence([base, trial or 0, turn]).generate_state(1)[0])
+    return ctx.generate_config.model_copy(update={"seed": seed})
 
 
 def _scenario(state: NegotiationState) -> NegotiationScenario:
@@ -102,7 +117,7 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
         _emit("start", speaker=role, turn=turn_number, trial=state.get("trial"))
         reply = call_structured(
             model, build(scenario, state.get("turns", [])), schema, max_retries=ctx.max_parse_retries,
-            config=ctx.generate_config,
+            config=turn_config(ctx, state.get("trial"), turn_number),
             on_token=lambda text: _emit("token", speaker=role, text=text, trial=state.get("trial")),
         )
         parsed = reply.parsed
@@ -168,7 +183,8 @@ def closing(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> di
         status, raw = "human", None
     else:
         reply = call_structured(ctx.customer_model, closing_messages(scenario, dialogue), ClosingAnswer,
-                                max_retries=ctx.max_parse_retries, config=ctx.generate_config)
+                                max_retries=ctx.max_parse_retries,
+                                config=turn_config(ctx, state.get("trial"), _dialogue_length(state)))
         paid = reply.parsed.paid if reply.parsed else parse_price(reply.raw)
         status, raw = reply.parse_status, reply.raw
     if state.get("status") != "deal" and paid is not None:
@@ -199,10 +215,9 @@ def matching_over_conversation(state: NegotiationState) -> np.ndarray:
 def build_negotiation_graph(checkpointer: Any = None):
     """Compile the negotiation graph. Invoke with an initial state and context=NegotiationContext(...)."""
     graph = StateGraph(NegotiationState, context_schema=NegotiationContext)
-    graph.add_node("salesperson", salesperson)
-    graph.add_node("customer", customer)
-    graph.add_node("probe_customer", probe_customer)
-    graph.add_node("closing", closing)
+    for name, node in [("salesperson", salesperson), ("customer", customer), ("probe_customer", probe_customer),
+                       ("closing", closing)]:
+        graph.add_node(name, timed(name, node))
     graph.add_conditional_edges(START, _opening, ["salesperson", "customer"])
     graph.add_edge("salesperson", "customer")
     graph.add_edge("customer", "probe_customer")

@@ -20,6 +20,7 @@ from agents.persona import PersonaAgent
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.probe import EmotionProbe
 from emotion_probe.scenarios import Scenario
+from environments.timing import NodeTimings, timed
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class RecognitionContext:
     probe: EmotionProbe  # built with agent.probe_template
     chat_model: ModelBackend | None = None  # set to also answer in free text
     generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=12))
+    timings: NodeTimings | None = None  # wall time per node, for the run manifest
 
 
 class RecognitionState(TypedDict, total=False):
@@ -57,8 +59,8 @@ def _after_probe(state: RecognitionState, runtime: Runtime[RecognitionContext]) 
 def build_recognition_graph():
     """Compile the environment; invoke with {"scenarios": [...]} and context=RecognitionContext(...)."""
     graph = StateGraph(RecognitionState, context_schema=RecognitionContext)
-    graph.add_node("recognize_by_probe", recognize_by_probe)
-    graph.add_node("answer_in_free_text", answer_in_free_text)
+    graph.add_node("recognize_by_probe", timed("recognize_by_probe", recognize_by_probe))
+    graph.add_node("answer_in_free_text", timed("answer_in_free_text", answer_in_free_text))
     graph.add_edge(START, "recognize_by_probe")
     graph.add_conditional_edges("recognize_by_probe", _after_probe, ["answer_in_free_text", END])
     graph.add_edge("answer_in_free_text", END)

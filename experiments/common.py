@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +32,21 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
         raise ConfigError(first_validation_problem(err, where)) from None
 
 
-def build_model(cfg: DictConfig) -> ModelBackend:
-    """Instantiate the backend named by a `model:` config node."""
-    return instantiate_backend(cfg)
+def build_model(node: DictConfig, run_cfg: DictConfig | None = None) -> ModelBackend:
+    """Instantiate the backend named by a `model:` config node, with the run's wrappers around it.
+
+    With `run_cfg`, the provider is wrapped as its `cache` and `retry` groups say:
+    cache (outermost, so hits cost nothing) -> call accounting -> retry -> provider.
+    """
+    provider = instantiate_backend(node)
+    if run_cfg is None:
+        return provider
+    from emotion_probe.backends.stack import CacheSettings, RetrySettings, wrap_backend
+
+    cache = validated(CacheSettings, run_cfg.cache, "cache")
+    retry = validated(RetrySettings, run_cfg.retry, "retry")
+    identity = OmegaConf.to_container(node, resolve=True)
+    return wrap_backend(provider, identity=identity, cache=cache, retry=retry)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -41,19 +55,90 @@ def output_dir(cfg: DictConfig) -> Path:
     return path
 
 
-def write_manifest(out_dir: Path, cfg: DictConfig, **extra: Any) -> Path:
-    """Record what ran: resolved config, backend description, versions. Never secrets."""
+def git_commit() -> dict[str, Any]:
+    """The commit emolab's source runs from, and whether it has uncommitted changes; nulls outside a checkout."""
+    source = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def seeds_in(cfg: DictConfig) -> dict[str, Any]:
+    """Every key named `seed` in the config, by dotted path (run seed, random-init weights, ...), resolved."""
+    paths: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                path = f"{prefix}.{key}" if prefix else str(key)
+                if key == "seed":
+                    paths.append(path)
+                walk(value, path)
+
+    # Unresolved on purpose: other keys may need a live Hydra run to resolve, seeds never do.
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return {path: OmegaConf.select(cfg, path) for path in paths}
+
+
+def _hydra_job() -> dict[str, Any] | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return {"mode": str(hydra.mode.name) if hydra.mode else None,
+            "num": OmegaConf.select(hydra.job, "num", throw_on_missing=False),
+            "overrides": list(hydra.overrides.task), "launcher": hydra.runtime.choices.get("hydra/launcher")}
+
+
+def write_manifest(
+    out_dir: Path,
+    cfg: DictConfig,
+    *,
+    models: dict[str, ModelBackend] | None = None,
+    timings: Any = None,
+    started: float | None = None,
+    **extra: Any,
+) -> Path:
+    """Record what ran, as the issue lists it: emolab version and git commit, the resolved config, the
+    models (ids, parameter counts, calls and tokens per role), the seeds, and wall time per graph node.
+
+    Never secrets: configs hold only the *names* of environment variables with keys, and backend
+    descriptions leave keys out.
+    """
     from importlib.metadata import version
 
-    manifest = {
+    from emotion_probe.backends.wrappers import usage_of
+
+    manifest: dict[str, Any] = {
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "python": platform.python_version(),
         "emolab": version("emolab"),
-        **extra,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "job": _hydra_job(),
+        "seeds": seeds_in(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if models:
+        manifest["models"] = {role: {**model.describe(), "usage": usage_of(model)} for role, model in models.items()}
+    if timings is not None:
+        manifest["node_wall_time_s"] = timings.summary()
+    if started is not None:
+        manifest["wall_time_s"] = round(time.perf_counter() - started, 3)
+    manifest.update(extra)
     path = out_dir / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    staging.replace(path)  # a reader (the report, watch) never sees half a manifest
     return path
 
 
@@ -71,6 +156,6 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
     wheel = EmotionWheel.load(settings.wheel)
     scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
     out_dir = output_dir(cfg)
-    probe = EmotionProbe(build_model(cfg.model), wheel, **settings.model_dump(exclude={"wheel"}))
+    probe = EmotionProbe(build_model(cfg.model, cfg), wheel, **settings.model_dump(exclude={"wheel"}))
     table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
     return probe, table, out_dir

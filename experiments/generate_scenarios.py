@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict:
         if suffix.isdigit():
             numbers[s.emotion] = max(numbers.get(s.emotion, 0), int(suffix))
     todo = [w for w in words if counts[w] < settings.per_emotion]
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg)
     context = GeneratorContext(
         model=model, output=output, per_emotion=settings.per_emotion, max_attempts=settings.max_attempts,
         max_parse_retries=settings.max_parse_retries,
@@ -75,5 +75,5 @@ def run(cfg: DictConfig) -> dict:
             progress.advance(task)
     Console().print(summary)
     Console().print(f"{written_total} new rows; {len(words) - len(todo)} emotions were already complete")
-    write_manifest(output_dir(cfg), cfg, model=model.describe(), written=written_total)
+    write_manifest(output_dir(cfg), cfg, models={"writer": model}, written=written_total)
     return {"written": written_total, "skipped": len(words) - len(todo)}

@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     draw_tree(result.graph, wheel, out_dir / "tree",
               title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
-    write_manifest(out_dir, cfg, model=model.describe(), probe=probe.describe())
+    write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe())
     _print_metrics(metrics, out_dir)
     return metrics
 
@@ -96,20 +96,12 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    rows = []
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        try:
-            metrics = HierarchyMetrics.model_validate_json(path.read_text(encoding="utf-8"))
-        except ValidationError as err:
-            raise ConfigError(f"{path}: {first_validation_problem(err)}") from None
-        rows.append({**metrics.model_dump(), "job_dir": str(path.parent)})
+    rows = [{**load_metrics(path).model_dump(), "job_dir": str(path.parent)}
+            for path in sorted(sweep_dir.rglob("metrics.json"))]
     if not rows:
         raise ConfigError(f"sweep_dir: no metrics.json under {sweep_dir}; run a hierarchy sweep first")
-    frame = pd.DataFrame(rows).sort_values("parameters").reset_index(drop=True)
     out_dir = output_dir(cfg)
-    frame.to_parquet(out_dir / "scaling.parquet", index=False)
-    frame.to_csv(out_dir / "scaling.csv", index=False)
-    _plot_scaling(frame, out_dir / "scaling")
+    frame = write_scaling(rows, out_dir)
     table = Table(title=f"Hierarchy metrics across {len(frame)} runs")
     for column in ["model", "parameters", "edges", "nodes", "total_path_length", "average_depth", "wheel_alignment"]:
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -118,6 +110,23 @@ def report(cfg: DictConfig) -> pd.DataFrame:
                       str(row["total_path_length"]), f"{row['average_depth']:.2f}", f"{row['wheel_alignment']:.2f}")
     Console().print(table)
     Console().print(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}")
+    return frame
+
+
+def load_metrics(path: Path) -> HierarchyMetrics:
+    """Read back a hierarchy job's metrics.json; a bad file is one ConfigError naming it and the field."""
+    try:
+        return HierarchyMetrics.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {first_validation_problem(err)}") from None
+
+
+def write_scaling(rows: list[dict], out_dir: Path) -> pd.DataFrame:
+    """The scaling table (one row per job's metrics, by parameter count) and its figure: scaling.{parquet,csv,png,svg}."""
+    frame = pd.DataFrame(rows).sort_values("parameters").reset_index(drop=True)
+    frame.to_parquet(out_dir / "scaling.parquet", index=False)
+    frame.to_csv(out_dir / "scaling.csv", index=False)
+    _plot_scaling(frame, out_dir / "scaling")
     return frame
 
 

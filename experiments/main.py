@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.text import Text
 
 from emotion_probe.errors import EmolabError
+from experiments.callbacks import finished_job
 
 
 def _report(message: str) -> None:
@@ -26,6 +28,11 @@ def main(cfg: DictConfig) -> object:
         _report(f"task {cfg.task!r} (set by the experiment config) is not importable")
         sys.exit(2)
     try:
+        finished = finished_job(cfg)
+        if finished is not None:
+            # A rerun of an interrupted sweep: this job completed before, with the same config.
+            Console(stderr=True).print(f"[dim]job already finished ({HydraConfig.get().runtime.output_dir}); skipping[/]")
+            return finished
         return task(cfg)
     except EmolabError as err:
         # Bad input is the user's to fix: one clear line, no traceback.

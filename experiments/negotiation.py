@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -29,9 +34,12 @@ from scipy.stats import pearsonr
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.backends.stack import CacheSettings, RetrySettings, wrap_backend
+from emotion_probe.errors import ConfigError
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
+from environments.timing import NodeTimings
 from experiments.common import build_model, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live
 
@@ -53,24 +61,81 @@ class NegotiationSettings(BaseModel):
 def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
     """Build each distinct model config once: roles that share a config share one loaded model.
 
-    With concurrent trials, an in-process model is wrapped so that their generate() calls
-    are gathered into shared batches.
+    With concurrent trials, an in-process model batches their generate() calls. Each role still
+    gets its own wrappers on top, so calls and tokens are counted per agent.
     """
-    built: dict[str, ModelBackend] = {}
+    loaded: dict[str, ModelBackend] = {}
+    batched: dict[str, ModelBackend] = {}
+    cache = validated(CacheSettings, cfg.cache, "cache")
+    retry = validated(RetrySettings, cfg.retry, "retry")
 
     def get(node: DictConfig, generates: bool) -> ModelBackend:
-        key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
-        if key not in built:
-            built[key] = build_model(node)
-        model = built[key]
+        identity = OmegaConf.to_container(node, resolve=True)
+        key = json.dumps(identity, sort_keys=True)
+        if key not in loaded:
+            loaded[key] = build_model(node)
+        model = loaded[key]
         if generates and concurrency > 1 and hasattr(model, "generate_batch"):
-            batched_key = key + "#batched"
-            if batched_key not in built:
-                built[batched_key] = BatchingBackend(model, max_batch=concurrency)
-            model = built[batched_key]
-        return model
+            if key not in batched:
+                batched[key] = BatchingBackend(model, max_batch=concurrency)
+            model = batched[key]
+        return wrap_backend(model, identity=identity, cache=cache, retry=retry)
 
     return get(cfg.salesperson.model, True), get(cfg.customer.model, True), get(cfg.model, False)
+
+
+class CustomerPersona(BaseModel):
+    """conf/customer/persona/*.yaml: who the customer is, swept as config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str | None = Field(default=None, min_length=1)
+
+
+def with_customer_persona(scenario: NegotiationScenario, persona: CustomerPersona) -> NegotiationScenario:
+    """The scenario as this run plays it: the persona's description replaces the scenario's own, if it has one."""
+    if persona.description is None:
+        return scenario
+    return scenario.model_copy(update={"customer_persona": persona.description})
+
+
+def run_key(out_dir: Path) -> str:
+    """A short id of this job's run dir: thread ids stay unique when many jobs share one Postgres database."""
+    return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def open_checkpointer(cfg: DictConfig, out_dir: Path) -> Iterator[Any]:
+    """The LangGraph checkpointer the `checkpointer` config group names (one SQLite file per job, or Postgres)."""
+    settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
+    if settings.kind == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with SqliteSaver.from_conn_string(str(out_dir / settings.filename)) as saver:
+            yield saver
+        return
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError:
+        raise ConfigError('checkpointer=postgres needs the postgres extra: pip install "emolab[postgres]"') from None
+    url = os.environ.get(settings.url_env or "")
+    if not url:
+        raise ConfigError(f"checkpointer.url_env: environment variable {settings.url_env} is not set "
+                          "(it must hold the PostgreSQL connection string)")
+    with PostgresSaver.from_conn_string(url) as saver:
+        saver.setup()  # idempotent: creates the checkpoint tables on first use
+        yield saver
+
+
+class CheckpointerSettings(BaseModel):
+    """conf/checkpointer/*.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sqlite", "postgres"]
+    filename: str = Field(default="checkpoints.sqlite", min_length=1)
+    url_env: str | None = None
 
 
 def ask_human(request: dict, console: Console) -> dict:
@@ -114,7 +179,10 @@ def trial_metrics(turns: list[dict]) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict:
-    scenario = validated(NegotiationScenario, cfg.scenario, "scenario")
+    started = time.perf_counter()
+    persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
+    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
+    validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     settings = validated(NegotiationSettings, {key: cfg[key] for key in NegotiationSettings.model_fields}, "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
@@ -125,6 +193,7 @@ def run(cfg: DictConfig) -> dict:
         salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
         max_parse_retries=settings.max_parse_retries, player=settings.player,
         generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed),
+        timings=NodeTimings(),
     )
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     console = Console()
@@ -132,11 +201,9 @@ def run(cfg: DictConfig) -> dict:
     view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1)
     transcript_path = out_dir / "transcript.jsonl"
 
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     transcript_lock = threading.Lock()
-    with SqliteSaver.from_conn_string(str(out_dir / "checkpoints.sqlite")) as checkpointer, \
-            transcript_path.open("a", encoding="utf-8") as transcript:
+    thread_prefix = run_key(out_dir)
+    with open_checkpointer(cfg, out_dir) as checkpointer, transcript_path.open("a", encoding="utf-8") as transcript:
         graph = build_negotiation_graph(checkpointer)
 
         def record(line: dict) -> None:
@@ -145,7 +212,7 @@ def run(cfg: DictConfig) -> dict:
                 transcript.flush()
 
         def one_trial(trial: int) -> dict:
-            config = {"configurable": {"thread_id": f"{scenario.name}-trial-{trial}"}}
+            config = {"configurable": {"thread_id": f"{thread_prefix}/{scenario.name}-trial-{trial}"}}
             snapshot = graph.get_state(config)
             if snapshot.values and not snapshot.next:
                 log.info("trial %d already finished; skipping", trial)
@@ -158,7 +225,8 @@ def run(cfg: DictConfig) -> dict:
                 first_input = None if snapshot.values else initial_state(scenario, trial)
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
             draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png")
-            return {"trial": trial, "scenario": scenario.name, "status": values["status"],
+            return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
+                    "seed": cfg.seed, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),
                     "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])}
 
@@ -169,7 +237,10 @@ def run(cfg: DictConfig) -> dict:
     summary = _summary(trials, scenario)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _figures(trials, out_dir, summary)
-    write_manifest(out_dir, cfg, salesperson=salesperson_model.describe(), customer=customer_model.describe())
+    models = {"salesperson": salesperson_model, "customer": customer_model}
+    if probe is not None:
+        models["probe"] = probe_model
+    write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary)
     console.print(_summary_table(trials))
     console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
                   "emotions_trial<N>.png}")

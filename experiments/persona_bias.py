@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from emotion_probe.runner import PartsManifest, run_in_parts, with_labels
 from emotion_probe.scenarios import Scenario, load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
+from environments.timing import NodeTimings
 from experiments.common import build_model, output_dir, validated, write_manifest
 
 
@@ -31,6 +33,7 @@ class RecognitionSettings(BaseModel):
 
 
 def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
     persona = validated(PersonaSpec, cfg.persona, "persona")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(RecognitionSettings, cfg.recognition, "recognition")
@@ -41,14 +44,14 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
                           f"(first: {unlabelled[0]}); persona bias needs labelled scenarios")
     out_dir = output_dir(cfg)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg)
     agent = PersonaAgent(persona, wheel)
     probe = EmotionProbe(model, wheel, **{**probe_settings.model_dump(exclude={"wheel"}), "template": agent.probe_template})
     # Contextual calibration: the persona's prior over emotions when there is nothing to read.
     prior = probe.distribution(settings.content_free_inputs).mean(axis=0)
     context = RecognitionContext(
         agent=agent, probe=probe, chat_model=model if settings.free_text else None,
-        generate_config=GenerateConfig(max_tokens=settings.max_tokens),
+        generate_config=GenerateConfig(max_tokens=settings.max_tokens), timings=NodeTimings(),
     )
     graph = build_recognition_graph()
 
@@ -76,7 +79,8 @@ def run(cfg: DictConfig) -> dict:
                "scenarios": len(table), **_accuracies(table, wheel)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     (out_dir / "prior.json").write_text(json.dumps(dict(zip(wheel.words, prior.tolist())), indent=2), encoding="utf-8")
-    write_manifest(out_dir, cfg, model=model.describe(), probe=probe.describe(), persona=persona.model_dump())
+    write_manifest(out_dir, cfg, models={"persona": model}, timings=context.timings, started=started,
+                   probe=probe.describe(), persona=persona.model_dump())
     Console().print(
         f"[bold]{persona.name}[/] ({persona.phrase or 'no persona'}): accuracy {metrics['accuracy']:.1%} over "
         f"{len(wheel.words)} words, {metrics['primary_accuracy']:.1%} over primaries; calibrated "

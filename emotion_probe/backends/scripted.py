@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,19 +21,28 @@ from emotion_probe.errors import ConfigError, ScriptExhausted
 
 
 class ScriptedBackend(ModelBackend):
-    """Returns `responses` in order from generate(); fixed per-continuation scores from score()."""
+    """Returns `responses` in order from generate(); fixed per-continuation scores from score().
+
+    Thread-safe: concurrent trials each take the next response exactly once.
+    """
 
     def __init__(
         self,
         responses: Sequence[str] = (),
         continuation_logprobs: dict[str, float] | None = None,
         name: str = "scripted",
+        delay_s: float = 0.0,
     ):
+        if delay_s < 0:
+            raise ConfigError(f"model.delay_s must be >= 0, got {delay_s}")
         self.name = name
+        #: Seconds each generate() takes, like a slow model: tests that interrupt a run need time to do it in.
+        self.delay_s = delay_s
         self.responses = list(responses)
         self.continuation_logprobs = continuation_logprobs
         #: Every conversation generate() was given, for assertions on what an agent saw.
         self.seen: list[list[ChatMessage]] = []
+        self._lock = threading.Lock()
 
     @property
     def remaining(self) -> int:
@@ -44,14 +55,17 @@ class ScriptedBackend(ModelBackend):
         on_token: TokenCallback | None = None,
     ) -> Generation:
         messages = as_messages(messages)
-        if self.remaining <= 0:
-            last = messages[-1].content[:80] if messages else ""
-            raise ScriptExhausted(
-                f"scripted backend {self.name!r} ran out after {len(self.responses)} responses; "
-                f"call {len(self.seen) + 1} asked: {last!r}"
-            )
-        text = self.responses[len(self.seen)]
-        self.seen.append(list(messages))
+        with self._lock:  # taking the next response and recording the call must be one step
+            if self.remaining <= 0:
+                last = messages[-1].content[:80] if messages else ""
+                raise ScriptExhausted(
+                    f"scripted backend {self.name!r} ran out after {len(self.responses)} responses; "
+                    f"call {len(self.seen) + 1} asked: {last!r}"
+                )
+            text = self.responses[len(self.seen)]
+            self.seen.append(list(messages))
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if on_token is not None:
             for piece in text.split(" "):
                 on_token(piece + " ")

@@ -1,0 +1,221 @@
+"""Hydra callbacks that make sweeps resumable and self-describing.
+
+`on_job_end` runs in the job's own process, wherever the launcher put it (a joblib worker, a
+Slurm node, a Ray worker), so each job records its own outcome in `<job dir>/job.json`.
+`on_multirun_end` runs where the sweep was launched and merges those records into
+`<sweep dir>/manifest.json`. A rerun of the sweep into the same dir reads `job.json` back
+(`finished_job`) and skips jobs that already completed with the same config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from emotion_probe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+SWEEP_MANIFEST = "manifest.json"
+# Keys that change how a run looks, not what it computes: a rerun may differ in them.
+VOLATILE_KEYS = ("progress",)
+
+
+class JobRecord(BaseModel):
+    """`<job dir>/job.json`, as written by `on_job_end` and read back on rerun and by the report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["COMPLETED", "FAILED"]
+    num: int | None
+    overrides: list[str]
+    fingerprint: str
+    output_dir: str
+    started_at: str | None
+    finished_at: str
+    wall_time_s: float | None
+    host: str
+    pid: int
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    skipped_reruns: int = 0
+
+
+def job_fingerprint(cfg: DictConfig) -> str:
+    """A hash of what a job computes: its resolved config without the hydra node and volatile keys."""
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for key in ("hydra", *VOLATILE_KEYS):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_job_record(job_dir: Path) -> JobRecord | None:
+    path = job_dir / JOB_FILE
+    if not path.exists():
+        return None
+    try:
+        return JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "(file)"
+        raise ConfigError(f"{path} is corrupt ({field}: {problem['msg']}); delete it to rerun that job") from None
+
+
+def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """In a multirun, the stored result of this job if it already completed with the same config.
+
+    Returns None when the job must run. A completed job with a *different* config in the same
+    dir is refused: the sweep's parameters changed, and mixing results would be silent corruption.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    record = read_job_record(job_dir)
+    if record is None or record.status != "COMPLETED":
+        return None
+    if record.fingerprint != job_fingerprint(cfg):
+        raise ConfigError(
+            f"{job_dir} holds a finished job with other settings ({', '.join(record.overrides) or 'no overrides'}); "
+            "rerun the sweep with the same parameters, or into a new hydra.sweep.dir"
+        )
+    return record.result or {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> dict[str, Any] | None:
+    """A job's return value as stored in job.json: dicts that survive JSON, otherwise nothing."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    staging.replace(path)  # readers never see half a file, even if the job is killed mid-write
+
+
+class SweepCallback(Callback):
+    """Writes `job.json` per job and `manifest.json` per sweep (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._job_started: float | None = None
+        self._job_started_at: str | None = None
+        self._sweep_started_at: str | None = None
+
+    # ------------------------------------------------------------------ per job
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job_started = time.perf_counter()
+        self._job_started_at = _now()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        import os
+        import platform
+
+        hydra = HydraConfig.get()
+        job_dir = Path(hydra.runtime.output_dir)
+        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        fingerprint = job_fingerprint(task_cfg)
+        previous = _safe_read(job_dir)
+        failed = job_return.status != JobStatus.COMPLETED
+        if not failed and previous is not None and previous.status == "COMPLETED" and previous.fingerprint == fingerprint:
+            # A rerun that skipped this finished job: keep the original record, note the visit.
+            _write_json(job_dir / JOB_FILE, {**previous.model_dump(), "skipped_reruns": previous.skipped_reruns + 1})
+            return
+        record = JobRecord(
+            status="FAILED" if failed else "COMPLETED",
+            num=OmegaConf.select(hydra.job, "num", throw_on_missing=False),
+            overrides=list(hydra.overrides.task),
+            fingerprint=fingerprint,
+            output_dir=str(job_dir),
+            started_at=self._job_started_at,
+            finished_at=_now(),
+            wall_time_s=round(time.perf_counter() - self._job_started, 3) if self._job_started else None,
+            host=platform.node(),
+            pid=os.getpid(),
+            error=f"{type(job_return._return_value).__name__}: {job_return._return_value}" if failed else None,
+            result=None if failed else _jsonable(job_return._return_value),
+        )
+        job_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(job_dir / JOB_FILE, record.model_dump())
+
+    # ---------------------------------------------------------------- per sweep
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._sweep_started_at = _now()
+        self._write_sweep_manifest(config, finished=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write_sweep_manifest(config, finished=True)
+
+    def _write_sweep_manifest(self, config: DictConfig, *, finished: bool) -> None:
+        from experiments.common import git_commit
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs = []
+        for path in sorted(sweep_dir.rglob(JOB_FILE)):
+            record = _safe_read(path.parent)
+            if record is not None:
+                jobs.append({"dir": str(path.parent.relative_to(sweep_dir)), **record.model_dump(exclude={"output_dir"})})
+        jobs.sort(key=lambda job: (job["num"] is None, job["num"], job["dir"]))
+        swept = swept_parameters([job["overrides"] for job in jobs])
+        for job in jobs:
+            values = dict(override.split("=", 1) for override in job["overrides"] if "=" in override)
+            job["params"] = {key: values.get(key) for key in swept}
+        from importlib.metadata import version
+
+        manifest = {
+            "status": "finished" if finished else "running",
+            "started_at": self._sweep_started_at,
+            "written_at": _now(),
+            "emolab": version("emolab"),
+            "git": git_commit(),
+            "experiment": config.hydra.runtime.choices.get("experiment"),
+            "launcher": config.hydra.runtime.choices.get("hydra/launcher"),
+            "sweeper": config.hydra.runtime.choices.get("hydra/sweeper"),
+            "command_overrides": list(config.hydra.overrides.task),
+            "swept": swept,
+            "jobs_completed": sum(job["status"] == "COMPLETED" for job in jobs),
+            "jobs_failed": sum(job["status"] == "FAILED" for job in jobs),
+            "jobs": jobs,
+        }
+        _write_json(sweep_dir / SWEEP_MANIFEST, manifest)
+
+
+def swept_parameters(overrides_per_job: list[list[str]]) -> dict[str, list[str]]:
+    """The override keys whose value differs between jobs, with their values in first-seen order."""
+    values: dict[str, list[str | None]] = {}
+    parsed = [dict(o.split("=", 1) for o in overrides if "=" in o) for overrides in overrides_per_job]
+    for key in dict.fromkeys(key for job in parsed for key in job):
+        seen = list(dict.fromkeys(job.get(key) for job in parsed))
+        if len(seen) > 1:
+            values[key] = seen
+    return values
+
+
+def _safe_read(job_dir: Path) -> JobRecord | None:
+    """Like read_job_record, but a corrupt record only warns: callbacks must not fail a finished job."""
+    try:
+        return read_job_record(job_dir)
+    except ConfigError as err:
+        log.warning("%s", err)
+        return None
