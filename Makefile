@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # build segfaults on the CPUs we test on, so target plain AVX2.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AVX2=ON
 
-.PHONY: setup setup-test browser test demo bench probe clean
+.PHONY: setup setup-test system-deps test demo bench probe clean
 # apt needs root: use sudo when we are not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -33,12 +33,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
-setup-test: $(VENV)/.installed-test browser
+setup-test: $(VENV)/.installed-test system-deps
 
-# Headless Chromium and its driver (Debian packages) open report.html in the report test.
-browser:
-	@command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+# Debian packages the tests use: headless Chromium and its driver open report.html, and a real
+# PostgreSQL server holds LangGraph checkpoints. Installed only when missing.
+system-deps:
+	@{ command -v chromedriver && { command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; }; } >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+		chromium chromium-driver postgresql; }
 
 test: setup-test
 	$(PY) -m pytest tests -q

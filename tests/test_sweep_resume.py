@@ -18,34 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-EMOTIONS = ["love", "joy", "surprise", "anger", "sadness", "fear"]
 TRIALS = 3
-
-
-def _emotions(**values: float) -> dict[str, float]:
-    return {**dict.fromkeys(EMOTIONS, 0), **values}
-
-
-def _write_agent_configs(conf: Path, delay_s: float) -> None:
-    """Scripted salesperson and customer that close a deal at $7 in one exchange per trial.
-
-    Every trial gets the same lines: a resumed process starts its script from the top again.
-    """
-    salesperson = [json.dumps({"message": "This acorn is yours for $7.",
-                               "predicted_customer_emotions": _emotions(joy=60, surprise=40)})
-                   for trial in range(TRIALS)]
-    customer = []
-    for trial in range(TRIALS):
-        customer.append(json.dumps({"message": "Deal.", "my_emotions": _emotions(joy=50, love=50),
-                                    "decision": "accept", "price": 7}))
-        customer.append(json.dumps({"paid": "$7"}))
-    for role, responses in [("salesperson", salesperson), ("customer", customer)]:
-        folder = conf / role / "model"
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = [f"# @package {role}.model", "defaults:", "  - /model/scripted@_here_",
-                 f"name: scripted-{role}", f"delay_s: {delay_s}", "responses:"]
-        lines += [f"  - {json.dumps(text)}" for text in responses]
-        (folder / "scripted_deal.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _command(tmp_path: Path, sweep_dir: Path, *extra: str) -> list[str]:
@@ -75,8 +48,8 @@ def _usage_calls(job_dir: Path, role: str) -> int:
     return manifest["models"][role]["usage"]["calls"].get("generate", 0)
 
 
-def test_killed_sweep_resumes_without_recomputing_or_losing_rows(tmp_path):
-    _write_agent_configs(tmp_path / "agents_conf", delay_s=0.4)
+def test_killed_sweep_resumes_without_recomputing_or_losing_rows(tmp_path, write_deal_agents):
+    write_deal_agents(tmp_path / "agents_conf", trials=TRIALS, delay_s=0.4)
     sweep = tmp_path / "sweep"
     # The cache is off so that only the resume logic can avoid recomputation.
     command = _command(tmp_path, sweep, "cache.enabled=false")
@@ -126,8 +99,8 @@ def test_killed_sweep_resumes_without_recomputing_or_losing_rows(tmp_path):
                                                            {"customer/persona": "collector"}]
 
 
-def test_rerun_of_a_finished_sweep_makes_no_model_calls(tmp_path):
-    _write_agent_configs(tmp_path / "agents_conf", delay_s=0.0)
+def test_rerun_of_a_finished_sweep_makes_no_model_calls(tmp_path, write_deal_agents):
+    write_deal_agents(tmp_path / "agents_conf", trials=TRIALS)
     first = subprocess.run(_command(tmp_path, tmp_path / "first"), cwd=tmp_path, env=_env(tmp_path),
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
