@@ -174,7 +174,7 @@ class SweepCallback(Callback):
         jobs = []
         for path in sorted(sweep_dir.rglob(JOB_FILE)):
             record = _safe_read(path.parent)
-            if record is not None:
+            if record is not None and record.num is not None:  # run-mode dirs inside (a report) are no sweep jobs
                 jobs.append({"dir": str(path.parent.relative_to(sweep_dir)), **record.model_dump(exclude={"output_dir"})})
         jobs.sort(key=lambda job: (job["num"] is None, job["num"], job["dir"]))
         swept = swept_parameters([job["overrides"] for job in jobs])

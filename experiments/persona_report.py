@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -44,8 +46,47 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     jobs = _load_jobs(sweep_dir)
     out_dir = output_dir(cfg)
     console = Console()
+    result = write_persona_report(jobs, wheel, cfg.pairs, cfg.pie_emotions, out_dir, console)
+    accuracy = result.accuracy
 
-    accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()]).set_index("persona")
+    view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
+    for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary"]:
+        view.add_column(column, justify="left" if column == "persona" else "right")
+    for name, row in accuracy.iterrows():
+        view.add_row(name, f"{row['accuracy']:.1%}", f"{row['primary_accuracy']:.1%}",
+                     f"{row['calibrated_accuracy']:.1%}", f"{row['calibrated_primary_accuracy']:.1%}")
+    console.print(view)
+    console.print(f"wrote {out_dir}")
+    return accuracy
+
+
+@dataclass
+class PersonaReport:
+    """What write_persona_report computed, for callers that present it further (the sweep report)."""
+
+    accuracy: pd.DataFrame  # one row per persona: the metrics.json values
+    primary_confusions: dict[str, np.ndarray]  # persona -> primaries x primaries counts (true x predicted)
+    per_primary: pd.DataFrame  # persona x primary accuracy
+    comparisons: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (A, B) -> compare_predictions rows
+    figures: list[Path] = field(default_factory=list)  # PNGs written, in the order a reader should see them
+
+
+def write_persona_report(
+    jobs: dict[str, tuple[dict, pd.DataFrame]],
+    wheel: EmotionWheel,
+    pairs: Sequence[Sequence[str]],
+    pie_emotions: Sequence[str],
+    out_dir: Path,
+    console: Console,
+) -> PersonaReport:
+    """Write the accuracy table, confusion tables and heatmaps, comparisons, radar and pie charts of a persona sweep.
+
+    `jobs` maps a persona label to (its metrics.json, its predictions.parquet). Pairs whose
+    personas are not both in `jobs` are skipped.
+    """
+    accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()], index=list(jobs))
+    accuracy = accuracy.drop(columns="persona", errors="ignore")
+    accuracy.index.name = "persona"
     accuracy.to_parquet(out_dir / "accuracy.parquet")
     accuracy.to_csv(out_dir / "accuracy.csv")
     _bar_chart(accuracy, out_dir / "accuracy.png")
@@ -58,9 +99,12 @@ def report(cfg: DictConfig) -> pd.DataFrame:
         primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
         per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)
     _heatmaps(primary_confusions, wheel.primaries, out_dir / "confusion_primary.png")
-    pd.DataFrame(per_primary).T.to_csv(out_dir / "per_primary_accuracy.csv")
+    per_primary_frame = pd.DataFrame(per_primary).T
+    per_primary_frame.to_csv(out_dir / "per_primary_accuracy.csv")
+    result = PersonaReport(accuracy, primary_confusions, per_primary_frame,
+                           figures=[out_dir / "accuracy.png", out_dir / "confusion_primary.png"])
 
-    for a, b in cfg.pairs:
+    for a, b in pairs:
         if a not in jobs or b not in jobs:
             continue
         frames = []
@@ -70,24 +114,18 @@ def report(cfg: DictConfig) -> pd.DataFrame:
         comparison = pd.concat(frames, ignore_index=True)
         comparison.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
         comparison.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
+        result.comparisons[(a, b)] = comparison
         reference = "neutral" if "neutral" in per_primary else None
         _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, out_dir / f"radar_{a}_vs_{b}.png")
+        result.figures.append(out_dir / f"radar_{a}_vs_{b}.png")
         gap = {c: abs(jobs[a][0][f"{c}accuracy"] - jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
         console.print(f"{a} vs {b}: accuracy gap {gap['']:.1%} before calibration, {gap['calibrated_']:.1%} after; "
                       f"significant emotions {int(frames[0]['significant'].sum())} -> {int(frames[1]['significant'].sum())}")
 
-    for emotion in cfg.pie_emotions:
+    for emotion in pie_emotions:
         _pies(jobs, wheel, emotion, out_dir / f"pies_{emotion}.png")
-
-    view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
-    for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary"]:
-        view.add_column(column, justify="left" if column == "persona" else "right")
-    for name, row in accuracy.iterrows():
-        view.add_row(name, f"{row['accuracy']:.1%}", f"{row['primary_accuracy']:.1%}",
-                     f"{row['calibrated_accuracy']:.1%}", f"{row['calibrated_primary_accuracy']:.1%}")
-    console.print(view)
-    console.print(f"wrote {out_dir}")
-    return accuracy
+        result.figures.append(out_dir / f"pies_{emotion}.png")
+    return result
 
 
 def _bar_chart(accuracy: pd.DataFrame, path: Path) -> None:
