@@ -59,6 +59,9 @@ def call_structured(
     Never raises on bad model output: after the last retry the reply is returned with
     parse_status="failed" and the raw text, and the caller carries on.
     """
+    # Servers that can constrain decoding to the schema get it (see GenerateConfig.response_schema);
+    # the reply is validated below all the same, since not every backend enforces it.
+    config = (config or GenerateConfig()).model_copy(update={"response_schema": schema.model_json_schema()})
     history = list(messages)
     errors: list[str] = []
     started = time.perf_counter()

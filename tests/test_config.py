@@ -64,7 +64,20 @@ def test_bad_probe_config_names_the_field():
 
 
 def test_model_configs_cover_every_backend():
-    assert set(model_config_names()) == {"smollm2", "smollm2_random", "transformers", "openai", "scripted"} == set(_names("model"))
+    names = {"smollm2", "smollm2_random", "transformers", "openai", "scripted", "vllm", "sglang"}
+    assert set(model_config_names()) == names == set(_names("model"))
+    # Each agent can take any model config: the mirrors under salesperson/ and customer/ cover them all.
+    assert set(_names("salesperson/model")) == set(_names("customer/model")) == names
+    # vllm and sglang inherit every key of openai.yaml through Hydra's defaults list, and instantiate.
+    openai_keys = set(_compose("model=openai").model)
+    for server, port in (("vllm", 8000), ("sglang", 30000)):
+        cfg = _compose(f"model={server}", "model.model=served-model", f"salesperson/model={server}",
+                       "salesperson.model.model=served-model")
+        for node in (cfg.model, cfg.salesperson.model):
+            assert set(node) == openai_keys and node.probe_method == "echo"
+            backend = instantiate(node, _convert_="all")
+            assert type(backend).__name__ == "OpenAIBackend" and backend.probe_method == "echo"
+            assert backend.base_url == f"http://localhost:{port}/v1" and backend.model_name == "served-model"
 
 
 def test_scripted_and_openai_model_configs_instantiate():

@@ -1,22 +1,24 @@
-"""The OpenAI backend against a real OpenAI-compatible server: llama.cpp on loopback, embedded GGUF."""
+"""The OpenAI backend against a real OpenAI-compatible server: llama.cpp on loopback, embedded GGUF.
+
+The server is the session fixture `llama_server_url` (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+
+from typing import Literal
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ConfigDict
 from scipy.stats import spearmanr
 
-from emotion_probe import EmotionProbe, EmotionWheel
+from agents.structured import call_structured
+from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
+from emotion_probe.backends.base import ChatMessage, GenerateConfig
 from emotion_probe.backends.openai_backend import EchoUnavailable, OpenAIBackend
-from emotion_probe.backends.smollm2 import find_embedded_gguf
 
 pytestmark = [pytest.mark.server, pytest.mark.embedded]
 
@@ -26,47 +28,9 @@ BOS = "<|im_start|>"
 TEXTS = ["My dog died this morning and I keep looking at his bowl.", "I won the regional chess final!"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    pytest.importorskip("llama_cpp.server", reason="needs the server extra: make setup-server")
-    port = _free_port()
-    # A file, not a pipe: llama.cpp logs enough at start-up to fill a pipe nobody reads, and block.
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(find_embedded_gguf()), "--logits_all", "true",
-         "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2", "--n_ctx", "2048"],
-        stdout=log_file, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
-                if time.time() > deadline:
-                    pytest.fail("llama.cpp server did not start within 120 s")
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log_file.close()
-
-
 @pytest.fixture()
-def backend(server_url):
-    return OpenAIBackend(model="smollm2", base_url=server_url, max_concurrency=2)
+def backend(llama_server_url):
+    return OpenAIBackend(model="smollm2", base_url=llama_server_url, max_concurrency=2)
 
 
 def test_chat_generation_plain_and_streamed(backend):
@@ -94,11 +58,11 @@ def test_echo_probe_agrees_with_transformers(backend, smollm2):
         assert remote_row.argmax() == local_row.argmax()
 
 
-def test_misaligned_echo_is_detected_not_reported(server_url):
-    strict = OpenAIBackend(model="smollm2", base_url=server_url, probe_method="echo")
+def test_misaligned_echo_is_detected_not_reported(llama_server_url):
+    strict = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="echo")
     with pytest.raises(EchoUnavailable, match="do not line up|shifted"):
         EmotionProbe(strict, "ekman").distribution(TEXTS[:1])
-    lenient = OpenAIBackend(model="smollm2", base_url=server_url, probe_method="auto")
+    lenient = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="auto")
     probe = EmotionProbe(lenient, "ekman", template="{text} I feel")
     dist = probe.distribution(TEXTS[:1])
     assert probe.last_exact is False and probe.last_method == "completions-top_logprobs"
@@ -106,8 +70,8 @@ def test_misaligned_echo_is_detected_not_reported(server_url):
     assert np.isnan(dist).all() or np.isclose(np.nansum(dist), 1.0)
 
 
-def test_chat_top_logprobs_fallback(server_url):
-    chat = OpenAIBackend(model="smollm2", base_url=server_url, probe_method="top_logprobs", top_logprobs_via="chat")
+def test_chat_top_logprobs_fallback(llama_server_url):
+    chat = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="top_logprobs", top_logprobs_via="chat")
     top = chat.top_tokens(["Reply with one word: how does winning feel?"], 5)[0]
     assert 1 <= len(top) <= 5 and all(v <= 0 for v in top.values())
     probe = EmotionProbe(chat, "ekman")
@@ -116,10 +80,10 @@ def test_chat_top_logprobs_fallback(server_url):
     assert dist.shape == (1, 6)
 
 
-def test_api_key_never_leaks(server_url, caplog, monkeypatch, tmp_path):
+def test_api_key_never_leaks(llama_server_url, caplog, monkeypatch, tmp_path):
     secret = "sk-emolab-test-secret-0123456789"
     monkeypatch.setenv("EMOLAB_TEST_KEY", secret)
-    backend = OpenAIBackend(model="smollm2", base_url=server_url, api_key_env="EMOLAB_TEST_KEY")
+    backend = OpenAIBackend(model="smollm2", base_url=llama_server_url, api_key_env="EMOLAB_TEST_KEY")
     with caplog.at_level(logging.DEBUG):
         backend.generate([{"role": "user", "content": "hi"}])
     assert secret not in caplog.text
@@ -128,8 +92,40 @@ def test_api_key_never_leaks(server_url, caplog, monkeypatch, tmp_path):
 
 
 def test_missing_key_for_the_openai_api_is_a_clear_error(monkeypatch):
-    from emotion_probe import ConfigError
-
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
         OpenAIBackend(model="gpt-4o-mini")
+
+
+class Mood(BaseModel):
+    """Small enough that llama.cpp's grammar enforces all of it: an enum, a string, a boolean."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feeling: Literal["happy", "sad", "angry", "afraid"]
+    reason: str
+    would_tell_a_friend: bool
+
+
+MOOD_QUESTION = [ChatMessage(role="user", content="I just won the regional chess final! How do I feel? Answer in JSON.")]
+
+
+def test_structured_output_round_trips_through_the_schema(llama_server_url):
+    # llama-cpp-python takes the schema as response_format {"type": "json_object", "schema": ...} and turns it
+    # into a grammar, so the 135M model's very first reply must already validate: no retries allowed.
+    backend = OpenAIBackend(model="smollm2", base_url=llama_server_url, structured_output="json_object")
+    reply = call_structured(backend, MOOD_QUESTION, Mood, max_retries=0, config=GenerateConfig(max_tokens=96))
+    assert reply.parse_status == "ok" and reply.attempts == 1, reply.raw
+    assert Mood.model_validate_json(reply.raw) == reply.parsed
+    pieces: list[str] = []
+    streamed = call_structured(backend, MOOD_QUESTION, Mood, max_retries=0, config=GenerateConfig(max_tokens=96),
+                               on_token=pieces.append)
+    assert streamed.parse_status == "ok" and "".join(pieces) == streamed.raw
+
+
+def test_unsupported_structured_output_names_the_setting(llama_server_url):
+    # This server accepts only response_format types text and json_object (and answers others with a 500,
+    # which the client would retry: max_retries=0 keeps the test fast). The error says what to change.
+    backend = OpenAIBackend(model="smollm2", base_url=llama_server_url, structured_output="json_schema", max_retries=0)
+    with pytest.raises(ConfigError, match=r"(?s)model\.structured_output=json_schema.*set model\.structured_output to json_object"):
+        call_structured(backend, MOOD_QUESTION, Mood, max_retries=0, config=GenerateConfig(max_tokens=8))

@@ -31,7 +31,6 @@ def load_model(name_or_config: str | dict | Any, **overrides: Any) -> ModelBacke
     >>> model = load_model("smollm2")                       # the embedded default
     >>> model = load_model("transformers", path="/models/llama")
     """
-    import yaml
     from omegaconf import OmegaConf
 
     if isinstance(name_or_config, str):
@@ -40,12 +39,25 @@ def load_model(name_or_config: str | dict | Any, **overrides: Any) -> ModelBacke
         entry = resources.files("conf") / "model" / f"{name_or_config}.yaml"
         if not entry.is_file():
             raise ConfigError(f"unknown model {name_or_config!r}: expected one of {model_config_names()} or a config dict")
-        config = OmegaConf.create(yaml.safe_load(entry.read_text(encoding="utf-8")))
+        config = _model_config_file(name_or_config)
     else:
         config = OmegaConf.create(name_or_config)
     if "_target_" not in config:
         raise ConfigError("model config has no _target_ naming the backend class to build")
     return instantiate_backend(OmegaConf.merge(config, overrides))
+
+
+def _model_config_file(name: str) -> Any:
+    """conf/model/<name>.yaml with the files its Hydra defaults list names merged in underneath (vllm -> openai)."""
+    from importlib import resources
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    entry = resources.files("conf") / "model" / f"{name}.yaml"
+    raw = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+    parents = [item for item in raw.pop("defaults", []) if item != "_self_"]
+    return OmegaConf.merge(*(_model_config_file(parent) for parent in parents), OmegaConf.create(raw))
 
 
 def instantiate_backend(config: Any) -> ModelBackend:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,10 @@ class GenerateConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    #: A JSON schema the reply must follow. Servers that can constrain decoding to it get it
+    #: (OpenAIBackend, per `structured_output`); in-process backends ignore it, because their
+    #: prompts already show a JSON example and the caller validates the reply either way.
+    response_schema: dict[str, Any] | None = None
 
 
 class Generation(BaseModel):

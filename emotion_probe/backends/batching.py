@@ -67,7 +67,9 @@ class BatchingBackend(BackendWrapper):
             # Only requests with the same sampling settings can share one generate() call.
             groups: dict[str, list[_Request]] = {}
             for request in batch:
-                groups.setdefault(request.config.model_dump_json(), []).append(request)
+                # The JSON schema is left out of the grouping: in-process backends ignore it, and
+                # salesperson and customer turns of concurrent trials should share a batch.
+                groups.setdefault(request.config.model_dump_json(exclude={"response_schema"}), []).append(request)
             for group in groups.values():
                 try:
                     results = self._run(group)

@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible endpoint, through the official `openai` client.
+"""Any OpenAI-compatible endpoint, through the official `openai` client (its async flavour).
 
 Probing, most exact first:
 - ``echo``: legacy completions with ``echo=True, logprobs=1``. The server returns
@@ -13,15 +13,30 @@ token must be the argmax of the distribution reported for its own position.
 llama-cpp-python (<= 0.3.36, issue abetlen/llama-cpp-python#1983) reports each
 prompt token's log-probability from the *following* position when the prompt
 has no BOS token; emolab detects this rather than return wrong numbers.
+
+Concurrency: the public interface is synchronous, but every request runs on one
+asyncio event loop in a background thread, shared by all backends of the process.
+Each endpoint (base_url) has one semaphore of `max_concurrency` slots, shared by
+every backend that talks to it, so the salesperson, the customer and the probe
+together never hold more requests open than the server was sized for. Scoring
+fans out one request per (prompt, continuation) pair under that limit.
+
+Retries of single requests are the openai client's own (`max_retries`): it backs
+off exponentially with jitter on 408/409/429/5xx, timeouts and dropped connections,
+and honours Retry-After (tests/test_retry.py checks this against a loopback server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+import queue
+import re
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -39,6 +54,12 @@ from emotion_probe.errors import ConfigError, EmolabError, TokenizationMismatch
 log = logging.getLogger(__name__)
 
 ProbeMethod = Literal["auto", "echo", "top_logprobs"]
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+#: The endpoint the client talks to when base_url is null.
+OPENAI_API_URL = "https://api.openai.com/v1"
 
 
 class EchoUnavailable(EmolabError):
@@ -47,6 +68,120 @@ class EchoUnavailable(EmolabError):
 
 def _argmax_key(candidates: dict[str, float] | None) -> str | None:
     return max(candidates, key=candidates.__getitem__) if candidates else None
+
+
+# ----------------------------------------------------------------- event loop
+class _LoopThread:
+    """One asyncio event loop running in a daemon thread, with the per-endpoint request limits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._limits: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="emolab-openai-loop", daemon=True)
+        self.thread.start()
+
+    def submit(self, coroutine: Awaitable[T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        """Run `coroutine` on the loop and wait for it in the calling thread."""
+        future = self.submit(coroutine)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
+            raise
+
+    def endpoint_limit(self, endpoint: str, size: int) -> asyncio.Semaphore:
+        """The semaphore every backend talking to `endpoint` shares; the first backend's size sets it."""
+        with self._lock:
+            if endpoint not in self._limits:
+                self._limits[endpoint] = (asyncio.Semaphore(size), size)
+            semaphore, existing = self._limits[endpoint]
+        if existing != size:
+            log.warning("%s: max_concurrency %d ignored; backends sharing this endpoint already use %d",
+                        endpoint, size, existing)
+        return semaphore
+
+
+_loop_thread: _LoopThread | None = None
+_loop_pid: int | None = None
+_loop_lock = threading.Lock()
+
+
+def _event_loop() -> _LoopThread:
+    """The process's loop thread, started on first use (a forked child starts its own: threads do not survive fork)."""
+    global _loop_thread, _loop_pid
+    with _loop_lock:
+        if _loop_thread is None or _loop_pid != os.getpid():
+            _loop_thread, _loop_pid = _LoopThread(), os.getpid()
+        return _loop_thread
+
+
+async def _gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """asyncio.gather that cancels the rest as soon as one fails (what TaskGroup does on 3.11+)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _map_concurrently(call: Callable[[Item], Awaitable[T]], items: Sequence[Item], workers: int) -> list[T]:
+    """[await call(item) for item in items], at most `workers` at a time, results in order.
+
+    A fixed set of workers pulls from one iterator, so a million pairs cost a handful of tasks,
+    not a million pending coroutines.
+    """
+    results: list[Any] = [None] * len(items)
+    pending = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in pending:  # one shared iterator: each item is taken once
+            results[index] = await call(item)
+
+    await _gather_all([worker() for _ in range(min(workers, len(items)))])
+    return results
+
+
+# ----------------------------------------------------------- structured output
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_SINGLE = ("items", "not", "if", "then", "else", "additionalProperties")
+
+
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` in the subset OpenAI's strict mode accepts: every object closed and all its properties required.
+
+    Strict mode has no optional fields and no defaults: a field that may be absent must be
+    nullable instead (pydantic already writes `X | None` as anyOf [X, null]), and the caller's
+    pydantic validation fills in what the model wrote.
+    """
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "default":
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: strict_json_schema(sub) if isinstance(sub, dict) else sub for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [strict_json_schema(sub) if isinstance(sub, dict) else sub for sub in value]
+        elif key in _SCHEMA_SINGLE and isinstance(value, dict):
+            out[key] = strict_json_schema(value)
+        else:
+            out[key] = value
+    if out.get("type") == "object" or "properties" in out:
+        out["additionalProperties"] = False
+        out["required"] = list(out.get("properties", {}))
+    return out
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    """OpenAI wants a-z, A-Z, 0-9, _ and - in at most 64 characters; pydantic's title is the class name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "response"))[:64]
 
 
 class OpenAIBackend(ModelBackend):
@@ -63,14 +198,19 @@ class OpenAIBackend(ModelBackend):
         timeout: float = 60.0,
         max_retries: int = 4,
         top_logprobs_via: Literal["auto", "completions", "chat"] = "auto",
+        structured_output: StructuredOutput = "json_schema",
         name: str | None = None,
     ):
         if probe_method not in ("auto", "echo", "top_logprobs"):
             raise ConfigError(f"model.probe_method: expected auto, echo or top_logprobs, got {probe_method!r}")
         if top_logprobs_via not in ("auto", "completions", "chat"):
             raise ConfigError(f"model.top_logprobs_via: expected auto, completions or chat, got {top_logprobs_via!r}")
+        if structured_output not in ("json_schema", "json_object", "none"):
+            raise ConfigError(f"model.structured_output: expected json_schema, json_object or none, got {structured_output!r}")
         if max_concurrency < 1:
             raise ConfigError(f"model.max_concurrency must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise ConfigError(f"model.max_retries must be >= 0, got {max_retries}")
         api_key = os.environ.get(api_key_env)
         if not api_key:
             if base_url is None:
@@ -85,9 +225,14 @@ class OpenAIBackend(ModelBackend):
         self.probe_method: ProbeMethod = probe_method
         self.top_logprobs = top_logprobs
         self.max_concurrency = max_concurrency
-        # The client retries 429/5xx/timeouts with exponential backoff and honours Retry-After.
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+        self.structured_output: StructuredOutput = structured_output
+        self._endpoint = (base_url or OPENAI_API_URL).rstrip("/")
         self._openai = openai
+        # The key lives only inside the client (never in an attribute of ours, a repr or describe()).
+        self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+                                                       max_retries=max_retries)
+        self._client_pid = os.getpid()
+        self._client_instance = self._make_client()
         #: Method of the most recent score() call: "completions-echo", "completions-top_logprobs", "chat-top_logprobs".
         self.last_score_method: str | None = None
         # None = not yet known; the first top_tokens call finds out (unless the config says).
@@ -103,16 +248,27 @@ class OpenAIBackend(ModelBackend):
             "base_url": self.base_url,
             "probe_method": self.probe_method,
             "last_score_method": self.last_score_method,
+            "structured_output": self.structured_output,
+            "max_concurrency": self.max_concurrency,
         }
 
+    # ------------------------------------------------------------- plumbing
+    @property
+    def _client(self):
+        # The client's connection pool belongs to the process that made it; a forked worker makes its own.
+        if os.getpid() != self._client_pid:
+            self._client_pid, self._client_instance = os.getpid(), self._make_client()
+        return self._client_instance
+
+    def _limit(self) -> asyncio.Semaphore:
+        return _event_loop().endpoint_limit(self._endpoint, self.max_concurrency)
+
+    async def _limited(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._limit():
+            return await call()
+
     # --------------------------------------------------------------- generation
-    def generate(
-        self,
-        messages: Sequence[ChatMessage | dict],
-        config: GenerateConfig | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Generation:
-        config = config or GenerateConfig()
+    def _chat_request(self, messages: Sequence[ChatMessage | dict], config: GenerateConfig) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model_name,
             "messages": [m.model_dump() for m in as_messages(messages)],
@@ -124,27 +280,103 @@ class OpenAIBackend(ModelBackend):
             request["seed"] = config.seed
         if config.stop:
             request["stop"] = config.stop
-        if on_token is None:
-            response = self._client.chat.completions.create(**request)
-            choice = response.choices[0]
-            usage = response.usage
-            return Generation(
-                text=choice.message.content or "",
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                finish_reason=choice.finish_reason,
-            )
-        pieces: list[str] = []
+        response_format = self._response_format(config.response_schema)
+        if response_format is not None:
+            # Sent as raw JSON: llama-cpp-python's json_object takes a "schema" key that the typed parameter lacks.
+            request["extra_body"] = {"response_format": response_format}
+        return request
+
+    def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is None or self.structured_output == "none":
+            return None
+        if self.structured_output == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema",
+                "json_schema": {"name": _schema_name(schema), "schema": strict_json_schema(schema), "strict": True}}
+
+    def _refused_format(self, err: Exception, request: dict[str, Any]) -> Exception:
+        """A refusal of a request that carried response_format: say which setting to change.
+
+        Servers refuse an unknown format with 400 or 422, or (llama-cpp-python) a 500 whose message
+        names response_format; other failures pass through unchanged.
+        """
+        status = getattr(err, "status_code", None)
+        if "extra_body" not in request or not (status in (400, 422) or "response_format" in str(err)):
+            return err
+        return ConfigError(
+            f"{self.name}: the server refused a request carrying response_format type "
+            f"{request['extra_body']['response_format']['type']!r} (model.structured_output={self.structured_output}): "
+            f"{' '.join(str(err).split())[:600]}. If the server does not support it, set model.structured_output to json_object "
+            "(llama-cpp-python) or none"
+        )
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage | dict],
+        config: GenerateConfig | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Generation:
+        request = self._chat_request(messages, config or GenerateConfig())
+        try:
+            if on_token is None:
+                return _event_loop().run(self._limited(lambda: self._chat(request)))
+            return self._generate_streamed(request, on_token)
+        except self._openai.APIStatusError as err:
+            explained = self._refused_format(err, request)
+            if explained is err:
+                raise
+            raise explained from None
+
+    async def _chat(self, request: dict[str, Any]) -> Generation:
+        response = await self._client.chat.completions.create(**request)
+        choice = response.choices[0]
+        usage = response.usage
+        return Generation(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=choice.finish_reason,
+        )
+
+    def _generate_streamed(self, request: dict[str, Any], on_token: TokenCallback) -> Generation:
+        # on_token runs here, in the caller's thread, not on the loop: callers rely on their own
+        # thread's context (LangGraph's stream writer is a context variable) and must not stall the loop.
+        pieces: queue.Queue[str | None] = queue.Queue()
+        future = _event_loop().submit(self._limited(lambda: self._chat_streamed(request, pieces.put)))
+        future.add_done_callback(lambda _: pieces.put(None))  # after every piece: the queue is FIFO
+        try:
+            while (piece := pieces.get()) is not None:
+                on_token(piece)
+        except BaseException:
+            future.cancel()
+            raise
+        return future.result()
+
+    async def _chat_streamed(self, request: dict[str, Any], put: Callable[[str], None]) -> Generation:
+        # include_usage: the last chunk carries the token counts (servers that ignore it send none).
+        stream = await self._client.chat.completions.create(**request, stream=True,
+                                                            stream_options={"include_usage": True})
+        text: list[str] = []
         finish_reason = None
-        for chunk in self._client.chat.completions.create(**request, stream=True):
-            if not chunk.choices:
-                continue
-            delta = chunk.choices[0].delta.content or ""
-            if delta:
-                pieces.append(delta)
-                on_token(delta)
-            finish_reason = chunk.choices[0].finish_reason or finish_reason
-        return Generation(text="".join(pieces), finish_reason=finish_reason)
+        usage = None
+        try:
+            async for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta.content or ""
+                if delta:
+                    text.append(delta)
+                    put(delta)
+                finish_reason = chunk.choices[0].finish_reason or finish_reason
+        finally:
+            await stream.close()
+        return Generation(
+            text="".join(text),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=finish_reason,
+        )
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompts: Sequence[str], continuations: Sequence[str], *, word_boundary: bool = False) -> ScoreResult:
@@ -155,7 +387,7 @@ class OpenAIBackend(ModelBackend):
             )
         if self.probe_method in ("auto", "echo"):
             try:
-                logprobs = self._score_echo(prompts, continuations)
+                logprobs = _event_loop().run(self._score_echo(list(prompts), list(continuations)))
                 self.last_score_method = "completions-echo"
                 return ScoreResult(logprobs=logprobs, method=self.last_score_method, exact=True)
             except EchoUnavailable as err:
@@ -173,10 +405,10 @@ class OpenAIBackend(ModelBackend):
                     logprobs[row, column] = np.logaddexp(logprobs[row, column], value)
         return ScoreResult(logprobs=logprobs, method=self.last_score_method or "top_logprobs", exact=False)
 
-    def _score_echo(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+    async def _score_echo(self, prompts: list[str], continuations: list[str]) -> np.ndarray:
         pairs = [(i, k) for i in range(len(prompts)) for k in range(len(continuations))]
-        with ThreadPoolExecutor(self.max_concurrency) as pool:
-            results = list(pool.map(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]]), pairs))
+        results = await _map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]]), pairs,
+                                          self.max_concurrency)
         out = np.empty((len(prompts), len(continuations)))
         verdicts = [aligned for _, aligned in results if aligned is not None]
         if verdicts and not any(verdicts):
@@ -188,13 +420,13 @@ class OpenAIBackend(ModelBackend):
             out[i, k] = value
         return out
 
-    def _echo_one(self, prompt: str, continuation: str) -> tuple[float, bool | None]:
+    async def _echo_one(self, prompt: str, continuation: str) -> tuple[float, bool | None]:
         """log P(continuation | prompt) from one echo request, plus whether the response was aligned."""
         text = prompt + continuation
         try:
-            response = self._client.completions.create(
+            response = await self._limited(lambda: self._client.completions.create(
                 model=self.model_name, prompt=text, echo=True, logprobs=1, max_tokens=1, temperature=0
-            )
+            ))
         except (self._openai.NotFoundError, self._openai.BadRequestError, self._openai.UnprocessableEntityError) as err:
             raise EchoUnavailable(f"completions with echo were refused: {err}") from None
         choice = response.choices[0]
@@ -225,15 +457,23 @@ class OpenAIBackend(ModelBackend):
         return float(sum(span)), aligned
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
-        with ThreadPoolExecutor(self.max_concurrency) as pool:
-            return list(pool.map(lambda p: self._top_one(p, k), prompts))
+        return _event_loop().run(self._top_tokens(list(prompts), k))
 
-    def _top_one(self, prompt: str, k: int) -> dict[str, float]:
+    async def _top_tokens(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        if not prompts:
+            return []
+        first: list[dict[str, float]] = []
+        if self._completions_ok is None:
+            # Find out once, on one prompt, whether completions serve logprobs, before fanning out.
+            first, prompts = [await self._top_one(prompts[0], k)], prompts[1:]
+        return first + await _map_concurrently(lambda p: self._top_one(p, k), prompts, self.max_concurrency)
+
+    async def _top_one(self, prompt: str, k: int) -> dict[str, float]:
         if self._completions_ok is not False:
             try:
-                response = self._client.completions.create(
+                response = await self._limited(lambda: self._client.completions.create(
                     model=self.model_name, prompt=prompt, logprobs=k, max_tokens=1, temperature=0
-                )
+                ))
                 lp = response.choices[0].logprobs
                 if lp is not None and lp.top_logprobs:
                     self._completions_ok = True
@@ -243,14 +483,14 @@ class OpenAIBackend(ModelBackend):
                 pass
             self._completions_ok = False
         # Chat-only servers: the next token after the text, sent as a user turn.
-        response = self._client.chat.completions.create(
+        response = await self._limited(lambda: self._client.chat.completions.create(
             model=self.model_name,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=1,
             temperature=0,
             logprobs=True,
             top_logprobs=min(k, 20),
-        )
+        ))
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
             raise ConfigError(f"{self.name}: the server returned no logprobs; it cannot be probed")

@@ -1,20 +1,26 @@
-"""Behaviour layered around any backend: call accounting and retries.
+"""Behaviour layered around any backend: call accounting and retries (the response cache is in `cache.py`).
 
 Wrappers implement the same interface, so they nest freely:
     model = CountingBackend(RetryingBackend(load_model("openai", model="gpt-4o-mini")))
+`emotion_probe.backends.stack.wrap_backend` builds the standard stack from config, and
+`usage_of(model)` reads the accounting of every layer for a run manifest.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from datetime import timezone
+from typing import Any, TypeVar
 
 from emotion_probe.backends.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback
-from emotion_probe.errors import EmolabError
+from emotion_probe.errors import ConfigError, EmolabError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +42,26 @@ class BackendWrapper(ModelBackend):
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
         return self.inner.top_tokens(prompts, k)
 
+    @property
+    def generate_batch(self) -> Callable[..., list[Generation]]:
+        """The inner backend's batched generation, passed through this layer (absent when the inner one has none).
+
+        BatchingBackend looks for `generate_batch`; without this property the lookup would reach
+        through `__getattr__` to the provider itself and skip every wrapper in between (the cache,
+        the call accounting), so batched calls would be neither cached nor counted.
+        """
+        if not hasattr(self.inner, "generate_batch"):
+            raise AttributeError(f"{type(self.inner).__name__} has no generate_batch")
+        return self._generate_batch
+
+    def _generate_batch(
+        self,
+        conversations: Sequence[Sequence[Any]],
+        config: GenerateConfig | None = None,
+        on_tokens: Sequence[TokenCallback | None] | None = None,
+    ) -> list[Generation]:
+        return self.inner.generate_batch(conversations, config, on_tokens)
+
     def num_parameters(self) -> int | None:
         return self.inner.num_parameters()
 
@@ -46,42 +72,145 @@ class BackendWrapper(ModelBackend):
         inner = self.inner.describe()
         return {**inner, "wrapped_by": [*inner.get("wrapped_by", []), type(self).__name__]}
 
+    def usage(self) -> dict[str, Any]:
+        """This layer's own accounting (counters only); `usage_of` merges every layer's."""
+        return {}
+
     def __getattr__(self, attribute: str):
         # Reach through to backend-specific attributes (e.g. `.model`, `.tokenizer`).
+        if attribute == "inner":  # not yet set (half-built or unpickling): never recurse
+            raise AttributeError(attribute)
         return getattr(self.inner, attribute)
 
 
 class CountingBackend(BackendWrapper):
-    """Counts calls, prompts scored and tokens generated: the numbers a sweep's cost report needs."""
+    """Counts calls per verb, prompts scored and tokens used: the numbers a sweep's cost report needs.
+
+    Thread-safe: concurrent trials call one backend from several threads.
+    """
 
     def __init__(self, inner: ModelBackend):
         super().__init__(inner)
+        self._lock = threading.Lock()
+        #: Calls per verb ("generate", "score", "top_tokens"), plus "scored_prompts" and "ranked_prompts".
         self.calls: Counter[str] = Counter()
+        self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: Generations whose backend reported no token counts (e.g. a stream without usage): the
+        #: token totals leave these out, so a manifest must say how many there were.
+        self.generations_without_usage = 0
+
+    def _count_generations(self, results: Sequence[Generation]) -> None:
+        with self._lock:
+            self.calls["generate"] += len(results)
+            for result in results:
+                self.prompt_tokens += result.prompt_tokens or 0
+                self.completion_tokens += result.completion_tokens or 0
+                if result.prompt_tokens is None and result.completion_tokens is None:
+                    self.generations_without_usage += 1
 
     def generate(self, messages, config=None, on_token=None) -> Generation:
-        self.calls["generate"] += 1
         result = self.inner.generate(messages, config, on_token)
-        self.completion_tokens += result.completion_tokens or 0
+        self._count_generations([result])
         return result
 
+    def _generate_batch(self, conversations, config=None, on_tokens=None) -> list[Generation]:
+        results = self.inner.generate_batch(conversations, config, on_tokens)
+        self._count_generations(results)
+        return results
+
     def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
-        self.calls["score"] += 1
-        self.calls["scored_prompts"] += len(prompts)
+        with self._lock:
+            self.calls["score"] += 1
+            self.calls["scored_prompts"] += len(prompts)
         return self.inner.score(prompts, continuations, word_boundary=word_boundary)
 
     def top_tokens(self, prompts, k) -> list[dict[str, float]]:
-        self.calls["top_tokens"] += 1
+        with self._lock:
+            self.calls["top_tokens"] += 1
+            self.calls["ranked_prompts"] += len(prompts)
         return self.inner.top_tokens(prompts, k)
 
-    def describe(self) -> dict[str, object]:
-        return {**super().describe(), "calls": dict(self.calls), "completion_tokens": self.completion_tokens}
+    def usage(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": dict(self.calls),
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "generations_without_usage": self.generations_without_usage,
+            }
+
+
+# ------------------------------------------------------------------- retries
+def _status_code(err: BaseException) -> int | None:
+    """The HTTP status an error carries: `err.status_code` (openai, most SDKs) or `err.response.status_code` (httpx)."""
+    for holder in (err, getattr(err, "response", None)):
+        status = getattr(holder, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a failed model call may succeed if repeated: a rate limit, a server error, a timeout, a dropped connection.
+
+    Bad input (`EmolabError`) and every other error fail the same way again, so they are final.
+    """
+    if isinstance(err, EmolabError):
+        return False
+    status = _status_code(err)
+    if status is not None:
+        return status in (408, 429) or 500 <= status <= 599
+    if isinstance(err, (TimeoutError, ConnectionError)):
+        return True
+    # An openai error can only exist if openai was imported; never import the SDK just to classify.
+    openai = sys.modules.get("openai")
+    if openai is not None and isinstance(err, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    return False
+
+
+def _header(headers: Any, name: str) -> str | None:
+    value = headers.get(name)  # case-insensitive on httpx headers
+    if value is None and hasattr(headers, "items"):  # a plain dict: compare names case-insensitively
+        value = next((v for k, v in headers.items() if str(k).lower() == name), None)
+    return None if value is None else str(value)
+
+
+def retry_after_seconds(err: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The wait a server asked for in `err.response.headers`: retry-after-ms, or Retry-After in seconds or as an HTTP date."""
+    headers = getattr(getattr(err, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    milliseconds = _header(headers, "retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now())
 
 
 class RetryingBackend(BackendWrapper):
-    """Retries transient failures with exponential backoff and jitter.
+    """Retries transient failures (`is_transient`) with exponential backoff and jitter.
 
-    Bad input (`EmolabError`) is never retried: it would fail the same way again.
+    The delay before retry n is drawn from [d/2, d] with d = min(max_delay, initial_delay * 2**(n-1)),
+    so parallel jobs that failed together spread out. A server's Retry-After (or retry-after-ms)
+    replaces it, even above `max_delay`: the server knows when it will take requests again.
+    Bad input (`EmolabError`) and other errors are raised at once: they would fail the same way again.
     """
 
     def __init__(
@@ -91,25 +220,40 @@ class RetryingBackend(BackendWrapper):
         initial_delay: float = 1.0,
         max_delay: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ):
         super().__init__(inner)
         if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+            raise ConfigError(f"retry.max_attempts must be >= 1, got {max_attempts}")
+        if initial_delay < 0 or max_delay < 0:
+            raise ConfigError(f"retry delays must be >= 0, got initial {initial_delay}, max {max_delay}")
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self.retries = 0
+
+    def delay_before_retry(self, attempt: int, err: BaseException) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        asked = retry_after_seconds(err)
+        if asked is not None:
+            # Never earlier than asked; up to 10% later so that jobs told the same time do not return in lockstep.
+            return asked * self._rng.uniform(1.0, 1.1)
+        backoff = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        return backoff * self._rng.uniform(0.5, 1.0)
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return call()
-            except EmolabError:
-                raise
-            except Exception as err:  # transient by assumption: network, server, runtime
-                if attempt == self.max_attempts:
+            except Exception as err:
+                if attempt == self.max_attempts or not is_transient(err):
                     raise
-                delay = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                delay = self.delay_before_retry(attempt, err)
+                with self._lock:
+                    self.retries += 1
                 log.warning("%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
                             attempt, self.max_attempts - 1, delay)
                 self._sleep(delay)
@@ -118,8 +262,38 @@ class RetryingBackend(BackendWrapper):
     def generate(self, messages, config=None, on_token=None) -> Generation:
         return self._retry(lambda: self.inner.generate(messages, config, on_token), "generate")
 
+    def _generate_batch(self, conversations, config=None, on_tokens=None) -> list[Generation]:
+        return self._retry(lambda: self.inner.generate_batch(conversations, config, on_tokens), "generate_batch")
+
     def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
         return self._retry(lambda: self.inner.score(prompts, continuations, word_boundary=word_boundary), "score")
 
     def top_tokens(self, prompts, k) -> list[dict[str, float]]:
         return self._retry(lambda: self.inner.top_tokens(prompts, k), "top_tokens")
+
+    def usage(self) -> dict[str, Any]:
+        with self._lock:
+            return {"retries": self.retries}
+
+
+# ------------------------------------------------------------------- accounting
+def _merge_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _merge_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+
+
+def usage_of(backend: ModelBackend) -> dict[str, Any]:
+    """Every wrapper's accounting down the `.inner` chain, merged (counters of the same name add up).
+
+    With the stack from `wrap_backend` this gives, for a run manifest: calls per verb, prompt and
+    completion tokens of real model calls, retries, and response-cache hits and misses.
+    """
+    total: dict[str, Any] = {}
+    layer: ModelBackend = backend
+    while isinstance(layer, BackendWrapper):
+        _merge_counts(total, layer.usage())
+        layer = layer.inner
+    return total

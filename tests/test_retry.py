@@ -1,0 +1,376 @@
+"""Retries, the per-endpoint request limit, streaming and structured-output requests of the OpenAI backend.
+
+Against a real loopback HTTP server (stdlib http.server) that speaks enough of the OpenAI API
+(/v1/chat/completions, streamed or not, and /v1/completions with echo) to fail on purpose, count
+concurrent requests and record what it was sent. Plus unit tests of RetryingBackend.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import numpy as np
+import openai
+import pytest
+
+from agents.negotiation import CustomerTurn
+from emotion_probe.backends.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
+from emotion_probe.backends.openai_backend import OpenAIBackend, strict_json_schema
+from emotion_probe.backends.stack import RetrySettings, usage_of, wrap_backend
+from emotion_probe.backends.wrappers import RetryingBackend, is_transient, retry_after_seconds
+from emotion_probe.errors import ConfigError, EmolabError
+
+HELLO = [ChatMessage(role="user", content="Say hello.")]
+STREAMED_PIECES = ["Hel", "lo", " there", "!"]
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible server on 127.0.0.1:<free port>.
+
+    `failures` are answered first, one per request, in order, as (status, headers); later requests
+    succeed. Each request takes `delay_s`. `requests` records (arrival time, path, JSON body);
+    `max_in_flight` is the most requests it was handling at one moment.
+    """
+
+    def __init__(self, failures: Sequence[tuple[int, dict[str, str]]] = (), delay_s: float = 0.0):
+        self.failures = list(failures)
+        self.delay_s = delay_s
+        self.requests: list[tuple[float, str, dict]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake._lock:
+                    fake.requests.append((time.monotonic(), self.path, body))
+                    failure = fake.failures.pop(0) if fake.failures else None
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                time.sleep(fake.delay_s)
+                # Done "processing" before the reply goes out: once the client has it, it may send the next.
+                with fake._lock:
+                    fake.in_flight -= 1
+                if failure is not None:
+                    status, headers = failure
+                    self._send_json(status, {"error": {"message": f"failing on purpose with {status}",
+                                                       "type": "test", "code": None}}, headers)
+                elif self.path.endswith("/chat/completions") and body.get("stream"):
+                    self._send_stream(body)
+                elif self.path.endswith("/chat/completions"):
+                    self._send_json(200, _chat_completion(body))
+                elif self.path.endswith("/completions"):
+                    self._send_json(200, _echo_completion(body))
+                else:
+                    self._send_json(404, {"error": {"message": "no such route", "type": "test", "code": None}})
+
+            def _send_json(self, status: int, payload: dict, headers: dict[str, str] | None = None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_stream(self, body: dict):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                chunks = [{"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                          for piece in STREAMED_PIECES]
+                chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                if body.get("stream_options", {}).get("include_usage"):
+                    chunks.append({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}})
+                for chunk in chunks:
+                    chunk.update(id="chunk", object="chat.completion.chunk", created=0, model=body["model"])
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _chat_completion(body: dict) -> dict:
+    return {"id": "chat", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+def _echo_completion(body: dict) -> dict:
+    """The prompt echoed word by word, each word at log-prob -1, then one generated token " .".
+
+    Each position's top alternative is its own token, so the response is correctly aligned.
+    """
+    tokens = [*re.findall(r"\s*\S+", body["prompt"]), " ."]
+    return {"id": "cmpl", "object": "text_completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "text": body["prompt"] + " .", "finish_reason": "length",
+                         "logprobs": {"tokens": tokens, "token_logprobs": [None] + [-1.0] * (len(tokens) - 1),
+                                      "top_logprobs": [None] + [{t: -0.5} for t in tokens[1:]],
+                                      "text_offset": list(range(len(tokens)))}}],
+            "usage": {"prompt_tokens": len(tokens) - 1, "completion_tokens": 1, "total_tokens": len(tokens)}}
+
+
+@pytest.fixture()
+def fake_server():
+    """A FakeOpenAIServer that never fails."""
+    server = FakeOpenAIServer()
+    yield server
+    server.close()
+
+
+def _server(request_finalizer, **settings) -> FakeOpenAIServer:
+    """A FakeOpenAIServer with these settings, closed when the test ends."""
+    server = FakeOpenAIServer(**settings)
+    request_finalizer(server.close)
+    return server
+
+
+# --------------------------------------------------------- client retries, for real
+@pytest.mark.parametrize("verb", ["generate", "score"])
+def test_client_retries_429_and_503_honouring_retry_after(request, verb):
+    server = _server(request.addfinalizer, failures=[(429, {"Retry-After": "1"}), (503, {})])
+    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=4)
+    if verb == "generate":
+        assert backend.generate(HELLO).text == "Hello there!"
+    else:
+        result = backend.score(["I won the final. I feel"], [" joy"])
+        assert result.method == "completions-echo" and result.logprobs.tolist() == [[-1.0]]
+    arrivals = [arrived for arrived, _, _ in server.requests]
+    assert len(arrivals) == 3  # 429, 503, success: nothing more, nothing less
+    assert arrivals[1] - arrivals[0] >= 0.95  # the server asked for 1 s and got it
+
+
+def test_bad_request_is_never_retried(request):
+    server = _server(request.addfinalizer, failures=[(400, {})])
+    backend = wrap_backend(OpenAIBackend(model="m", base_url=server.url, max_retries=4), identity={"model": "m"},
+                           cache=None, retry=RetrySettings(max_attempts=3, initial_delay_s=0.01, max_delay_s=0.01))
+    with pytest.raises(openai.BadRequestError):
+        backend.generate(HELLO)
+    assert len(server.requests) == 1  # neither the client nor RetryingBackend tried again
+    assert usage_of(backend)["retries"] == 0
+
+
+@pytest.mark.parametrize("headers, at_least", [({"Retry-After": "1"}, 1.0), ({"retry-after-ms": "1500"}, 1.5)])
+def test_wrapper_retries_what_the_client_gave_up_on(request, headers, at_least):
+    # With the client's own retries off, RetryingBackend must recognise the openai errors as transient
+    # and find the server's Retry-After on err.response.headers.
+    server = _server(request.addfinalizer, failures=[(429, headers), (503, {})])
+    waits: list[float] = []
+    backend = RetryingBackend(OpenAIBackend(model="m", base_url=server.url, max_retries=0), max_attempts=3,
+                              initial_delay=0.01, max_delay=0.01, sleep=waits.append)
+    assert backend.generate(HELLO).text == "Hello there!"
+    assert len(server.requests) == 3 and backend.retries == 2
+    assert at_least <= waits[0] <= at_least * 1.1 and waits[1] <= 0.01
+
+
+def test_timeouts_and_refused_connections_are_transient(request):
+    slow = _server(request.addfinalizer, delay_s=1.0)
+    with pytest.raises(openai.APITimeoutError) as timed_out:
+        OpenAIBackend(model="m", base_url=slow.url, timeout=0.2, max_retries=0).generate(HELLO)
+    assert is_transient(timed_out.value)
+    closed = _server(request.addfinalizer)
+    closed.close()  # nothing listens on this port any more
+    with pytest.raises(openai.APIConnectionError) as refused:
+        OpenAIBackend(model="m", base_url=closed.url, max_retries=0).generate(HELLO)
+    assert is_transient(refused.value)
+
+
+# ------------------------------------------------------------ per-endpoint limit
+def test_backends_sharing_an_endpoint_share_its_concurrency_limit(request):
+    server = _server(request.addfinalizer, delay_s=0.03)
+    prompts = [f"Scenario number {i} happened. I feel" for i in range(6)]
+    continuations = [" joy", " fear", " anger", " calm"]
+    first, second = (OpenAIBackend(model="m", base_url=server.url, max_concurrency=3) for _ in range(2))
+    results: dict[str, ScoreResult] = {}
+    threads = [threading.Thread(target=lambda b=b, key=key: results.__setitem__(key, b.score(prompts, continuations)))
+               for key, b in (("first", first), ("second", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(server.requests) == 2 * len(prompts) * len(continuations)
+    assert 2 <= server.max_in_flight <= 3  # requests did overlap, and never beyond the endpoint's 3 slots
+    for result in results.values():
+        np.testing.assert_array_equal(result.logprobs, np.full((6, 4), -1.0))
+        assert result.exact and result.method == "completions-echo"
+
+
+# --------------------------------------------------------------------- streaming
+def test_streamed_tokens_reach_the_callers_thread_with_usage(fake_server):
+    backend = OpenAIBackend(model="m", base_url=fake_server.url)
+    caller, seen = threading.get_ident(), []
+    reply = backend.generate(HELLO, on_token=lambda piece: seen.append((piece, threading.get_ident())))
+    # LangGraph's stream writer lives in the caller's context: pieces must arrive on the caller's thread.
+    assert [piece for piece, _ in seen] == STREAMED_PIECES and {ident for _, ident in seen} == {caller}
+    assert reply == Generation(text="Hello there!", prompt_tokens=5, completion_tokens=4, finish_reason="stop")
+
+
+def test_an_exception_in_on_token_stops_the_stream_and_frees_its_slot(fake_server):
+    backend = OpenAIBackend(model="m", base_url=fake_server.url, max_concurrency=1)
+
+    def refuse(piece: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        backend.generate(HELLO, on_token=refuse)
+    # The endpoint has one slot: had the abandoned stream kept it, the next call would wait forever.
+    replies: list[str] = []
+    follow_up = threading.Thread(target=lambda: replies.append(backend.generate(HELLO).text), daemon=True)
+    follow_up.start()
+    follow_up.join(timeout=10)
+    assert replies == ["Hello there!"]
+
+
+# ----------------------------------------------------------- structured output
+@pytest.mark.parametrize("mode", ["json_schema", "json_object", "none"])
+def test_structured_output_request_per_setting(fake_server, mode):
+    schema = CustomerTurn.model_json_schema()
+    backend = OpenAIBackend(model="m", base_url=fake_server.url, structured_output=mode)
+    backend.generate(HELLO, GenerateConfig(response_schema=schema))
+    backend.generate(HELLO)  # no schema: never a response_format
+    sent = [body.get("response_format") for _, _, body in fake_server.requests]
+    assert sent[1] is None
+    if mode == "none":
+        assert sent[0] is None
+    elif mode == "json_object":
+        assert sent[0] == {"type": "json_object", "schema": schema}
+    else:
+        assert sent[0]["type"] == "json_schema"
+        assert sent[0]["json_schema"] == {"name": "CustomerTurn", "schema": strict_json_schema(schema), "strict": True}
+
+
+def test_strict_schema_closes_every_object_and_requires_every_field():
+    schema = CustomerTurn.model_json_schema()
+    strict = strict_json_schema(schema)
+    assert strict["required"] == ["message", "my_emotions", "decision", "price"]
+    assert strict["additionalProperties"] is False and "default" not in strict["properties"]["price"]
+    assert {"type": "null"} in strict["properties"]["price"]["anyOf"]  # optional became nullable, still allowed
+    report = strict["$defs"]["EmotionReport"]
+    assert report["additionalProperties"] is False and len(report["required"]) == 6
+    assert schema["required"] == ["message", "my_emotions", "decision"]  # the input is left as it was
+
+
+def test_bad_structured_output_setting_names_the_field():
+    with pytest.raises(ConfigError, match="model.structured_output: expected json_schema, json_object or none"):
+        OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", structured_output="xml")
+
+
+# ------------------------------------------------------- RetryingBackend, unit
+class HTTPFailure(Exception):
+    """What an HTTP SDK raises: a status code, and the response with its headers."""
+
+    def __init__(self, status_code: int, headers: dict[str, str] | None = None):
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+        self.response = SimpleNamespace(status_code=status_code, headers=headers or {})
+
+
+class Flaky(ModelBackend):
+    """Raises the given errors, one per call, then answers."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def generate(self, messages, config=None, on_token=None) -> Generation:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return Generation(text="ok")
+
+    def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
+        raise NotImplementedError
+
+    def top_tokens(self, prompts, k):
+        raise NotImplementedError
+
+
+def _retrying(inner: ModelBackend, **settings) -> tuple[RetryingBackend, list[float]]:
+    waits: list[float] = []
+    return RetryingBackend(inner, sleep=waits.append, **settings), waits
+
+
+def test_backoff_doubles_with_jitter_up_to_max_delay():
+    inner = Flaky(*[HTTPFailure(503)] * 6)
+    backend, waits = _retrying(inner, max_attempts=7, initial_delay=1.0, max_delay=8.0)
+    assert backend.generate(HELLO).text == "ok" and inner.calls == 7
+    ceilings = [1, 2, 4, 8, 8, 8]
+    for wait, ceiling in zip(waits, ceilings):
+        assert ceiling / 2 <= wait <= ceiling
+    assert waits[0] < waits[1] < waits[2]  # [1/2, 1] < [1, 2] < [2, 4]: growth survives the jitter
+
+
+def test_retry_after_is_honoured_even_above_max_delay():
+    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    inner = Flaky(HTTPFailure(429, {"Retry-After": "120"}), HTTPFailure(429, {"retry-after": in_30s}),
+                  HTTPFailure(503, {"Retry-After-Ms": "2500"}))
+    backend, waits = _retrying(inner, max_attempts=4, initial_delay=0.1, max_delay=1.0)
+    assert backend.generate(HELLO).text == "ok"
+    assert 120 <= waits[0] <= 132 and 27 <= waits[1] <= 33.1 and 2.5 <= waits[2] <= 2.75
+
+
+@pytest.mark.parametrize("error", [HTTPFailure(429), HTTPFailure(500), HTTPFailure(503), HTTPFailure(408),
+                                   TimeoutError("read timed out"), ConnectionResetError("peer reset")])
+def test_transient_failures_are_retried(error):
+    inner = Flaky(error)
+    backend, waits = _retrying(inner, max_attempts=2, initial_delay=0.5)
+    assert backend.generate(HELLO).text == "ok" and inner.calls == 2 and len(waits) == 1
+
+
+@pytest.mark.parametrize("error", [EmolabError("bad input"), ConfigError("model.x: wrong"), HTTPFailure(400),
+                                   HTTPFailure(401), HTTPFailure(404), ValueError("a bug"), KeyError("a bug")])
+def test_other_failures_are_raised_at_once(error):
+    inner = Flaky(error)
+    backend, waits = _retrying(inner, max_attempts=5)
+    with pytest.raises(type(error)):
+        backend.generate(HELLO)
+    assert inner.calls == 1 and waits == []
+
+
+def test_the_last_transient_failure_is_raised_after_max_attempts():
+    inner = Flaky(HTTPFailure(503), HTTPFailure(502), HTTPFailure(500))
+    backend, waits = _retrying(inner, max_attempts=3)
+    with pytest.raises(HTTPFailure, match="HTTP 500"):
+        backend.generate(HELLO)
+    assert inner.calls == 3 and len(waits) == 2 and backend.usage() == {"retries": 2}
+
+
+def test_retry_after_parsing_edge_cases():
+    assert retry_after_seconds(ValueError("no response")) is None
+    assert retry_after_seconds(HTTPFailure(429, {"Retry-After": "soon"})) is None
+    assert retry_after_seconds(HTTPFailure(429, {"Retry-After": "-5"})) == 0.0
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    assert retry_after_seconds(HTTPFailure(429, {"Retry-After": past})) == 0.0
+
+
+def test_bad_retry_settings_are_refused():
+    with pytest.raises(ConfigError, match="retry.max_attempts must be >= 1"):
+        RetryingBackend(Flaky(), max_attempts=0)
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetrySettings(max_attempts=0, initial_delay_s=1, max_delay_s=2)
+    with pytest.raises(ValueError, match="extra"):
+        RetrySettings(max_attempts=2, initial_delay_s=1, max_delay_s=2, jitter=True)
