@@ -78,10 +78,11 @@ def ray_session(settings: RaySettings) -> Iterator[str]:
 
     With no address (neither `ray.address` nor $RAY_ADDRESS), a local instance is started and
     stopped again at the end. Only then is token authentication turned off (RAY_AUTH_MODE=disabled,
-    unless the caller set it): Ray 2.60 would otherwise write a secret token to ~/.ray/auth_token
-    on first use, to protect an instance that lives on this machine for one run. A cluster the user
-    names keeps its own authentication setting. Inside an existing Ray process (a job of
-    hydra/launcher=ray), that cluster is used as it is and left running.
+    unless the caller set it): Ray 2.60 would otherwise turn it on and write a secret token to
+    ~/.ray/auth_token on first use, a file left in the user's home for an instance that only this
+    run uses and that stops with it. A cluster the user names keeps its own authentication setting.
+    Inside a process that is already part of a Ray cluster (a job of hydra/launcher=ray), that
+    cluster is used as it is and left running.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -97,7 +98,10 @@ def ray_session(settings: RaySettings) -> Iterator[str]:
     else:
         if settings.num_cpus is not None:
             raise ConfigError(f"ray.num_cpus sizes a local Ray instance; leave it null to join the cluster at {address}")
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except ConnectionError as err:
+            raise ConfigError(f"ray.address: cannot join the Ray cluster at {address!r}: {err}") from None
         where = f"the Ray cluster at {address}"
     try:
         yield where
@@ -138,7 +142,7 @@ class ProbeWorker:
             self.startup_error = err
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from emotion_probe.backends.wrappers import BackendWrapper, usage_of
+        from emotion_probe.backends.wrappers import usage_of
 
         if self.startup_error is not None:
             raise self.startup_error
@@ -146,12 +150,9 @@ class ProbeWorker:
         frame = pd.DataFrame(self.probe.distribution(texts), columns=self.probe.words)
         frame.insert(0, "id", batch["id"].tolist())
         frame.insert(1, "text", texts)
-        provider = self.backend
-        while isinstance(provider, BackendWrapper):
-            provider = provider.inner
         # Usage is cumulative per worker, so the driver keeps each worker's largest and adds those up.
         frame[PROVENANCE_COLUMN] = json.dumps(
-            {"worker": self.worker, "model": provider.describe(), "usage": usage_of(self.backend),
+            {"worker": self.worker, "model": self.backend.describe(), "usage": usage_of(self.backend),
              "scored_with": self.probe.last_method, "exact": self.probe.last_exact},
             default=str,
         )
@@ -247,9 +248,12 @@ def probe_scenarios_on_ray(
     table = with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
     table.to_parquet(out_dir / "distributions.parquet", index=False)
     workers = sorted({record["worker"] for record in records})
+    usage = _total_usage(records)
+    # A worker's description carries its own counters; the run's are the totals over all workers.
+    model = {key: usage.get(key, value) for key, value in records[0]["model"].items()}
     return RayProbeResult(
         table=table,
-        model={**records[0]["model"], "usage": _total_usage(records)},
+        model={**model, "usage": usage},
         probe={**settings.model_dump(), "scored_with": records[0]["scored_with"], "exact": records[0]["exact"]},
         ray={"ran_on": where, "workers": workers, "num_workers": ray_settings.num_workers,
              "blocks": len(blocks), "ray_version": ray.__version__},

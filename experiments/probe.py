@@ -1,33 +1,82 @@
-"""`emolab experiment=probe`: next-word emotion distributions for a scenario file."""
+"""`emolab experiment=probe`: next-word emotion distributions for a scenario file.
+
+`engine=local` probes in this process, chunk by chunk and resumably (`experiments.common.probe_scenario_file`).
+`engine=ray` shards the same chunks over Ray workers with Ray Data (`emotion_probe.ray_probe`); both
+write the same `distributions.parquet` and a run manifest.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.probe import EmotionProbe
-from experiments.common import probe_scenario_file, write_manifest
+from emotion_probe.backends.wrappers import usage_of
+from emotion_probe.ray_probe import RaySettings
+from emotion_probe.wheel import EmotionWheel
+from experiments.common import output_dir, probe_scenario_file, validated, write_manifest
+
+
+class ProbeEngine(BaseModel):
+    """The `engine` key of experiment=probe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["local", "ray"]
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
+    engine = validated(ProbeEngine, {"engine": cfg.engine}, "").engine
+    # Checked for either engine, so a typo in ray.* fails now rather than on the day it is used.
+    ray_settings = validated(RaySettings, cfg.ray, "ray")
+    if engine == "ray":
+        return _run_on_ray(cfg, ray_settings)
     probe, table, out_dir = probe_scenario_file(cfg)
-    write_manifest(out_dir, cfg, model=probe.model.describe(), probe=probe.describe(), scenarios=len(table))
-    _print_summary(table, probe, cfg.show_top, out_dir)
+    model = {**probe.model.describe(), "usage": usage_of(probe.model)}
+    write_manifest(out_dir, cfg, model=model, probe=probe.describe(), scenarios=len(table))
+    _print_summary(table, probe.wheel, probe.describe()["scored_with"], cfg.show_top, out_dir)
     return table
 
 
-def _print_summary(table: pd.DataFrame, probe: EmotionProbe, show_top: int, out_dir) -> None:
+def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
+    from emotion_probe.backends.stack import CacheSettings, RetrySettings
+    from emotion_probe.probe import ProbeSettings
+    from emotion_probe.ray_probe import probe_scenarios_on_ray
+    from emotion_probe.scenarios import load_scenarios
+
+    # Every input is checked here, before Ray starts and before any worker loads the model.
+    settings = validated(ProbeSettings, cfg.probe, "probe")
+    wheel = EmotionWheel.load(settings.wheel)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    cache = validated(CacheSettings, cfg.cache, "cache")
+    retry = validated(RetrySettings, cfg.retry, "retry")
+    out_dir = output_dir(cfg)
+    result = probe_scenarios_on_ray(
+        scenarios, OmegaConf.to_container(cfg.model, resolve=True), wheel, settings, ray_settings, out_dir,
+        cache=cache, retry=retry, show_progress=cfg.progress,
+    )
+    write_manifest(out_dir, cfg, model=result.model, probe=result.probe, scenarios=len(result.table), ray=result.ray)
+    _print_summary(result.table, wheel, result.probe["scored_with"], cfg.show_top, out_dir)
+    Console().print(f"probed on {result.ray['ran_on']} by {len(result.ray['workers'])} workers")
+    return result.table
+
+
+def _print_summary(table: pd.DataFrame, wheel: EmotionWheel, scored_with: str | None, show_top: int, out_dir: Path) -> None:
     console = Console()
-    words = probe.words
-    summary = Table(title=f"Top emotions ({probe.describe()['scored_with']}), first rows", show_lines=False)
-    summary.add_column("id")
+    words = wheel.words
+    summary = Table(title=f"Top emotions ({scored_with}), first rows", show_lines=False)
+    # id and text never wrap; the top-k column gives way on a narrow terminal (before, rich squeezed
+    # the id column to nothing to fit the others).
+    summary.add_column("id", no_wrap=True)
     summary.add_column("text", max_width=44, overflow="ellipsis", no_wrap=True)
     if "emotion" in table.columns:
         summary.add_column("label")
-    summary.add_column(f"top {show_top}", no_wrap=True)
+    summary.add_column(f"top {show_top}")
     for _, row in table.head(10).iterrows():
         ranked = row[words].astype(float).sort_values(ascending=False).head(show_top)
         top = ", ".join(f"{w} {p:.2f}" for w, p in ranked.items())
@@ -37,13 +86,15 @@ def _print_summary(table: pd.DataFrame, probe: EmotionProbe, show_top: int, out_
     if "emotion" in table.columns:
         predicted = table[words].astype(float).idxmax(axis=1)
         accuracy = (predicted == table["emotion"]).mean()
-        primary_of = probe.wheel.primary_of
+        primary_of = wheel.primary_of
         primary_hits = [
-            label in probe.wheel.index and primary_of(p) == primary_of(label)
+            label in wheel.index and primary_of(p) == primary_of(label)
             for p, label in zip(predicted, table["emotion"])
         ]
         console.print(
             f"top-1 accuracy over {len(words)} words: [bold]{accuracy:.1%}[/]; "
             f"same primary: [bold]{sum(primary_hits) / len(primary_hits):.1%}[/] (n={len(table)})"
         )
-    console.print(f"wrote [bold]{out_dir / 'distributions.parquet'}[/] ({len(table)} rows x {len(words)} words)")
+    # soft_wrap: the path stays on one line in batch logs, where it is grepped for.
+    console.print(f"wrote [bold]{out_dir / 'distributions.parquet'}[/] ({len(table)} rows x {len(words)} words)",
+                  soft_wrap=True)

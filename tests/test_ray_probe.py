@@ -89,8 +89,10 @@ def test_engine_ray_gives_the_local_engines_table(tmp_path):
     assert manifest["probe"]["scored_with"] == local_manifest["probe"]["scored_with"] == "transformers-packed"
     assert manifest["model"]["name"] == local_manifest["model"]["name"]
     assert manifest["model"]["parameters"] == local_manifest["model"]["parameters"]
+    assert manifest["model"]["wrapped_by"] == local_manifest["model"]["wrapped_by"]
     # 16 scenarios in chunks of 4: four score calls in all, shared by the two workers, each with its own model.
-    assert manifest["model"]["usage"]["calls"]["score"] == 4
+    assert manifest["model"]["usage"] == local_manifest["model"]["usage"]
+    assert manifest["model"]["usage"]["calls"] == {"score": 4, "scored_prompts": 16}
     assert manifest["ray"]["blocks"] == 4 and len(manifest["ray"]["workers"]) == 2
     assert manifest["ray"]["ran_on"] == "a local Ray instance"
     # The local instance ran without token authentication, so Ray wrote no secret into the home dir.
