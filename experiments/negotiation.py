@@ -105,6 +105,10 @@ def run_key(out_dir: Path) -> str:
     return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
 
 
+#: Key of the advisory lock that serializes checkpoint-table setup across jobs ("emolab" in ASCII).
+POSTGRES_SETUP_LOCK = 0x656D6F6C6162
+
+
 @contextmanager
 def open_checkpointer(cfg: DictConfig, out_dir: Path) -> Iterator[Any]:
     """The LangGraph checkpointer the `checkpointer` config group names (one SQLite file per job, or Postgres)."""
@@ -124,7 +128,18 @@ def open_checkpointer(cfg: DictConfig, out_dir: Path) -> Iterator[Any]:
         raise ConfigError(f"checkpointer.url_env: environment variable {settings.url_env} is not set "
                           "(it must hold the PostgreSQL connection string)")
     with PostgresSaver.from_conn_string(url) as saver:
-        saver.setup()  # idempotent: creates the checkpoint tables on first use
+        # setup() creates the tables on first use. Jobs that start together on a fresh database would
+        # all run its migrations and collide on their bookkeeping table, so a session advisory lock
+        # lets one job run them while the others wait (and then find nothing left to do). The others
+        # poll rather than block: a blocked statement is an open transaction, and the migrations'
+        # CREATE INDEX CONCURRENTLY waits for every open transaction, which would deadlock.
+        with saver.conn.cursor() as cursor:
+            while not cursor.execute("SELECT pg_try_advisory_lock(%s) AS ok", (POSTGRES_SETUP_LOCK,)).fetchone()["ok"]:
+                time.sleep(0.2)
+            try:
+                saver.setup()
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK,))
         yield saver
 
 
