@@ -106,37 +106,50 @@ class CachingBackend(BackendWrapper):
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, with transactions opened explicitly where several rows go in together.
-        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and _META_TABLE not in tables:
-                raise ResponseCacheError(
-                    f"response cache {self.path} is another program's SQLite database (tables: {', '.join(sorted(tables))}); "
-                    "point cache.path (or EMOLAB_RESPONSE_CACHE) at a file of its own"
-                )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS responses "
-                       "(key TEXT PRIMARY KEY, verb TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL)")
-            db.execute(f"INSERT OR IGNORE INTO {_META_TABLE} VALUES ('format', ?)", (CACHE_FORMAT,))
-            db.execute("COMMIT")
-            (stored_format,) = db.execute(f"SELECT value FROM {_META_TABLE} WHERE name = 'format'").fetchone()
-        except ResponseCacheError:
-            db.close()
-            raise
-        except sqlite3.Error as err:
-            db.close()
-            raise self._fail(err) from None
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            # isolation_level=None: autocommit, with transactions opened explicitly where several rows go in together.
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                self._prepare(db)
+                return db
+            except ResponseCacheError:
+                db.close()
+                raise
+            except sqlite3.OperationalError as err:
+                db.close()
+                # Switching a new file to WAL needs an exclusive lock that SQLite's busy handler does not
+                # wait for, so jobs that open one fresh cache file at the same moment get "database is
+                # locked" at once. Wait and try again, as the busy timeout would for any other statement.
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise self._fail(err) from None
+                time.sleep(0.05)
+            except sqlite3.Error as err:
+                db.close()
+                raise self._fail(err) from None
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Check the file is ours, switch it to WAL, create the tables once, and check their format."""
+        db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and _META_TABLE not in tables:
+            raise ResponseCacheError(
+                f"response cache {self.path} is another program's SQLite database (tables: {', '.join(sorted(tables))}); "
+                "point cache.path (or EMOLAB_RESPONSE_CACHE) at a file of its own"
+            )
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS responses "
+                   "(key TEXT PRIMARY KEY, verb TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL)")
+        db.execute(f"INSERT OR IGNORE INTO {_META_TABLE} VALUES ('format', ?)", (CACHE_FORMAT,))
+        db.execute("COMMIT")
+        (stored_format,) = db.execute(f"SELECT value FROM {_META_TABLE} WHERE name = 'format'").fetchone()
         if stored_format != CACHE_FORMAT:
-            db.close()
             raise ResponseCacheError(
                 f"response cache {self.path} has format {stored_format!r}, this emolab writes {CACHE_FORMAT!r}; "
                 "delete it or point cache.path elsewhere"
             )
-        return db
 
     def _connection(self) -> sqlite3.Connection:
         # An SQLite connection must not cross a fork: a forked worker opens its own.
