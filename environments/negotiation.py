@@ -79,11 +79,7 @@ def turn_config(ctx: NegotiationContext, trial: int | None, turn: int) -> Genera
     One seed for every call would make trials replay each other word for word (their first
     prompts are identical), and a response cache would then hand every trial the same talk.
     """
-    base = ctx.generate_config.seed
-    if base is None:
-        return ctx.generate_config
-    seed = int(np.random.SeedSequence([base, trial or 0, turn]).generate_state(1)[0])
-    return ctx.generate_config.model_copy(update={"seed": seed})
+    return ctx.generate_config.reseeded(trial or 0, turn)
 
 
 def _scenario(state: NegotiationState) -> NegotiationScenario:

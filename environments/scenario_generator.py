@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypedDict
 
-import numpy as np
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
@@ -48,13 +47,10 @@ class GeneratorState(TypedDict):
 def write_scenarios(state: GeneratorState, runtime: Runtime[GeneratorContext]) -> dict:
     ctx = runtime.context
     shortfall = state["needed"] - len(state["accepted"])
-    config = ctx.generate_config
-    if config.seed is not None:
-        # A new seed per word and attempt: a rerun of the same request with the same seed would only
-        # repeat the rejected batch (and a response cache would hand it straight back).
-        word_key = int.from_bytes(state["emotion"].encode()[:8].ljust(8, b"\0"), "little")
-        seed = np.random.SeedSequence([config.seed, word_key, state["attempts"]]).generate_state(1)[0]
-        config = config.model_copy(update={"seed": int(seed)})
+    # A new seed per word and attempt: a rerun of the same request with the same seed would only
+    # repeat the rejected batch (and a response cache would hand it straight back).
+    word_key = int.from_bytes(state["emotion"].encode()[:8].ljust(8, b"\0"), "little")
+    config = ctx.generate_config.reseeded(word_key, state["attempts"])
     texts, parse_errors = request_scenarios(
         ctx.model, state["emotion"], shortfall, state["accepted"], config, ctx.max_parse_retries
     )

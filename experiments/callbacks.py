@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from emotion_probe.errors import ConfigError
+from experiments.common import git_commit, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ class JobRecord(BaseModel):
 
 
 def job_fingerprint(cfg: DictConfig) -> str:
-    """A hash of what a job computes: its resolved config without the hydra node and volatile keys."""
-    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    for key in ("hydra", *VOLATILE_KEYS):
-        data.pop(key, None)
+    """A hash of what a job computes: its resolved config without the hydra node and volatile keys.
+
+    Takes the job's config with or without its hydra node (callbacks get it, the task does not).
+    """
+    kept = [key for key in cfg if key not in ("hydra", *VOLATILE_KEYS)]
+    data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -108,12 +111,6 @@ def _jsonable(value: Any) -> dict[str, Any] | None:
         return None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    staging.replace(path)  # readers never see half a file, even if the job is killed mid-write
-
-
 class SweepCallback(Callback):
     """Writes `job.json` per job and `manifest.json` per sweep (see the module docstring)."""
 
@@ -133,13 +130,12 @@ class SweepCallback(Callback):
 
         hydra = HydraConfig.get()
         job_dir = Path(hydra.runtime.output_dir)
-        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        fingerprint = job_fingerprint(task_cfg)
+        fingerprint = job_fingerprint(config)
         previous = _safe_read(job_dir)
         failed = job_return.status != JobStatus.COMPLETED
         if not failed and previous is not None and previous.status == "COMPLETED" and previous.fingerprint == fingerprint:
             # A rerun that skipped this finished job: keep the original record, note the visit.
-            _write_json(job_dir / JOB_FILE, {**previous.model_dump(), "skipped_reruns": previous.skipped_reruns + 1})
+            write_json_atomic(job_dir / JOB_FILE, {**previous.model_dump(), "skipped_reruns": previous.skipped_reruns + 1})
             return
         record = JobRecord(
             status="FAILED" if failed else "COMPLETED",
@@ -156,7 +152,7 @@ class SweepCallback(Callback):
             result=None if failed else _jsonable(job_return._return_value),
         )
         job_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(job_dir / JOB_FILE, record.model_dump())
+        write_json_atomic(job_dir / JOB_FILE, record.model_dump())
 
     # ---------------------------------------------------------------- per sweep
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -167,8 +163,6 @@ class SweepCallback(Callback):
         self._write_sweep_manifest(config, finished=True)
 
     def _write_sweep_manifest(self, config: DictConfig, *, finished: bool) -> None:
-        from experiments.common import git_commit
-
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = []
@@ -198,7 +192,7 @@ class SweepCallback(Callback):
             "jobs_failed": sum(job["status"] == "FAILED" for job in jobs),
             "jobs": jobs,
         }
-        _write_json(sweep_dir / SWEEP_MANIFEST, manifest)
+        write_json_atomic(sweep_dir / SWEEP_MANIFEST, manifest)
 
 
 def swept_parameters(overrides_per_job: list[list[str]]) -> dict[str, list[str]]:

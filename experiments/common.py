@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ from emotion_probe.errors import ConfigError, first_validation_problem
 if TYPE_CHECKING:
     import pandas as pd
 
+    from emotion_probe.backends.stack import CacheSettings, RetrySettings
+
     from emotion_probe.probe import EmotionProbe
 
 
@@ -32,21 +35,35 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
         raise ConfigError(first_validation_problem(err, where)) from None
 
 
-def build_model(node: DictConfig, run_cfg: DictConfig | None = None) -> ModelBackend:
-    """Instantiate the backend named by a `model:` config node, with the run's wrappers around it.
+@dataclass(frozen=True)
+class RunLayers:
+    """The wrappers a run puts around every model it builds, from its `cache` and `retry` groups.
 
-    With `run_cfg`, the provider is wrapped as its `cache` and `retry` groups say:
-    cache (outermost, so hits cost nothing) -> call accounting -> retry -> provider.
+    Validated once per run; `wrap` stacks cache (outermost, so hits cost nothing) -> call
+    accounting -> retry around a backend (emotion_probe.backends.stack.wrap_backend).
     """
-    provider = instantiate_backend(node)
-    if run_cfg is None:
-        return provider
-    from emotion_probe.backends.stack import CacheSettings, RetrySettings, wrap_backend
 
-    cache = validated(CacheSettings, run_cfg.cache, "cache")
-    retry = validated(RetrySettings, run_cfg.retry, "retry")
-    identity = OmegaConf.to_container(node, resolve=True)
-    return wrap_backend(provider, identity=identity, cache=cache, retry=retry)
+    cache: CacheSettings
+    retry: RetrySettings
+
+    @classmethod
+    def from_config(cls, run_cfg: DictConfig) -> RunLayers:
+        from emotion_probe.backends.stack import CacheSettings, RetrySettings
+
+        return cls(validated(CacheSettings, run_cfg.cache, "cache"), validated(RetrySettings, run_cfg.retry, "retry"))
+
+    def wrap(self, backend: ModelBackend, node: DictConfig) -> ModelBackend:
+        """`backend`, built from the `model:` config `node`, with the layers around it; the resolved node keys the cache."""
+        from emotion_probe.backends.stack import wrap_backend
+
+        identity = OmegaConf.to_container(node, resolve=True)
+        return wrap_backend(backend, identity=identity, cache=self.cache, retry=self.retry)
+
+
+def build_model(node: DictConfig, run_cfg: DictConfig | None = None) -> ModelBackend:
+    """Instantiate the backend named by a `model:` config node; with `run_cfg`, with the run's layers around it."""
+    provider = instantiate_backend(node)
+    return provider if run_cfg is None else RunLayers.from_config(run_cfg).wrap(provider, node)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -136,10 +153,16 @@ def write_manifest(
         manifest["wall_time_s"] = round(time.perf_counter() - started, 3)
     manifest.update(extra)
     path = out_dir / "manifest.json"
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    staging.replace(path)  # a reader (the report, watch) never sees half a manifest
+    write_json_atomic(path, manifest)
     return path
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON under a temporary name, then rename: readers (the report, watch, a resumed sweep)
+    never see half a file, even when the job is killed mid-write."""
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    staging.replace(path)
 
 
 def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame", Path]:

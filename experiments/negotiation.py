@@ -34,13 +34,12 @@ from scipy.stats import pearsonr
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.backends.batching import BatchingBackend
-from emotion_probe.backends.stack import CacheSettings, RetrySettings, wrap_backend
 from emotion_probe.errors import ConfigError
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from environments.timing import NodeTimings
-from experiments.common import build_model, output_dir, validated, write_manifest
+from experiments.common import RunLayers, build_model, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live
 
 log = logging.getLogger(__name__)
@@ -66,12 +65,10 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
     """
     loaded: dict[str, ModelBackend] = {}
     batched: dict[str, ModelBackend] = {}
-    cache = validated(CacheSettings, cfg.cache, "cache")
-    retry = validated(RetrySettings, cfg.retry, "retry")
+    layers = RunLayers.from_config(cfg)
 
     def get(node: DictConfig, generates: bool) -> ModelBackend:
-        identity = OmegaConf.to_container(node, resolve=True)
-        key = json.dumps(identity, sort_keys=True)
+        key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
         if key not in loaded:
             loaded[key] = build_model(node)
         model = loaded[key]
@@ -79,7 +76,7 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
             if key not in batched:
                 batched[key] = BatchingBackend(model, max_batch=concurrency)
             model = batched[key]
-        return wrap_backend(model, identity=identity, cache=cache, retry=retry)
+        return layers.wrap(model, node)
 
     return get(cfg.salesperson.model, True), get(cfg.customer.model, True), get(cfg.model, False)
 
@@ -105,14 +102,23 @@ def run_key(out_dir: Path) -> str:
     return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
 
 
+class CheckpointerSettings(BaseModel):
+    """conf/checkpointer/*.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sqlite", "postgres"]
+    filename: str = Field(default="checkpoints.sqlite", min_length=1)
+    url_env: str | None = None
+
+
 #: Key of the advisory lock that serializes checkpoint-table setup across jobs ("emolab" in ASCII).
 POSTGRES_SETUP_LOCK = 0x656D6F6C6162
 
 
 @contextmanager
-def open_checkpointer(cfg: DictConfig, out_dir: Path) -> Iterator[Any]:
+def open_checkpointer(settings: CheckpointerSettings, out_dir: Path) -> Iterator[Any]:
     """The LangGraph checkpointer the `checkpointer` config group names (one SQLite file per job, or Postgres)."""
-    settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     if settings.kind == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -141,16 +147,6 @@ def open_checkpointer(cfg: DictConfig, out_dir: Path) -> Iterator[Any]:
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK,))
         yield saver
-
-
-class CheckpointerSettings(BaseModel):
-    """conf/checkpointer/*.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["sqlite", "postgres"]
-    filename: str = Field(default="checkpoints.sqlite", min_length=1)
-    url_env: str | None = None
 
 
 def ask_human(request: dict, console: Console) -> dict:
@@ -197,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
     scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
-    validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
+    checkpointer_settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     settings = validated(NegotiationSettings, {key: cfg[key] for key in NegotiationSettings.model_fields}, "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
@@ -218,7 +214,8 @@ def run(cfg: DictConfig) -> dict:
 
     transcript_lock = threading.Lock()
     thread_prefix = run_key(out_dir)
-    with open_checkpointer(cfg, out_dir) as checkpointer, transcript_path.open("a", encoding="utf-8") as transcript:
+    with open_checkpointer(checkpointer_settings, out_dir) as checkpointer, \
+            transcript_path.open("a", encoding="utf-8") as transcript:
         graph = build_negotiation_graph(checkpointer)
 
         def record(line: dict) -> None:

@@ -19,7 +19,7 @@ from rich.table import Table
 from emotion_probe.backends.wrappers import usage_of
 from emotion_probe.ray_probe import RaySettings
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import output_dir, probe_scenario_file, validated, write_manifest
+from experiments.common import RunLayers, output_dir, probe_scenario_file, validated, write_manifest
 
 
 class ProbeEngine(BaseModel):
@@ -44,7 +44,6 @@ def run(cfg: DictConfig) -> pd.DataFrame:
 
 
 def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
-    from emotion_probe.backends.stack import CacheSettings, RetrySettings
     from emotion_probe.probe import ProbeSettings
     from emotion_probe.ray_probe import probe_scenarios_on_ray
     from emotion_probe.scenarios import load_scenarios
@@ -53,12 +52,11 @@ def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
     settings = validated(ProbeSettings, cfg.probe, "probe")
     wheel = EmotionWheel.load(settings.wheel)
     scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
-    cache = validated(CacheSettings, cfg.cache, "cache")
-    retry = validated(RetrySettings, cfg.retry, "retry")
+    layers = RunLayers.from_config(cfg)
     out_dir = output_dir(cfg)
     result = probe_scenarios_on_ray(
         scenarios, OmegaConf.to_container(cfg.model, resolve=True), wheel, settings, ray_settings, out_dir,
-        cache=cache, retry=retry, show_progress=cfg.progress,
+        cache=layers.cache, retry=layers.retry, show_progress=cfg.progress,
     )
     write_manifest(out_dir, cfg, model=result.model, probe=result.probe, scenarios=len(result.table), ray=result.ray)
     _print_summary(result.table, wheel, result.probe["scored_with"], cfg.show_top, out_dir)

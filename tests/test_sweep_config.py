@@ -52,7 +52,8 @@ def test_postgres_checkpointer_without_its_url_is_one_clear_error(tmp_path, monk
     pytest.importorskip("langgraph.checkpoint.postgres", reason="needs the postgres extra")
     monkeypatch.delenv("EMOLAB_POSTGRES_URL", raising=False)
     with pytest.raises(ConfigError, match="EMOLAB_POSTGRES_URL is not set"):
-        with open_checkpointer(_compose("checkpointer=postgres"), tmp_path):
+        settings = validated(CheckpointerSettings, _compose("checkpointer=postgres").checkpointer, "checkpointer")
+        with open_checkpointer(settings, tmp_path):
             pass
 
 

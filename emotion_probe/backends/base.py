@@ -46,6 +46,17 @@ class GenerateConfig(BaseModel):
     #: prompts already show a JSON example and the caller validates the reply either way.
     response_schema: dict[str, Any] | None = None
 
+    def reseeded(self, *parts: int) -> GenerateConfig:
+        """A copy whose seed is derived from this seed and `parts` (trial, turn, attempt, ...); no seed stays no seed.
+
+        Calls that share a prompt and a seed sample the same text, so independent draws (another
+        trial, another regeneration round) need seeds of their own, and a response cache keys on them.
+        """
+        if self.seed is None:
+            return self
+        seed = int(np.random.SeedSequence([self.seed, *parts]).generate_state(1)[0])
+        return self.model_copy(update={"seed": seed})
+
 
 class Generation(BaseModel):
     """The text a backend produced, with the accounting a sweep needs."""
