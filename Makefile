@@ -54,6 +54,7 @@ probe: setup
 bench: setup
 	$(PY) benchmarks/probe_speed.py
 	$(PY) benchmarks/generation_batching.py
+	$(PY) benchmarks/negotiation_throughput.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -7,15 +7,18 @@ cut out of strings after the fact.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from emotion_probe.backends.base import ChatMessage
 
 PRIMARIES = ("love", "joy", "surprise", "anger", "sadness", "fear")
-#: A report whose values sum to within this many points of 100 is renormalized; others are invalid.
-SUM_TOLERANCE = 10.0
+#: The longest message a turn may carry. The grammar enforces it, so a constrained reply always
+#: has the tokens left to close its JSON within the turn's budget.
+MESSAGE_MAX_CHARS = 200
+#: What the other side reads after a turn that never parsed and had no readable message.
+NEUTRAL_LINE = "(no answer)"
 
 
 class NegotiationScenario(BaseModel):
@@ -35,38 +38,60 @@ class NegotiationScenario(BaseModel):
     currency: str = "$"
 
 
+def _percent(emotion: str) -> Any:
+    return Field(ge=0, le=100, description=f"percentage of {emotion}, a whole number from 0 to 100")
+
+
 class EmotionReport(BaseModel):
-    """Percentages over the six primary emotions, each 0-100, summing to 100 (renormalized within tolerance)."""
+    """Whole-number percentages over the six primary emotions.
+
+    A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and its
+    raw sum is kept (`raw_sum`) so that a study can see how far off the model was. A zero sum says
+    nothing and is invalid. Studies that want the sum itself checked pass a tolerance in the
+    validation context: `model_validate(data, context={"sum_tolerance": 5})`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    love: float = Field(ge=0, le=100)
-    joy: float = Field(ge=0, le=100)
-    surprise: float = Field(ge=0, le=100)
-    anger: float = Field(ge=0, le=100)
-    sadness: float = Field(ge=0, le=100)
-    fear: float = Field(ge=0, le=100)
+    love: int = _percent("love")
+    joy: int = _percent("joy")
+    surprise: int = _percent("surprise")
+    anger: int = _percent("anger")
+    sadness: int = _percent("sadness")
+    fear: int = _percent("fear")
 
     @model_validator(mode="after")
-    def _sums_to_100(self) -> "EmotionReport":
-        total = sum(self.as_list())
-        if abs(total - 100.0) > SUM_TOLERANCE:
-            raise ValueError(f"the six percentages sum to {total:g}, not 100")
-        for name in PRIMARIES:
-            object.__setattr__(self, name, getattr(self, name) * 100.0 / total)
+    def _sum_is_usable(self, info: ValidationInfo) -> "EmotionReport":
+        total = self.raw_sum
+        if total <= 0:
+            raise ValueError("the six percentages sum to 0; give each emotion its share of 100")
+        tolerance = (info.context or {}).get("sum_tolerance")
+        if tolerance is not None and abs(total - 100) > tolerance:
+            raise ValueError(f"the six percentages sum to {total}, not 100 (tolerance {tolerance:g})")
         return self
 
-    def as_list(self) -> list[float]:
-        return [getattr(self, name) for name in PRIMARIES]
+    @property
+    def raw_sum(self) -> int:
+        return sum(getattr(self, name) for name in PRIMARIES)
+
+    def normalized(self) -> list[float]:
+        """The six values rescaled to sum to 100, in PRIMARIES order."""
+        total = self.raw_sum
+        return [100.0 * getattr(self, name) / total for name in PRIMARIES]
+
+
+_MESSAGE = Field(min_length=1, max_length=MESSAGE_MAX_CHARS, description="what you say to the other side now")
 
 
 class SalespersonTurn(BaseModel):
-    message: str = Field(min_length=1)
+    # `message` comes first: the grammar writes fields in this order, so even a reply cut short
+    # has its message, and a failed turn can pass on that message and nothing else.
+    message: str = _MESSAGE
     predicted_customer_emotions: EmotionReport
 
 
 class CustomerTurn(BaseModel):
-    message: str = Field(min_length=1)
+    message: str = _MESSAGE
     my_emotions: EmotionReport
     decision: Literal["continue", "accept", "walk_away"]
     price: float | None = Field(default=None, ge=0, description="the agreed price, when accepting")
@@ -93,40 +118,30 @@ class ClosingAnswer(BaseModel):
         return value
 
 
-def _example(fields: dict) -> str:
-    import json
-
-    return json.dumps(fields)
+# The prompts name each field and say what it means, in prose, and show no example values: the
+# embedded 135M model copies an example's numbers, or a field's description, instead of answering
+# (tests/test_negotiation.py checks every prompt for numbers).
+_EMOTIONS = "love, joy, surprise, anger, sadness and fear"
 
 
 def salesperson_system(scenario: NegotiationScenario) -> str:
-    example = _example({
-        "message": f"Good morning! This is {scenario.item}, a rare find. Only {scenario.currency}"
-                   f"{max(scenario.seller_cost * 3, 1):g}!",
-        "predicted_customer_emotions": {"love": 10, "joy": 40, "surprise": 30, "anger": 5, "sadness": 5, "fear": 10},
-    })
     return (
         f"You are a salesperson selling {scenario.item}. {scenario.description} "
         f"It cost you {scenario.currency}{scenario.seller_cost:g}. Sell it for the highest price you can. "
-        "Every turn, write your next message to the customer and predict the customer's current emotions "
-        f"as percentages that sum to 100. {scenario.extra_instructions}\n"
-        f"Always answer with one line of JSON like this example:\n{example}"
+        f"{scenario.extra_instructions}\n"
+        'Reply to the customer in JSON. Put your spoken reply in "message". In "predicted_customer_emotions", '
+        f"guess how much {_EMOTIONS} the customer feels now, as whole-number percentages that add up to 100."
     )
 
 
 def customer_system(scenario: NegotiationScenario) -> str:
-    example = _example({
-        "message": "That sounds interesting, but it is too expensive for me.",
-        "my_emotions": {"love": 5, "joy": 20, "surprise": 25, "anger": 20, "sadness": 10, "fear": 20},
-        "decision": "continue",
-        "price": None,
-    })
     return (
-        f"You are {scenario.customer_persona}. A salesperson is selling you {scenario.item}. "
-        f"You can spend at most {scenario.currency}{scenario.customer_budget:g}. "
-        "Every turn, write your reply, report your own current emotions as percentages that sum to 100, "
-        'and decide: "continue", "accept" (give the price you agree to pay) or "walk_away". '
-        f"{scenario.extra_instructions}\nAlways answer with one line of JSON like this example:\n{example}"
+        f"You are {scenario.customer_persona}. A salesperson is trying to sell you {scenario.item}. "
+        f"You can spend at most {scenario.currency}{scenario.customer_budget:g}. {scenario.extra_instructions}\n"
+        'Reply to the salesperson in JSON. Put your spoken reply in "message". In "my_emotions", rate how much '
+        f"{_EMOTIONS} you feel now, as whole-number percentages that add up to 100. "
+        'Set "decision" to "continue" to keep talking, "accept" to buy at the price you name in "price", '
+        'or "walk_away" to leave without buying; "price" is null unless you accept.'
     )
 
 
@@ -140,8 +155,10 @@ def _view(turns: list[dict], me: str) -> list[ChatMessage]:
 
 
 def _your_turn(view: list[ChatMessage], opening: str) -> list[ChatMessage]:
-    # A separate instruction turn: the other side's words are passed on untouched.
-    return [*view, ChatMessage(role="user", content=opening if not view else "Your turn. Answer with the JSON object.")]
+    # The other side's words are passed on untouched, and end the view: the system prompt says how
+    # to reply. (An extra "Your turn" message was copied into the small model's replies.) Only the
+    # opening turn, with nothing said yet, gets an instruction of its own.
+    return view if view else [ChatMessage(role="user", content=opening)]
 
 
 def salesperson_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
@@ -156,6 +173,6 @@ def customer_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[
 
 def closing_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
     question = (f"The conversation is over. How much did you pay for {scenario.item}? "
-                'Reply with JSON only: {"paid": <number, or null if you did not buy it>}')
+                'Answer with one JSON object with the field "paid": the price you paid, or null if you did not buy it.')
     return [ChatMessage(role="system", content=customer_system(scenario)), *_view(turns, "customer"),
             ChatMessage(role="user", content=question)]

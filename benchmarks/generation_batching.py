@@ -1,11 +1,16 @@
-"""Do concurrent negotiation trials share batched generation? Tokens/s side by side in one run.
+"""Do concurrent negotiation turns share batched generation, and what does the grammar cost? One run, side by side.
 
     python benchmarks/generation_batching.py        # (make bench) embedded SmolLM2, CPU
 
-(1) one trial: a single generate() call, alone.
-(16) sixteen concurrent trials: 16 threads call generate() at once through BatchingBackend,
-     which gathers them into one batched model.generate().
-Target: tokens/s of (16) / tokens/s of (1) >= 4.
+Every request is a customer turn as the negotiation sends it by default: temperature 0.5, a seed
+of its own per trial (GenerateConfig.reseeded, as environments.negotiation.turn_config does), and
+the CustomerTurn JSON schema, decoded under its xgrammar mask.
+
+(1)  one trial: one generate() alone.
+(16) sixteen concurrent trials: 16 threads call generate() at once through BatchingBackend.
+     Target: tokens/s of (16) / tokens/s of (1) >= 4.
+grammar cost: the same requests with structured_output=prompt (no mask, the schema left to the
+     prompt), at batch 1 and 16. Target: tokens/s with the mask >= 0.9 x without.
 """
 
 from __future__ import annotations
@@ -13,44 +18,73 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import yaml
+
+from agents.negotiation import CustomerTurn, NegotiationScenario, customer_messages
 from emotion_probe.backends.base import GenerateConfig
 from emotion_probe.backends.batching import BatchingBackend
 from emotion_probe.backends.smollm2 import load_smollm2
+
+SCENARIO = NegotiationScenario.model_validate(
+    yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "scenario" / "acorn.yaml").read_text()))
+
+
+def request(trial: int) -> list:
+    opening = f"Good day, customer {trial}! This acorn is a rare find from a 300-year-old oak. Fifteen dollars."
+    return customer_messages(SCENARIO, [{"speaker": "salesperson", "text": opening}])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrent", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=160, help="the negotiation's default token budget")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     model = load_smollm2()
     batched = BatchingBackend(model, max_batch=args.concurrent)
-    config = GenerateConfig(max_tokens=args.max_tokens)
+    base = GenerateConfig(max_tokens=args.max_tokens, temperature=0.5, seed=0,
+                          response_schema=CustomerTurn.model_json_schema())
 
-    def request(i: int) -> list[dict]:
-        return [{"role": "system", "content": "You are a salesperson selling an acorn."},
-                {"role": "user", "content": f"Customer {i}: how much is the acorn, and why is it special?"}]
-
-    model.generate(request(0), config)  # warm-up
-    single_rates, batch_rates = [], []
-    for _ in range(args.repeats):
+    def one(trial: int, repeat: int) -> float:
         start = time.perf_counter()
-        one = model.generate(request(0), config)
-        single_rates.append(one.completion_tokens / (time.perf_counter() - start))
+        reply = model.generate(request(trial), base.reseeded(trial, repeat))
+        return reply.completion_tokens / (time.perf_counter() - start)
+
+    def many(repeat: int) -> tuple[float, float]:
         with ThreadPoolExecutor(args.concurrent) as pool:
             start = time.perf_counter()
-            outputs = list(pool.map(lambda i: batched.generate(request(i), config), range(args.concurrent)))
+            outputs = list(pool.map(lambda t: batched.generate(request(t), base.reseeded(t, repeat)),
+                                    range(args.concurrent)))
             elapsed = time.perf_counter() - start
-        batch_rates.append(sum(o.completion_tokens for o in outputs) / elapsed)
-    single, many = max(single_rates), max(batch_rates)
-    print(f"model {model.name} on {model.device}; {args.max_tokens} new tokens per request")
-    print(f"(1)  one trial:            {single:8.1f} tokens/s")
-    print(f"({args.concurrent}) concurrent trials:   {many:8.1f} tokens/s   batch sizes {batched.batch_sizes[-args.repeats:]}")
-    ratio = many / single
-    print(f"ratio = {ratio:.2f}   target >= 4   {'OK' if ratio >= 4 else 'MISSED'}")
+        return sum(o.completion_tokens for o in outputs) / elapsed, sum(o.completion_tokens for o in outputs)
+
+    model.generate(request(0), base)  # warm-up, and the one grammar compile
+    rates: dict[str, dict[str, float]] = {}
+    for mode in ("grammar", "prompt"):
+        model.structured_output = mode
+        singles, batches = [], []
+        for repeat in range(args.repeats):
+            singles.append(one(0, repeat))
+            batches.append(many(repeat)[0])
+        rates[mode] = {"1": max(singles), str(args.concurrent): max(batches)}
+    model.structured_output = "grammar"
+    sizes = batched.batch_sizes
+    n = str(args.concurrent)
+    print(f"model {model.name} on {model.device}; customer turns, seeded per trial, temperature 0.5, "
+          f"max_tokens {args.max_tokens}")
+    print(f"(1)  one trial:          {rates['grammar']['1']:8.1f} tokens/s (grammar)")
+    print(f"({n}) concurrent trials: {rates['grammar'][n]:8.1f} tokens/s (grammar)   "
+          f"mean batch size {sum(sizes) / len(sizes):.1f}")
+    ratio = rates["grammar"][n] / rates["grammar"]["1"]
+    print(f"batching ratio = {ratio:.2f}   target >= 4   {'OK' if ratio >= 4 else 'MISSED'}")
+    for size in ("1", n):
+        cost = rates["grammar"][size] / rates["prompt"][size]
+        print(f"grammar at batch {size:>2}: {rates['grammar'][size]:7.1f} tokens/s with the mask, "
+              f"{rates['prompt'][size]:7.1f} without; ratio {cost:.2f}   target >= 0.90   "
+              f"{'OK' if cost >= 0.9 else 'MISSED'}")
 
 
 if __name__ == "__main__":

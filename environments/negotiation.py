@@ -20,6 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agents.negotiation import (
+    NEUTRAL_LINE,
     PRIMARIES,
     ClosingAnswer,
     CustomerTurn,
@@ -30,7 +31,7 @@ from agents.negotiation import (
     salesperson_messages,
 )
 from agents.price import parse_price
-from agents.structured import call_structured
+from agents.structured import call_structured, recover_message
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.hierarchy import cooccurrence, matching_matrix
 from emotion_probe.probe import EmotionProbe
@@ -68,7 +69,10 @@ class NegotiationContext:
     customer_model: ModelBackend | None
     probe: EmotionProbe | None
     max_parse_retries: int = 2
-    generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=160))
+    #: None: any report with a positive sum is renormalized to 100; a number: reports whose raw sum is
+    #: further than this from 100 are invalid (and retried), for studies that want the sum itself right.
+    report_sum_tolerance: float | None = None
+    generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=256))
     player: Role | None = None  # a person types this role's turns
     timings: NodeTimings | None = None  # wall time per node, for the run manifest
 
@@ -106,31 +110,41 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     if ctx.player == role:
         answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number})
         parsed = schema.model_validate(answer)
-        record = {"raw": None, "parse_status": "human", "attempts": 1, "errors": [], "latency_s": 0.0, "tokens": 0}
+        record = {"raw": None, "parse_status": "human", "attempts": 1, "errors": [], "latency_s": 0.0, "tokens": 0,
+                  "truncated": 0}
     else:
         model = ctx.salesperson_model if role == "salesperson" else ctx.customer_model
         build = salesperson_messages if role == "salesperson" else customer_messages
-        _emit("start", speaker=role, turn=turn_number, trial=state.get("trial"))
+        trial = state.get("trial")
+        _emit("start", speaker=role, turn=turn_number, trial=trial)
         reply = call_structured(
             model, build(scenario, state.get("turns", [])), schema, max_retries=ctx.max_parse_retries,
-            config=turn_config(ctx, state.get("trial"), turn_number),
-            on_token=lambda text: _emit("token", speaker=role, text=text, trial=state.get("trial")),
+            config=turn_config(ctx, trial, turn_number),
+            on_token=lambda text: _emit("token", speaker=role, text=text, trial=trial),
+            on_retry=lambda attempt, of, reason: _emit("retry", speaker=role, attempt=attempt, of=of, reason=reason,
+                                                       trial=trial),
+            context={"sum_tolerance": ctx.report_sum_tolerance},
         )
         parsed = reply.parsed
         record = {"raw": reply.raw, "parse_status": reply.parse_status, "attempts": reply.attempts,
-                  "errors": reply.errors, "latency_s": round(reply.latency_s, 3), "tokens": reply.completion_tokens}
+                  "errors": reply.errors, "latency_s": round(reply.latency_s, 3), "tokens": reply.completion_tokens,
+                  "truncated": reply.truncated}
     turn = {"trial": state.get("trial"), "turn": turn_number, "speaker": role, **record}
-    if parsed is None:
-        # A failed parse keeps the raw text as the message so the talk can go on.
-        turn["text"] = (record["raw"] or "").strip()[:500]
-    else:
-        turn["text"] = parsed.message
+    # `text` is all the other side ever reads (agents.negotiation._view). After a failed turn it is
+    # the message recovered from the partial JSON, never another field, or a fixed neutral line;
+    # the raw reply stays in the record under `raw`, for audit.
+    turn["text"] = parsed.message if parsed is not None else recover_message(record["raw"] or "") or NEUTRAL_LINE
     update: dict[str, Any] = {}
     if role == "salesperson":
-        turn["prediction"] = parsed.predicted_customer_emotions.as_list() if parsed else None
+        emotions = parsed.predicted_customer_emotions if parsed else None
+        turn["prediction"] = emotions.normalized() if emotions else None
+        turn["prediction_sum"] = emotions.raw_sum if emotions else None
     else:
-        turn["report"] = parsed.my_emotions.as_list() if parsed else None
+        emotions = parsed.my_emotions if parsed else None
+        turn["report"] = emotions.normalized() if emotions else None
+        turn["report_sum"] = emotions.raw_sum if emotions else None
         turn["decision"] = parsed.decision if parsed else "continue"
+        turn["price"] = parsed.price if parsed else None
         customer_turns = state.get("customer_turns", 0) + 1
         update["customer_turns"] = customer_turns
         if parsed and parsed.decision == "accept":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 import time
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
 
@@ -157,11 +159,37 @@ def write_manifest(
     return path
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN and infinity replaced by None, recursively, and numpy scalars and arrays
+    made plain Python: what strict JSON can hold.
+
+    Python's json writes NaN as a bare `NaN` token, which is not JSON: jq, JavaScript's JSON.parse
+    and many other readers reject the whole file. A missing statistic (no deal, too few trials)
+    is null instead. Other objects pass through unchanged (a caller's `default=` still sees them).
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
+        return None
+    return value
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON under a temporary name, then rename: readers (the report, watch, a resumed sweep)
-    never see half a file, even when the job is killed mid-write."""
+    """Write strict JSON (NaN and infinities as null: json_safe) under a temporary name, then rename:
+    readers (the report, watch, a resumed sweep) never see half a file, even when the job is killed
+    mid-write."""
     staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    staging.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False), encoding="utf-8")
     staging.replace(path)
 
 

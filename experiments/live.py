@@ -1,15 +1,20 @@
-"""The live console of a negotiation: streamed messages, emotion bars, and a closing summary."""
+"""The live console of a negotiation: streamed messages, retries, emotion bars, and the running matching matrix."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+import numpy as np
+from rich.color import Color, blend_rgb
+from rich.color_triplet import ColorTriplet
 from rich.console import Console
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
 from agents.negotiation import PRIMARIES
+from emotion_probe.hierarchy import cooccurrence, matching_matrix
 
 log = logging.getLogger("emolab.negotiation")
 COLORS = {"salesperson": "cyan", "customer": "magenta", "probe": "yellow", "closing": "green"}
@@ -32,6 +37,42 @@ def emotion_bars(rows: dict[str, list[float] | None]) -> Table:
     return table
 
 
+#: Heatmap colours of a matching cell, from P = 0 to P = 1.
+_COLD, _HOT = ColorTriplet(25, 25, 60), ColorTriplet(250, 200, 40)
+#: A failed turn's raw text is shown cut to this many characters.
+RAW_PREVIEW = 80
+
+
+def _heat(value: float) -> Style:
+    background = blend_rgb(_COLD, _HOT, min(max(value, 0.0), 1.0))
+    return Style(color="black" if value > 0.5 else "white", bgcolor=Color.from_triplet(background))
+
+
+def matching_heatmap(C: np.ndarray, title: str) -> Table:
+    """The 6 x 6 matching matrix P(column | row) of a co-occurrence matrix, cells coloured by value.
+
+    A row whose primary never co-occurred with another is undefined and shows dashes.
+    """
+    matching, totals = matching_matrix(C), np.asarray(C).sum(axis=1)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_header=True)
+    table.add_column("P(col | row)")
+    for emotion in PRIMARIES:
+        table.add_column(emotion, justify="right")
+    for i, emotion in enumerate(PRIMARIES):
+        if totals[i] <= 0:
+            cells = [Text("-", style="dim") for _ in PRIMARIES]
+        else:
+            cells = [Text("·", style="dim") if i == j else Text(f"{matching[i, j]:.2f}", style=_heat(matching[i, j]))
+                     for j in range(len(PRIMARIES))]
+        table.add_row(emotion, *cells)
+    return table
+
+
+def _preview(text: str, limit: int = RAW_PREVIEW) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class LiveView:
     """Renders stream events. Streams tokens on a terminal; logs one line per turn otherwise."""
 
@@ -41,15 +82,33 @@ class LiveView:
         self._streaming = False
         self._prediction: list[float] | None = None
         self._report: list[float] | None = None
+        self._resumes: str | None = None  # the speaker whose next attempt streams after a retry line
+        #: Per trial, the running co-occurrence of the probe's primaries over the customer's messages.
+        self._cooccurrence: dict[object, np.ndarray] = {}
+        self._probed: dict[object, int] = {}
+
+    def remember(self, records: list[dict]) -> None:
+        """Take in a resumed trial's earlier records without showing them, so its matching matrix runs on."""
+        for record in records:
+            if record.get("speaker") == "probe":
+                self._accumulate(record)
 
     def handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "start" and self.live:
             speaker = event["speaker"]
-            self.console.print(Text(f"\n{speaker} ", style=f"bold {COLORS[speaker]}"), end="")
+            self._end_line()
+            self.console.print(Text(f"\n{speaker} ", style=f"bold {COLORS.get(speaker, 'white')}"), end="")
             self._streaming = True
+            self._resumes = None
         elif kind == "token" and self.live:
+            if self._resumes is not None:  # the next attempt after a retry: a block of its own
+                self.console.print(Text(f"{self._resumes} ", style=f"bold {COLORS.get(self._resumes, 'white')}"),
+                                   end="")
+                self._streaming, self._resumes = True, None
             self.console.print(Text(event["text"], style="dim"), end="", soft_wrap=True, highlight=False)
+        elif kind == "retry":
+            self._retry(event)
         elif kind == "turn":
             self._turn(event["record"])
         elif kind == "probe":
@@ -62,15 +121,20 @@ class LiveView:
                                                         if record["paid_claimed"] != record["paid"] else "")
             self._say(line, "closing")
             return
-        if self._streaming:
-            self.console.print()
-            self._streaming = False
+        self._end_line()
+        self._resumes = None
         failed = record.get("parse_status") == "failed"
         if self.live:
-            self.console.print(Text(f"{speaker}: ", style=f"bold {COLORS[speaker]}") + Text(record["text"]),
-                               highlight=False)
+            label = (f"{speaker}: ", f"bold {COLORS.get(speaker, 'white')}")
             if failed:
-                self.console.print(f"[red]parse failed after {record['attempts']} attempts:[/] {record['errors'][-1]}")
+                errors, attempts = record.get("errors") or [], record.get("attempts")
+                reason = f" ({errors[-1]})" if errors else ""
+                raw = _preview(record.get("raw") or record.get("text") or "")
+                self.console.print(Text.assemble(
+                    label, (f"parse failed after {attempts} attempt{'' if attempts == 1 else 's'}{reason}: ", "red"),
+                    (raw, "dim")), highlight=False)
+            else:  # the validated message, never the raw JSON
+                self.console.print(Text.assemble(label, record["text"]), highlight=False)
         else:
             log.info("trial %s turn %s %s%s: %s", record.get("trial"), record["turn"], speaker,
                      " (unparsed)" if failed else "", record["text"][:200])
@@ -81,10 +145,40 @@ class LiveView:
             if record.get("decision") in ("accept", "walk_away"):
                 self._say(f"customer decides: {record['decision']}", "customer")
 
-    def _probe(self, record: dict) -> None:
+    def _retry(self, event: dict) -> None:
+        speaker = event.get("speaker", "?")
+        line = f"retry {event.get('attempt')}/{event.get('of')}: {event.get('reason', '')}"
         if self.live:
+            self._end_line()
+            self.console.print(Text(line, style="yellow"), highlight=False)
+            self._resumes = speaker
+        else:
+            log.info("trial %s %s %s", event.get("trial"), speaker, line)
+
+    def _end_line(self) -> None:
+        if self._streaming:
+            self.console.print()
+            self._streaming = False
+
+    def _accumulate(self, record: dict) -> object:
+        trial = record.get("trial")
+        primary = np.asarray(record.get("probe_primary") or np.zeros(len(PRIMARIES)), dtype=float)
+        if primary.sum() > 0:
+            C = cooccurrence((primary / primary.sum())[None, :])
+            self._cooccurrence[trial] = self._cooccurrence.get(trial, np.zeros_like(C)) + C
+        self._probed[trial] = self._probed.get(trial, 0) + 1
+        return trial
+
+    def _probe(self, record: dict) -> None:
+        trial = self._accumulate(record)
+        if self.live:
+            self._end_line()
             self.console.print(emotion_bars({"customer says": self._report, "salesperson predicted": self._prediction,
                                              "probe": record["probe_primary"]}))
+            C = self._cooccurrence.get(trial, np.zeros((len(PRIMARIES),) * 2))
+            n = self._probed[trial]
+            plural = "s" if n != 1 else ""
+            self.console.print(matching_heatmap(C, f"matching, trial {trial}, {n} customer message{plural}"))
 
     def _say(self, line: str, speaker: str) -> None:
         if self.live:

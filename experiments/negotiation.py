@@ -28,8 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.prompt import Prompt
 from rich.table import Table
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import pearsonr
 
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
@@ -37,10 +35,25 @@ from emotion_probe.backends.batching import BatchingBackend
 from emotion_probe.errors import ConfigError
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
-from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
+from environments.negotiation import (
+    NegotiationContext,
+    build_negotiation_graph,
+    initial_state,
+    matching_over_conversation,
+)
 from environments.timing import NodeTimings
 from experiments.common import RunLayers, build_model, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live
+from experiments.negotiation_metrics import (
+    AnalysisSettings,
+    correlation_caption,
+    draw_fit,
+    dumps_strict,
+    error_price_correlation,
+    json_safe,
+    trial_row,
+)
+from experiments.negotiation_metrics import trial_metrics as trial_metrics  # re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +64,12 @@ class NegotiationSettings(BaseModel):
     trials: int = Field(default=1, ge=1)
     concurrency: int = Field(default=1, ge=1)
     max_parse_retries: int = Field(default=2, ge=0)
-    max_tokens: int = Field(default=160, ge=8)
+    max_tokens: int = Field(default=256, ge=8)
     temperature: float = Field(default=0.5, ge=0)
     player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
     probe_messages: bool = True
+    report_sum_tolerance: float | None = Field(default=None, ge=0)
+    analysis: AnalysisSettings = AnalysisSettings()
 
 
 def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
@@ -165,36 +180,12 @@ def ask_human(request: dict, console: Console) -> dict:
     return {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
 
 
-def trial_metrics(turns: list[dict]) -> dict[str, Any]:
-    """Prediction error of each salesperson prediction against the customer's next self-report."""
-    errors, divergences = [], []
-    pending: list[float] | None = None
-    for turn in turns:
-        if turn["speaker"] == "salesperson":
-            pending = turn.get("prediction")
-        elif turn["speaker"] == "customer":
-            report = turn.get("report")
-            if pending is not None and report is not None:
-                p, q = np.asarray(pending), np.asarray(report)
-                errors.append(float(np.abs(p - q).mean()))
-                divergences.append(float(jensenshannon(p / 100, q / 100, base=2) ** 2))
-            pending = None
-    dialogue = [t for t in turns if t["speaker"] in ("salesperson", "customer")]
-    return {
-        "mean_abs_error_pp": float(np.mean(errors)) if errors else float("nan"),
-        "js_divergence": float(np.mean(divergences)) if divergences else float("nan"),
-        "scored_predictions": len(errors),
-        "turns": len(dialogue),
-        "parse_failures": sum(t.get("parse_status") == "failed" for t in turns),
-    }
-
-
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
     scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
     checkpointer_settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
-    settings = validated(NegotiationSettings, {key: cfg[key] for key in NegotiationSettings.model_fields}, "")
+    settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, list(NegotiationSettings.model_fields)), "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
@@ -203,6 +194,7 @@ def run(cfg: DictConfig) -> dict:
     context = NegotiationContext(
         salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
         max_parse_retries=settings.max_parse_retries, player=settings.player,
+        report_sum_tolerance=settings.report_sum_tolerance,
         generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed),
         timings=NodeTimings(),
     )
@@ -211,6 +203,7 @@ def run(cfg: DictConfig) -> dict:
     # Interleaved token streams from concurrent trials would be unreadable: log turns instead.
     view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1)
     transcript_path = out_dir / "transcript.jsonl"
+    written = transcript_keys(transcript_path)  # lines already there, from an earlier (killed) run
 
     transcript_lock = threading.Lock()
     thread_prefix = run_key(out_dir)
@@ -218,9 +211,14 @@ def run(cfg: DictConfig) -> dict:
             transcript_path.open("a", encoding="utf-8") as transcript:
         graph = build_negotiation_graph(checkpointer)
 
-        def record(line: dict) -> None:
+        def record(records: list[dict]) -> None:
+            """Append the checkpointed records that are not in the transcript yet, so each lands exactly once."""
             with transcript_lock:
-                transcript.write(json.dumps(line, default=str) + "\n")
+                for line in records:
+                    key = transcript_key(line)
+                    if key not in written:
+                        transcript.write(json.dumps(line, default=str) + "\n")
+                        written.add(key)
                 transcript.flush()
 
         def one_trial(trial: int) -> dict:
@@ -229,25 +227,31 @@ def run(cfg: DictConfig) -> dict:
             if snapshot.values and not snapshot.next:
                 log.info("trial %d already finished; skipping", trial)
                 values = snapshot.values
+                record(values.get("turns", []))  # lines a run killed after the last commit did not write
             else:
                 if snapshot.values:
                     log.info("trial %d resumes after turn %d", trial, len(snapshot.values.get("turns", [])))
                 if view.live:
                     console.rule(f"trial {trial}: {scenario.item}")
+                view.remember(snapshot.values.get("turns", []) if snapshot.values else [])
                 first_input = None if snapshot.values else initial_state(scenario, trial)
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
             draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png")
+            if probe is not None:
+                (out_dir / f"matching_trial{trial}.json").write_text(
+                    json.dumps(matching_record(values), indent=2, allow_nan=False), encoding="utf-8")
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
                     "seed": cfg.seed, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),
-                    "agreed_price": values.get("agreed_price"), **trial_metrics(values["turns"])}
+                    "agreed_price": values.get("agreed_price"),
+                    **trial_row(values, settings.analysis, budget=scenario.customer_budget)}
 
         with ThreadPoolExecutor(settings.concurrency) as pool:
             rows = list(pool.map(one_trial, range(settings.trials)))
     trials = pd.DataFrame(rows)
     trials.to_parquet(out_dir / "trials.parquet", index=False)
-    summary = _summary(trials, scenario)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    summary = _summary(trials, scenario, settings.analysis, seed=cfg.seed)
+    (out_dir / "summary.json").write_text(dumps_strict(summary, indent=2), encoding="utf-8")
     _figures(trials, out_dir, summary)
     models = {"salesperson": salesperson_model, "customer": customer_model}
     if probe is not None:
@@ -255,11 +259,45 @@ def run(cfg: DictConfig) -> dict:
     write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary)
     console.print(_summary_table(trials))
     console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
-                  "emotions_trial<N>.png}")
+                  "emotions_trial<N>.png" + (", matching_trial<N>.json" if probe is not None else "") + "}")
     return summary
 
 
+def transcript_key(record: dict) -> tuple:
+    """What identifies a transcript line: one per (trial, turn, speaker)."""
+    return record.get("trial"), record.get("turn"), record.get("speaker")
+
+
+def transcript_keys(path: Path) -> set[tuple]:
+    """The keys of the lines already in a transcript. A torn last line (a kill mid-write) is cut off first."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: cutting off a torn last line", path)
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+    return {transcript_key(json.loads(line)) for line in data[:end].decode("utf-8").splitlines() if line.strip()}
+
+
+def matching_record(values: dict) -> dict:
+    """matching_trial<N>.json: P(column | row) between primaries over one conversation's probed customer messages.
+
+    A row is null when its primary never co-occurred with another (no probe mass on it yet).
+    """
+    C = np.asarray(values.get("probe_cooccurrence") or np.zeros((len(PRIMARIES),) * 2), dtype=float)
+    matching = matching_over_conversation(values)
+    return {"trial": values.get("trial"), "labels": list(PRIMARIES),
+            "probed_messages": sum(t.get("speaker") == "probe" for t in values.get("turns", [])),
+            "matching": [row.tolist() if total > 0 else None for row, total in zip(matching, C.sum(axis=1))],
+            "cooccurrence": C.tolist()}
+
+
 def _stream_trial(graph, first_input, config, context, view: LiveView, record, console: Console) -> dict:
+    """Run a trial to its end. The console follows the nodes' custom events as they come; the transcript
+    follows the checkpointed state (`record` gets its records after every step), so a line is written
+    only once its step is saved, and a step that runs again after a crash does not write it twice."""
     payload: Any = first_input
     while True:
         interrupted = None
@@ -267,38 +305,73 @@ def _stream_trial(graph, first_input, config, context, view: LiveView, record, c
                                         durability="sync"):
             if mode == "custom":
                 view.handle(chunk)
-                if chunk["event"] in ("turn", "probe"):
-                    record(chunk["record"])
-            elif "__interrupt__" in chunk:
+                continue
+            record(graph.get_state(config).values.get("turns", []))
+            if "__interrupt__" in chunk:
                 interrupted = chunk["__interrupt__"][0].value
+        values = graph.get_state(config).values
+        record(values.get("turns", []))
         if interrupted is None:
-            return graph.get_state(config).values
+            return values
         payload = Command(resume=ask_human(interrupted, console))
 
 
-def _summary(trials: pd.DataFrame, scenario: NegotiationScenario) -> dict:
+def _mean(values: pd.Series) -> float | None:
+    """Mean over the values present (NaN skipped); None when there are none."""
+    values = pd.to_numeric(values, errors="coerce")
+    return float(values.mean()) if values.notna().any() else None
+
+
+def _sd(values: pd.Series) -> float | None:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+def _summary(trials: pd.DataFrame, scenario: NegotiationScenario, analysis: AnalysisSettings, seed: int = 0) -> dict:
+    """summary.json: counts, means, and the correlation of prediction error with price across trials.
+
+    Means skip what is missing: a trial with no scored prediction has no error, and with
+    `analysis.no_sale_price=exclude` a trial without a sale has no price. Missing statistics are
+    None, never NaN, so the file is strict JSON (experiments.common.json_safe).
+    """
+    status = trials["status"]
     deals = trials[trials["deal"]]
+    correlation = error_price_correlation(trials["mean_abs_error_pp"], trials["price"], seed=seed)
     summary = {
-        "scenario": scenario.name, "trials": len(trials), "deals": int(trials["deal"].sum()),
-        "mean_price": float(deals["final_price"].mean()) if len(deals) else None,
-        "mean_abs_error_pp": float(trials["mean_abs_error_pp"].mean()),
+        "scenario": scenario.name, "trials": len(trials), "deals": int((status == "deal").sum()),
+        "walk_aways": int((status == "walk_away").sum()), "max_turns_reached": int((status == "max_turns").sum()),
+        "pairing": analysis.pairing, "no_sale_price": analysis.no_sale_price,
+        "skip_first_prediction": analysis.skip_first_prediction,
+        "mean_price": _mean(trials["price"]), "sd_price": _sd(trials["price"]),
+        "mean_accept_price": _mean(deals["accept_price"]), "mean_closing_paid": _mean(deals["closing_paid"]),
+        "over_budget": int(trials["over_budget"].sum()),
+        "mean_abs_error_pp": _mean(trials["mean_abs_error_pp"]), "sd_abs_error_pp": _sd(trials["mean_abs_error_pp"]),
+        "mean_js_divergence": _mean(trials["js_divergence"]),
+        "scored_predictions": int(trials["scored_predictions"].sum()),
+        "skipped_pairs": int(trials["skipped_pairs"].sum()),
+        "trials_without_error": int(trials["mean_abs_error_pp"].isna().sum()),
         "parse_failures": int(trials["parse_failures"].sum()),
+        "truncated": int(trials["truncated"].sum()),
+        "report_sum_mean": _mean(trials["report_sum_mean"]),
+        "prediction_sum_mean": _mean(trials["prediction_sum_mean"]),
+        "correlation_n": correlation.pop("n"), **correlation,
     }
-    paired = deals.dropna(subset=["final_price", "mean_abs_error_pp"])
-    if len(paired) >= 3 and paired["final_price"].nunique() > 1 and paired["mean_abs_error_pp"].nunique() > 1:
-        result = pearsonr(paired["mean_abs_error_pp"], paired["final_price"])
-        summary.update(pearson_r=float(result.statistic), pearson_p=float(result.pvalue))
-    return summary
+    return json_safe(summary)
 
 
 def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.scatter(trials["mean_abs_error_pp"], trials["final_price"].astype(float))
+    """error_vs_price.png: one point per trial, the least-squares line, and the correlation in the title."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    error, price = trials["mean_abs_error_pp"].astype(float), trials["price"].astype(float)
+    ax.scatter(error, price, alpha=0.5, color="#00A1FF", label="trial")
+    draw_fit(ax, error, price)
     ax.set_xlabel("mean prediction error (percentage points)")
-    ax.set_ylabel("final price")
-    if "pearson_r" in summary:
-        ax.set_title(f"Pearson r = {summary['pearson_r']:.2f} (p = {summary['pearson_p']:.3f})", fontsize=10)
-        print(f"prediction error vs price: Pearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.3g}")
+    ax.set_ylabel("price" + (" (no sale = 0)" if summary["no_sale_price"] == 0 else " (no sale excluded)"))
+    caption = correlation_caption({**summary, "n": summary["correlation_n"]})
+    ax.set_title(caption.replace("; ", "\n"), fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
+    print(f"prediction error vs price ({summary['pairing']} pairing): {caption}")
     fig.tight_layout()
     fig.savefig(out_dir / "error_vs_price.png", dpi=150)
     plt.close(fig)
@@ -334,10 +407,14 @@ def draw_trial_pies(turns: list[dict], path: Path) -> None:
 
 def _summary_table(trials: pd.DataFrame) -> Table:
     table = Table(title="Negotiation summary")
-    for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures"]:
+    for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
         table.add_column(column, justify="right")
+
+    def number(value: Any, spec: str) -> str:
+        return "-" if pd.isna(value) else format(value, spec)
+
     for _, row in trials.iterrows():
-        price = "-" if pd.isna(row["final_price"]) else f"{row['final_price']:g}"
-        table.add_row(str(row["trial"]), row["status"], price, f"{row['mean_abs_error_pp']:.1f}",
-                      f"{row['js_divergence']:.3f}", str(row["turns"]), str(row["parse_failures"]))
+        table.add_row(str(row["trial"]), row["status"], number(row["price"], "g"),
+                      number(row["mean_abs_error_pp"], ".1f"), number(row["js_divergence"], ".3f"),
+                      str(row["turns"]), str(row["parse_failures"]), str(row["truncated"]))
     return table

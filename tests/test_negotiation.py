@@ -11,6 +11,7 @@ import yaml
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agents.negotiation import (
+    NEUTRAL_LINE,
     CustomerTurn,
     EmotionReport,
     NegotiationScenario,
@@ -54,15 +55,72 @@ def _run(salesperson: list[str], customer: list[str], scenario: NegotiationScena
     return state, s, c
 
 
-def test_emotion_report_renormalizes_within_tolerance_and_rejects_the_rest():
+def test_emotion_report_renormalizes_any_positive_sum_and_keeps_the_raw_sum():
     report = EmotionReport(**E(joy=52, anger=50))
-    assert sum(report.as_list()) == pytest.approx(100) and report.joy == pytest.approx(50.98, abs=0.01)
-    with pytest.raises(ValueError, match="sum to 60"):
-        EmotionReport(**E(joy=60))
-    with pytest.raises(ValueError):
-        EmotionReport(**E(joy=120))
+    assert report.raw_sum == 102
+    assert sum(report.normalized()) == pytest.approx(100) and report.normalized()[1] == pytest.approx(50.98, abs=0.01)
+    far_off = EmotionReport(**E(joy=30))  # renormalized, not rejected: the raw sum tells how far off it was
+    assert far_off.raw_sum == 30 and far_off.normalized() == [0, 100, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="sum to 0"):
+        EmotionReport(**E())
+    with pytest.raises(ValueError, match="sum to 60, not 100"):  # a study that wants the sum itself checked
+        EmotionReport.model_validate(E(joy=60), context={"sum_tolerance": 10})
+    assert EmotionReport.model_validate(E(joy=95), context={"sum_tolerance": 10}).raw_sum == 95
+    for bad in (E(joy=120), E(joy=-5), E(joy=50.5)):  # whole numbers from 0 to 100 only
+        with pytest.raises(ValueError):
+            EmotionReport(**bad)
     with pytest.raises(ValueError, match="price: required"):
         CustomerTurn.model_validate(json.loads(cust("ok", "accept", None, joy=100)))
+
+
+def test_no_agent_prompt_shows_example_numbers():
+    """A small model copies example numbers; prompts name the fields and show no values."""
+    import re
+
+    from agents.negotiation import closing_messages, customer_messages
+
+    scenario = ACORN.model_copy(update={"seller_cost": 3, "customer_budget": 29, "description": "A glossy acorn."})
+    turns = [{"speaker": "salesperson", "text": "Hello."}, {"speaker": "customer", "text": "Hi."}]
+    prompts = [*salesperson_messages(scenario, []), *salesperson_messages(scenario, turns),
+               *customer_messages(scenario, []), *customer_messages(scenario, turns),
+               *closing_messages(scenario, turns)]
+    text = "\n".join(m.content for m in prompts)
+    # The only numbers are the scenario's own and the 100 the percentages add up to.
+    assert set(re.findall(r"\d+", text)) == {"3", "29", "100"}
+    assert "{" not in text  # no JSON example to copy
+    for field in ("message", "predicted_customer_emotions", "my_emotions", "decision", "price", "paid"):
+        assert f'"{field}"' in text
+
+
+def test_failed_turns_pass_on_only_a_recovered_message_never_emotion_numbers():
+    """Invalid replies that carry emotion numbers: none of those numbers reaches the other agent."""
+    salesperson = [
+        # cut off after the message: the message is recovered, the numbers stay behind
+        '{"message": "A rare acorn for you.", "predicted_customer_emotions": {"love": 83, "joy": 17',
+        '{"message": "A rare acorn for you.", "predicted_customer_emotions": {"love": 83, "joy": 4711}}',
+        "I predict love 83 and joy 17.",  # no JSON at all: the other side gets the neutral line
+        "I predict love 83 and joy 17.",
+        "I predict love 83 and joy 17.",
+        "I predict love 83 and joy 17.",
+    ]
+    customer = [
+        '{"my_emotions": {"love": 0, "joy": 0, "surprise": 0, "anger": 0, "sadness": 67, "fear": 33}, '
+        '"message": "Too dear.", "decision": "maybe"}',
+        '{"message": "Too dear.", "my_emotions": {"sadness": 67, "fear": 9133}}',
+        cust("No thanks.", "walk_away", sadness=58, fear=42),
+        '{"paid": null}',
+    ]
+    state, s, c = _run(salesperson, customer)
+    seen_by_customer = "\n".join(m.content for call in c.seen for m in call if m.role != "system")
+    seen_by_salesperson = "\n".join(m.content for call in s.seen for m in call if m.role != "system")
+    for number in ("83", "17", "4711"):
+        assert number not in seen_by_customer
+    for number in ("67", "33", "9133", "58", "42"):
+        assert number not in seen_by_salesperson
+    failed = [t for t in state["turns"] if t.get("parse_status") == "failed"]
+    assert [t["text"] for t in failed] == ["A rare acorn for you.", "Too dear.", NEUTRAL_LINE]
+    assert "4711" in failed[0]["raw"] and "9133" in failed[1]["raw"]  # kept for audit
+    assert "A rare acorn for you." in seen_by_customer and "Too dear." in seen_by_salesperson
 
 
 def test_structured_call_retries_with_the_error_then_records_failure():
@@ -123,7 +181,7 @@ def test_failed_parses_never_crash_and_are_counted():
                        [cust("no", anger=100), "junk", "junk", cust("ok", "accept", 3, joy=100), '{"paid": 3}'])
     metrics = trial_metrics(state["turns"])
     assert metrics["parse_failures"] == 2 and state["status"] == "deal"
-    assert state["turns"][0]["parse_status"] == "failed" and state["turns"][0]["text"] == "garbage"
+    assert state["turns"][0]["parse_status"] == "failed" and state["turns"][0]["text"] == NEUTRAL_LINE
 
 
 def test_metrics_on_a_scripted_conversation():

@@ -97,7 +97,7 @@ def test_report_merges_every_job_with_its_overrides(negotiation_sweep):
     assert list(jobs["job"]) == ["0", "1", "2", "3"] and set(jobs["status"]) == {"COMPLETED"}
     assert jobs["wall time (s)"].gt(0).all()
     assert {"customer/persona", "seed"} <= set(jobs.columns)
-    for figure in ("price_by_condition", "deal_rate_by_condition", "error_vs_price"):
+    for figure in ("price_by_condition", "deal_rate_by_condition", "error_vs_price", "error_vs_price_by_model"):
         assert (out / "negotiation" / f"{figure}.png").stat().st_size > 5000
 
 
@@ -134,8 +134,8 @@ def test_report_html_is_one_self_contained_file(negotiation_sweep):
     assert page.urls and all(url.startswith(("data:", "#")) for url in page.urls), page.urls
     assert "default-src 'none'" in html
     assert page.headings == ["Jobs", "Negotiation", "Manifests"]
-    # Three figures across jobs, one emotions figure per job, one manifest per job plus the sweep's.
-    assert page.images == 3 + 4 and page.details == 1 + 4
+    # Four figures across jobs, one emotions figure per job, one manifest per job plus the sweep's.
+    assert page.images == 4 + 4 and page.details == 1 + 4
     assert "customer/persona=collector" in html and "command_overrides" in html
 
 
@@ -161,7 +161,7 @@ def test_report_html_opens_in_headless_chromium_without_errors(negotiation_sweep
         severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert severe == []
         widths = driver.execute_script("return Array.from(document.images).map(image => image.naturalWidth)")
-        assert len(widths) == 7 and all(width > 0 for width in widths)
+        assert len(widths) == 4 + 4 and all(width > 0 for width in widths)  # as in the test above
         headings = driver.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         assert headings == ["Jobs", "Negotiation", "Manifests"]
         # Every request the page made, blocked or not, and every resource it loaded, stayed in the file.

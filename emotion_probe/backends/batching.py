@@ -9,10 +9,12 @@ backend's `generate_batch` together, and hands each caller its own reply (stream
 from __future__ import annotations
 
 import queue
+from collections import Counter
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from emotion_probe.backends.base import (
     ChatMessage,
@@ -40,10 +42,11 @@ class BatchingBackend(BackendWrapper):
         self.max_batch = max_batch
         self.wait_s = wait_s
         self._queue: queue.Queue[_Request] = queue.Queue()
+        #: Sizes of the batches run so far (for tests, benchmarks and the manifest).
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._serve, name="emolab-batcher", daemon=True)
         self._worker.start()
-        #: Sizes of the batches run so far (for tests and benchmarks).
-        self.batch_sizes: list[int] = []
 
     def generate(
         self,
@@ -64,22 +67,24 @@ class BatchingBackend(BackendWrapper):
                     batch.append(self._queue.get(timeout=self.wait_s))
             except queue.Empty:
                 pass
-            # Only requests with the same sampling settings can share one generate() call.
-            groups: dict[str, list[_Request]] = {}
-            for request in batch:
-                # The JSON schema is left out of the grouping: in-process backends ignore it, and
-                # salesperson and customer turns of concurrent trials should share a batch.
-                groups.setdefault(request.config.model_dump_json(exclude={"response_schema"}), []).append(request)
-            for group in groups.values():
-                try:
-                    results = self._run(group)
-                except BaseException as err:  # hand the failure to every caller
-                    for request in group:
-                        request.future.set_exception(err)
-                    continue
-                for request, result in zip(group, results):
-                    request.future.set_result(result)
+            # One batch whatever each request's seed, schema or budget: the backend decodes every
+            # row on its own terms (TransformersBackend._decode), so trials need not agree on settings.
+            try:
+                results = self._run(batch)
+            except BaseException as err:  # hand the failure to every caller
+                for request in batch:
+                    request.future.set_exception(err)
+                continue
+            for request, result in zip(batch, results):
+                request.future.set_result(result)
 
     def _run(self, group: list[_Request]) -> list[Generation]:
-        self.batch_sizes.append(len(group))
-        return self.inner.generate_batch([r.messages for r in group], group[0].config, [r.on_token for r in group])
+        with self._lock:
+            self.batch_sizes.append(len(group))
+        return self.inner.generate_batch([r.messages for r in group], [r.config for r in group],
+                                         [r.on_token for r in group])
+
+    def usage(self) -> dict[str, Any]:
+        """How many generation batches of each size ran, for the run manifest ({size: count})."""
+        with self._lock:
+            return {"generation_batch_sizes": {str(size): count for size, count in sorted(Counter(self.batch_sizes).items())}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -26,37 +27,30 @@ Scoring = Literal["packed", "kv_cache", "naive"]
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
-class _BatchStreamer:
-    """A transformers streamer for a batch: decodes each row incrementally and calls its callback."""
+class _RowStreams:
+    """Incremental decoding of each row's new tokens, for the streaming callbacks and stop strings."""
 
-    def __init__(self, tokenizer: Any, callbacks: list[TokenCallback | None], eos_id: int | None):
+    def __init__(self, tokenizer: Any, callbacks: list[TokenCallback | None]):
         self.tokenizer = tokenizer
         self.callbacks = callbacks
-        self.eos_id = eos_id
         self.tokens: list[list[int]] = [[] for _ in callbacks]
         self.printed = [0] * len(callbacks)
-        self.done = [False] * len(callbacks)
-        self.prompt_seen = False
 
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate() passes the prompt first; skip it
-            self.prompt_seen = True
-            return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.done[row] or token == self.eos_id:
-                self.done[row] = True
-                continue
-            self.tokens[row].append(token)
-            callback = self.callbacks[row]
-            if callback is not None:
-                text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-                # Hold back a trailing replacement char: a multi-byte character is still arriving.
-                if not text.endswith("\ufffd") and len(text) > self.printed[row]:
-                    callback(text[self.printed[row]:])
-                    self.printed[row] = len(text)
+    def text(self, row: int) -> str:
+        return self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
 
-    def end(self) -> None:
-        pass
+    def push(self, row: int, token: int, need_text: bool) -> str | None:
+        """Add one token to `row`; return the row's decoded text when anyone needs it."""
+        self.tokens[row].append(token)
+        callback = self.callbacks[row]
+        if callback is None and not need_text:
+            return None
+        text = self.text(row)
+        # Hold back a trailing replacement char: a multi-byte character is still arriving.
+        if callback is not None and not text.endswith("\ufffd") and len(text) > self.printed[row]:
+            callback(text[self.printed[row]:])
+            self.printed[row] = len(text)
+        return text
 
 
 def _pick_device(device: str) -> str:
@@ -100,6 +94,7 @@ class TransformersBackend(ModelBackend):
         gguf_file: str | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = "sdpa",
+        structured_output: Literal["grammar", "prompt"] = "grammar",
         model: Any = None,
         tokenizer: Any = None,
     ):
@@ -112,7 +107,14 @@ class TransformersBackend(ModelBackend):
             raise ConfigError(f"model.on_too_long: expected error or truncate_left, got {on_too_long!r}")
         if batch_size < 1:
             raise ConfigError(f"model.batch_size must be >= 1, got {batch_size}")
+        if structured_output not in ("grammar", "prompt"):
+            raise ConfigError(f"model.structured_output: expected grammar or prompt, got {structured_output!r}")
         self.name = name or str(path)
+        #: grammar: a reply with a JSON schema is decoded under that schema's xgrammar token mask, so it
+        #: can only be valid JSON of that shape; prompt: the schema is left to the prompt and validation.
+        self.structured_output = structured_output
+        self._grammars: dict[str, Any] = {}
+        self._grammar_lock = threading.Lock()
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
         self.scoring = scoring
@@ -161,6 +163,7 @@ class TransformersBackend(ModelBackend):
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
             "scoring": self.scoring,
+            "structured_output": self.structured_output,
         }
 
     # --------------------------------------------------------------- generation
@@ -175,61 +178,157 @@ class TransformersBackend(ModelBackend):
     def generate_batch(
         self,
         conversations: Sequence[Sequence[ChatMessage | dict]],
-        config: GenerateConfig | None = None,
+        config: GenerateConfig | Sequence[GenerateConfig] | None = None,
         on_tokens: Sequence[TokenCallback | None] | None = None,
     ) -> list[Generation]:
-        """Chat completions for several conversations in one left-padded `model.generate`.
+        """Chat completions for several conversations in one batch, each row with its own settings.
 
-        One batch of 16 costs little more than one sequence on this model size, which is
-        what lets concurrent trials share generation (see `backends/batching.py`).
+        `config` is one GenerateConfig for every row, or one per row: rows may differ in seed,
+        temperature, token budget, stop strings and JSON schema, so concurrent trials share a
+        batch under default (seeded) settings. See `_decode` for the loop itself.
         """
-        config = config or GenerateConfig()
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(f"model {self.name!r} has no chat template, so it cannot chat; use it for probing only")
+        if config is None or isinstance(config, GenerateConfig):
+            configs = [config or GenerateConfig()] * len(conversations)
+        else:
+            configs = list(config)
+        if len(configs) != len(conversations):
+            raise ValueError(f"generate_batch: {len(conversations)} conversations but {len(configs)} configs")
         prompts = [
             self.tokenizer.apply_chat_template([m.model_dump() for m in as_messages(c)], add_generation_prompt=True,
                                                tokenize=False)
             for c in conversations
         ]
-        previous_side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-        try:
-            # The chat template already wrote any BOS; do not add another.
-            encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            self.tokenizer.padding_side = previous_side
-        eos = self.tokenizer.eos_token_id
-        streamer = _BatchStreamer(self.tokenizer, list(on_tokens or [None] * len(prompts)), eos)
-        sampling: dict[str, Any] = {"do_sample": config.temperature > 0}
-        if config.temperature > 0:
-            sampling.update(temperature=config.temperature, top_p=config.top_p)
-            if config.seed is not None:
-                self._torch.manual_seed(config.seed)
+        # The chat template already wrote any BOS; do not add another.
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        callbacks = list(on_tokens or [None] * len(prompts))
         with self._torch.inference_mode():
-            output = self.model.generate(
-                input_ids=encoded["input_ids"].to(self.device),
-                attention_mask=encoded["attention_mask"].to(self.device),
-                max_new_tokens=config.max_tokens,
-                pad_token_id=self._pad_id,
-                streamer=streamer,
-                stop_strings=config.stop or None,
-                tokenizer=self.tokenizer if config.stop else None,
-                **sampling,
-            )
-        width = encoded["input_ids"].shape[1]
+            return self._decode(prompt_ids, configs, callbacks)
+
+    def _decode(self, prompt_ids: list[list[int]], configs: list[GenerateConfig],
+                callbacks: list[TokenCallback | None]) -> list[Generation]:
+        """Prefill, then one token at a time over the KV cache, every row on its own terms.
+
+        Per row: a `torch.Generator` seeded from the row's seed (so a row samples the same draws
+        alone or inside any batch), the grammar's token mask when the row has a JSON schema and
+        `structured_output` is grammar, and its own stop (EOS, the grammar's end, a stop string,
+        or its token budget). Finished rows leave the batch, so stragglers do not pay for them.
+        """
+        torch = self._torch
+        batch = len(prompt_ids)
+        eos = self.tokenizer.eos_token_id
+        streams = _RowStreams(self.tokenizer, callbacks)
+        matchers = [self._matcher(c.response_schema) for c in configs]
+        generators = []
+        for c in configs:
+            generator = torch.Generator(device=self.device)
+            if c.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(c.seed)
+            generators.append(generator)
+        finish = ["length"] * batch
+        padded = left_pad(prompt_ids, self._pad_id)
+        mask = padded.attention_mask.to(self.device)  # [B, T]
+        positions = padded.position_ids[:, -1:].to(self.device)  # [B, 1]: each row's last position
+        out = self.model(input_ids=padded.input_ids.to(self.device), attention_mask=mask,
+                         position_ids=padded.position_ids.to(self.device), use_cache=True, logits_to_keep=1)
+        cache = self._cache_of(out)
+        logits = out.logits[:, -1].float()  # [B, V]
+        active = list(range(batch))  # the original row of each row still in the batch
+        bitmask = None
+        for step in range(max(c.max_tokens for c in configs)):
+            constrained = [i for i, row in enumerate(active) if matchers[row] is not None]
+            if constrained:
+                import xgrammar
+
+                if bitmask is None:
+                    bitmask = xgrammar.allocate_token_bitmask(batch, logits.shape[-1])
+                for i in constrained:
+                    matchers[active[i]].fill_next_token_bitmask(bitmask, i)
+                xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=constrained)
+            chosen = [self._sample(logits[i], configs[row], generators[row]) for i, row in enumerate(active)]
+            keep = []
+            for i, (row, token) in enumerate(zip(active, chosen)):
+                matcher = matchers[row]
+                if matcher is not None and not matcher.accept_token(token):
+                    raise RuntimeError(f"the grammar refused token {token} that its own mask allowed (row {row})")
+                if token == eos or (matcher is not None and matcher.is_terminated()):
+                    finish[row] = "stop"
+                    continue
+                stops = configs[row].stop
+                text = streams.push(row, token, need_text=bool(stops))
+                if stops and text is not None and any(stop in text for stop in stops):
+                    finish[row] = "stop"
+                    continue
+                if len(streams.tokens[row]) >= configs[row].max_tokens:
+                    continue  # out of budget: finish_reason stays "length"
+                keep.append(i)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                chosen = [chosen[i] for i in keep]
+                active = [active[i] for i in keep]
+            positions = positions + 1
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [B', T + step + 1]
+            out = self.model(input_ids=torch.tensor(chosen, device=self.device)[:, None], attention_mask=mask,
+                             position_ids=positions, use_cache=True, **{self._cache_argument: cache})
+            cache = self._cache_of(out)
+            logits = out.logits[:, -1].float()
         results = []
-        for row in range(len(prompts)):
-            new = output[row, width:].tolist()
-            finished = eos in new
-            if finished:
-                new = new[: new.index(eos)]  # what follows EOS is padding
-            results.append(Generation(
-                text=self.tokenizer.decode(new, skip_special_tokens=True),
-                prompt_tokens=int(encoded["attention_mask"][row].sum()),
-                completion_tokens=len(new),
-                finish_reason="stop" if finished else "length",
-            ))
+        for row, config in enumerate(configs):
+            text = streams.text(row)
+            for stop in config.stop:
+                if stop in text:
+                    text = text[: text.index(stop)]
+            results.append(Generation(text=text, prompt_tokens=len(prompt_ids[row]),
+                                      completion_tokens=len(streams.tokens[row]), finish_reason=finish[row]))
         return results
+
+    def _sample(self, logits: Any, config: GenerateConfig, generator: Any) -> int:
+        """One token from one row's logits [V]: greedy at temperature 0, else nucleus sampling with the row's generator."""
+        torch = self._torch
+        if config.temperature == 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / config.temperature, dim=-1)
+        if config.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            # Drop a token once the mass before it already reaches top_p (the first always stays).
+            drop = sorted_probs.cumsum(-1) - sorted_probs >= config.top_p
+            probs = probs.scatter(0, order, sorted_probs.masked_fill(drop, 0.0))
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    @cached_property
+    def _grammar_compiler(self) -> Any:
+        try:
+            import xgrammar
+        except ImportError:
+            raise ConfigError("model.structured_output=grammar needs xgrammar: pip install xgrammar") from None
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+        return xgrammar.GrammarCompiler(info, max_threads=2)
+
+    def _matcher(self, schema: dict[str, Any] | None) -> Any:
+        """A fresh grammar matcher for one reply to `schema`; None when decoding is unconstrained."""
+        if schema is None or self.structured_output != "grammar":
+            return None
+        import json
+
+        import xgrammar
+
+        key = json.dumps(schema)  # property order is the order the grammar writes, so keep it
+        with self._grammar_lock:
+            compiled = self._grammars.get(key)
+            if compiled is None:
+                # One compile per schema and tokenizer; any_whitespace=False keeps a small model
+                # from padding its JSON with endless blank lines.
+                compiled = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+                self._grammars[key] = compiled
+        return xgrammar.GrammarMatcher(compiled)
 
     # ------------------------------------------------------------- tokenization
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -360,6 +459,12 @@ class TransformersBackend(ModelBackend):
 
         return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
+    @staticmethod
+    def _cache_of(output: Any) -> Any:
+        # transformers 5.x names the returned cache `cache`; older versions `past_key_values`.
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
     def _score_kv_cache(self, batch_ids: list[list[int]], trie: ContinuationTrie) -> Any:
         torch = self._torch
         batch = len(batch_ids)
@@ -377,7 +482,7 @@ class TransformersBackend(ModelBackend):
         if not paths:
             return self._with_boundary(trie.reduce(last_rows), last_rows, trie)
         num_paths, depth = len(paths), max(len(p) for p in paths)
-        cache = getattr(first, "cache", None) or first.past_key_values
+        cache = self._cache_of(first)
         cache.batch_repeat_interleave(num_paths)
         step_ids = torch.full((num_paths, depth), self._pad_id, dtype=torch.long)
         step_mask = torch.zeros((num_paths, depth), dtype=torch.long)
