@@ -74,6 +74,12 @@ class PersonaAgent:
                                              f"Answer with one word from this list: {words}."),
         ]
 
+    def answer_schema(self) -> dict:
+        """The JSON schema of a free-text answer: one wheel word. A grammar-constrained model can
+        then only name a word of the wheel; `parse_answer` reads it like any other reply."""
+        return {"type": "object", "properties": {"emotion": {"type": "string", "enum": list(self.wheel.words)}},
+                "required": ["emotion"], "additionalProperties": False}
+
     def parse_answer(self, reply: str) -> str | None:
         """The first wheel word in the reply, or None if it names none."""
         match = self._word_pattern.search(reply)

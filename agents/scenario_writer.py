@@ -20,10 +20,25 @@ SYSTEM_PROMPT = (
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+(.+?)\s*$", re.MULTILINE)
 
 
+#: The longest scenario a grammar-constrained writer may produce: one to three sentences.
+SCENARIO_MAX_CHARS = 300
+
+
 class ScenarioBatch(BaseModel):
     """The schema the model must answer with."""
 
     scenarios: list[str] = Field(min_length=1, description="one to three sentences each")
+
+
+def batch_schema(count: int) -> dict:
+    """ScenarioBatch's JSON schema for a request of `count` scenarios, bounded so that a
+    grammar-constrained reply has at most `count` items of at most SCENARIO_MAX_CHARS each
+    and so always closes its JSON (an unbounded list ran on until the token budget cut it)."""
+    schema = ScenarioBatch.model_json_schema()
+    scenarios = schema["properties"]["scenarios"]
+    scenarios["maxItems"] = count
+    scenarios["items"] = {"type": "string", "minLength": 1, "maxLength": SCENARIO_MAX_CHARS}
+    return schema
 
 
 def writer_messages(emotion: str, count: int, examples_to_avoid: list[str]) -> list[ChatMessage]:
@@ -32,7 +47,7 @@ def writer_messages(emotion: str, count: int, examples_to_avoid: list[str]) -> l
         f"Write {count} different scenarios that evoke {emotion}. Vary the setting, the person and the intensity. "
         f"Do not use the word '{emotion}' or any form of it."
         + (f"\nDo not repeat these:{avoid}" if avoid else "")
-        + '\nAnswer with JSON only, in this form: {"scenarios": ["...", "..."]}'
+        + '\nAnswer with one JSON object whose field "scenarios" is the list of your scenarios, each a string.'
     )
     return [ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=request)]
 
@@ -73,6 +88,8 @@ def request_scenarios(
     Returns (scenarios, parse errors). Never raises on bad model output.
     """
     messages = writer_messages(emotion, count, examples_to_avoid)
+    # Models that decode under a grammar (model.structured_output=grammar) can then only write this shape.
+    config = config.model_copy(update={"response_schema": batch_schema(count)})
     errors: list[str] = []
     for _ in range(max_parse_retries + 1):
         raw = model.generate(messages, config).text

@@ -46,8 +46,9 @@ def recognize_by_probe(state: RecognitionState, runtime: Runtime[RecognitionCont
 def answer_in_free_text(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:
     ctx = runtime.context
     answers = []
+    config = ctx.generate_config.model_copy(update={"response_schema": ctx.agent.answer_schema()})
     for scenario in state["scenarios"]:
-        reply = ctx.chat_model.generate(ctx.agent.chat_messages(scenario.text), ctx.generate_config).text
+        reply = ctx.chat_model.generate(ctx.agent.chat_messages(scenario.text), config).text
         answers.append({"reply": reply, "predicted": ctx.agent.parse_answer(reply)})
     return {"free_text": answers}
 

@@ -87,9 +87,11 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
         if key not in loaded:
             loaded[key] = build_model(node)
         model = loaded[key]
-        if generates and concurrency > 1 and hasattr(model, "generate_batch"):
+        # Always through the batcher, even at concurrency=1, so every run's manifest has the same
+        # record of generation batch sizes (the batcher waits at most a few ms for company).
+        if generates and hasattr(model, "generate_batch"):
             if key not in batched:
-                batched[key] = BatchingBackend(model, max_batch=concurrency)
+                batched[key] = BatchingBackend(model, max_batch=max(concurrency, 1))
             model = batched[key]
         return layers.wrap(model, node)
 

@@ -29,7 +29,7 @@ class RecognitionSettings(BaseModel):
 
     free_text: bool = False
     content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", "..."], min_length=1)
-    max_tokens: int = Field(default=12, ge=1)
+    max_tokens: int = Field(default=16, ge=1)
 
 
 def run(cfg: DictConfig) -> dict:

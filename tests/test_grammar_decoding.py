@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -17,10 +18,11 @@ from agents.negotiation import (
     customer_messages,
     salesperson_messages,
 )
-from agents.scenario_writer import ScenarioBatch, writer_messages
-from agents.structured import parse_json_object
+from agents.persona import PersonaAgent, PersonaSpec
+from agents.scenario_writer import batch_schema, writer_messages
 from emotion_probe.backends.base import GenerateConfig
 from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.wheel import EmotionWheel
 
 pytestmark = pytest.mark.embedded
 
@@ -28,11 +30,14 @@ ACORN = NegotiationScenario.model_validate(
     yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "scenario" / "acorn.yaml").read_text()))
 TALK = [{"speaker": "salesperson", "text": "Good day! This acorn is a rare find, yours for fifteen dollars."},
         {"speaker": "customer", "text": "Fifteen? That is a lot for an acorn."}]
+PERSONA = PersonaAgent(PersonaSpec(name="female", phrase="a woman"), EmotionWheel.load("shaver"))
+# Every schema an agent answers with, as a JSON schema, with a request that asks for it.
 SCHEMAS = {
-    "salesperson": (SalespersonTurn, salesperson_messages(ACORN, TALK)),
-    "customer": (CustomerTurn, customer_messages(ACORN, TALK[:1])),
-    "closing": (ClosingAnswer, closing_messages(ACORN, TALK)),
-    "scenario_writer": (ScenarioBatch, writer_messages("joy", 2, [])),
+    "salesperson": (SalespersonTurn.model_json_schema(), salesperson_messages(ACORN, TALK)),
+    "customer": (CustomerTurn.model_json_schema(), customer_messages(ACORN, TALK[:1])),
+    "closing": (ClosingAnswer.model_json_schema(), closing_messages(ACORN, TALK)),
+    "scenario_writer": (batch_schema(2), writer_messages("joy", 2, [])),
+    "persona": (PERSONA.answer_schema(), PERSONA.chat_messages("My sister surprised me with tickets to my favourite band.")),
 }
 SEEDS = range(6)
 
@@ -40,13 +45,15 @@ SEEDS = range(6)
 @pytest.mark.parametrize("name", list(SCHEMAS))
 def test_grammar_decoding_gives_schema_valid_json_for_every_seed(smollm2, name):
     schema, messages = SCHEMAS[name]
-    configs = [GenerateConfig(max_tokens=220, temperature=0.8, seed=seed, response_schema=schema.model_json_schema())
-               for seed in SEEDS]
+    # A budget that covers the longest reply the schema allows, one token per character at worst
+    # (the writer's two scenarios of up to 300 characters; a negotiation turn's 200-character message).
+    budget = 700 if name == "scenario_writer" else 256
+    configs = [GenerateConfig(max_tokens=budget, temperature=0.8, seed=seed, response_schema=schema) for seed in SEEDS]
     replies = smollm2.generate_batch([messages] * len(configs), configs)
     for seed, reply in zip(SEEDS, replies):
         assert reply.finish_reason == "stop", f"seed {seed} ran out of tokens: {reply.text!r}"
-        parse_json_object(reply.text, schema)  # raises on anything the schema does not allow
-        assert reply.text.lstrip().startswith("{")
+        # The whole reply is one JSON document of the schema's shape, nothing around it.
+        jsonschema.validate(json.loads(reply.text), schema)
     # Seeds really are independent draws, not one reply repeated.
     assert len({reply.text for reply in replies}) > 1
 
@@ -56,16 +63,15 @@ def test_without_the_grammar_the_same_requests_fail_the_schema(smollm2):
     schema, messages = SCHEMAS["customer"]
     smollm2.structured_output = "prompt"
     try:
-        configs = [GenerateConfig(max_tokens=160, temperature=0.8, seed=seed,
-                                  response_schema=schema.model_json_schema()) for seed in SEEDS]
+        configs = [GenerateConfig(max_tokens=160, temperature=0.8, seed=seed, response_schema=schema) for seed in SEEDS]
         replies = smollm2.generate_batch([messages] * len(configs), configs)
     finally:
         smollm2.structured_output = "grammar"
     failures = 0
     for reply in replies:
         try:
-            parse_json_object(reply.text, schema)
-        except ValueError:
+            jsonschema.validate(json.loads(reply.text), schema)
+        except (ValueError, jsonschema.ValidationError):
             failures += 1
     assert failures > 0
 
@@ -73,7 +79,7 @@ def test_without_the_grammar_the_same_requests_fail_the_schema(smollm2):
 def test_a_seeded_greedy_prompt_gives_the_same_text_alone_and_batched(smollm2):
     schema, messages = SCHEMAS["salesperson"]
     others = [SCHEMAS["customer"][1], SCHEMAS["closing"][1], [{"role": "user", "content": "Say hello."}]]
-    config = GenerateConfig(max_tokens=120, temperature=0.0, seed=7, response_schema=schema.model_json_schema())
+    config = GenerateConfig(max_tokens=120, temperature=0.0, seed=7, response_schema=schema)
     alone = smollm2.generate_batch([messages], [config])[0]
     # Rows of other lengths (other padding) and other settings in the same batch.
     batched = smollm2.generate_batch([*others, messages], [GenerateConfig(max_tokens=40, seed=1)] * 3 + [config])
@@ -96,7 +102,7 @@ def test_concurrent_seeded_requests_share_one_batch(smollm2):
 
     batched = BatchingBackend(smollm2, max_batch=4, wait_s=0.5)
     schema, messages = SCHEMAS["customer"]
-    base = GenerateConfig(max_tokens=8, temperature=0.5, seed=0, response_schema=schema.model_json_schema())
+    base = GenerateConfig(max_tokens=8, temperature=0.5, seed=0, response_schema=schema)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda trial: batched.generate(messages, base.reseeded(trial, 1)), range(4)))
     assert max(batched.batch_sizes) == 4
