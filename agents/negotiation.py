@@ -16,7 +16,10 @@ from emotion_probe.backends.base import ChatMessage
 PRIMARIES = ("love", "joy", "surprise", "anger", "sadness", "fear")
 #: The longest message a turn may carry. The grammar enforces it, so a constrained reply always
 #: has the tokens left to close its JSON within the turn's budget.
-MESSAGE_MAX_CHARS = 200
+MESSAGE_MAX_CHARS = 160
+#: The largest price a turn may name. With a maximum, the grammar bounds a number's digits too;
+#: without one, a small model can write "15000000000..." until its token budget runs out.
+PRICE_MAX = 10_000_000
 #: What the other side reads after a turn that never parsed and had no readable message.
 NEUTRAL_LINE = "(no answer)"
 
@@ -94,7 +97,7 @@ class CustomerTurn(BaseModel):
     message: str = _MESSAGE
     my_emotions: EmotionReport
     decision: Literal["continue", "accept", "walk_away"]
-    price: float | None = Field(default=None, ge=0, description="the agreed price, when accepting")
+    price: float | None = Field(default=None, ge=0, le=PRICE_MAX, description="the agreed price, when accepting")
 
     @model_validator(mode="after")
     def _price_with_accept(self) -> "CustomerTurn":
@@ -106,7 +109,7 @@ class CustomerTurn(BaseModel):
 class ClosingAnswer(BaseModel):
     """The customer's answer to "what did you pay?": a price, or null for no purchase."""
 
-    paid: float | None = Field(default=None, ge=0)
+    paid: float | None = Field(default=None, ge=0, le=PRICE_MAX)
 
     @field_validator("paid", mode="before")
     @classmethod

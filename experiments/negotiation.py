@@ -66,6 +66,7 @@ class NegotiationSettings(BaseModel):
     max_parse_retries: int = Field(default=2, ge=0)
     max_tokens: int = Field(default=256, ge=8)
     temperature: float = Field(default=0.5, ge=0)
+    repetition_penalty: float = Field(default=1.15, gt=0)
     player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
     probe_messages: bool = True
     report_sum_tolerance: float | None = Field(default=None, ge=0)
@@ -197,7 +198,8 @@ def run(cfg: DictConfig) -> dict:
         salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
         max_parse_retries=settings.max_parse_retries, player=settings.player,
         report_sum_tolerance=settings.report_sum_tolerance,
-        generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed),
+        generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed,
+                                       repetition_penalty=settings.repetition_penalty),
         timings=NodeTimings(),
     )
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

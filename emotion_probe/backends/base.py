@@ -41,9 +41,14 @@ class GenerateConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
-    #: A JSON schema the reply must follow. Servers that can constrain decoding to it get it
-    #: (OpenAIBackend, per `structured_output`); in-process backends ignore it, because their
-    #: prompts already show a JSON example and the caller validates the reply either way.
+    #: Above 1, tokens the reply already holds are made less likely (logits divided by it when
+    #: positive, multiplied when negative, as in transformers). Small models otherwise fall into
+    #: loops ("I'm here. I'm here.", "0000...") that eat the whole token budget.
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    #: A JSON schema the reply must follow. In-process models decode under its grammar
+    #: (TransformersBackend, structured_output=grammar); servers that can constrain decoding get it
+    #: as response_format (OpenAIBackend, per `structured_output`). The caller validates the reply
+    #: either way, for what a schema cannot say.
     response_schema: dict[str, Any] | None = None
 
     def reseeded(self, *parts: int) -> GenerateConfig:

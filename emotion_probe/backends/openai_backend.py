@@ -280,10 +280,16 @@ class OpenAIBackend(ModelBackend):
             request["seed"] = config.seed
         if config.stop:
             request["stop"] = config.stop
+        extra: dict[str, Any] = {}
         response_format = self._response_format(config.response_schema)
         if response_format is not None:
             # Sent as raw JSON: llama-cpp-python's json_object takes a "schema" key that the typed parameter lacks.
-            request["extra_body"] = {"response_format": response_format}
+            extra["response_format"] = response_format
+        if config.repetition_penalty != 1.0:
+            # Not an OpenAI API parameter, but vLLM, SGLang and llama.cpp servers take it as is.
+            extra["repetition_penalty"] = config.repetition_penalty
+        if extra:
+            request["extra_body"] = extra
         return request
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:

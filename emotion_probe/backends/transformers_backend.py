@@ -233,6 +233,15 @@ class TransformersBackend(ModelBackend):
         active = list(range(batch))  # the original row of each row still in the batch
         bitmask = None
         for step in range(max(c.max_tokens for c in configs)):
+            for i, row in enumerate(active):
+                penalty = configs[row].repetition_penalty
+                if penalty != 1.0 and streams.tokens[row]:
+                    seen = torch.tensor(sorted(set(streams.tokens[row])), device=logits.device)
+                    # Numbers are answers (a report's percentages), not loops: penalizing digits
+                    # already used would push every next percentage away from the ones before.
+                    seen = seen[~self._digit_tokens[seen]]
+                    scores = logits[i, seen]
+                    logits[i, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
             constrained = [i for i, row in enumerate(active) if matchers[row] is not None]
             if constrained:
                 import xgrammar
@@ -343,6 +352,16 @@ class TransformersBackend(ModelBackend):
         while token >= len(cdf) or probs[token] <= 0:
             token -= 1
         return token
+
+    @cached_property
+    def _digit_tokens(self) -> Any:
+        """[V] bool: tokens whose text is digits only (left out of the repetition penalty)."""
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        mask = np.zeros(vocab_size, dtype=bool)
+        for token_id in range(min(vocab_size, len(self.tokenizer))):
+            text = self.tokenizer.decode([token_id]).strip()
+            mask[token_id] = text.isdigit()
+        return self._torch.from_numpy(mask).to(self.device)
 
     @cached_property
     def _grammar_compiler(self) -> Any:
