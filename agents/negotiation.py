@@ -125,6 +125,10 @@ class ClosingAnswer(BaseModel):
 # embedded 135M model copies an example's numbers, or a field's description, instead of answering
 # (tests/test_negotiation.py checks every prompt for numbers).
 _EMOTIONS = "love, joy, surprise, anger, sadness and fear"
+# Without the second sentence the embedded model gave the same value to all six emotions in 12 of 16
+# sampled reports; with it, in 4 of 16.
+_SHARES = ("as whole-number percentages that add up to 100. Most feelings are mixed, with one or two "
+           "emotions much stronger than the rest.")
 
 
 def salesperson_system(scenario: NegotiationScenario) -> str:
@@ -133,7 +137,7 @@ def salesperson_system(scenario: NegotiationScenario) -> str:
         f"It cost you {scenario.currency}{scenario.seller_cost:g}. Sell it for the highest price you can. "
         f"{scenario.extra_instructions}\n"
         'Reply to the customer in JSON. Put your spoken reply in "message". In "predicted_customer_emotions", '
-        f"guess how much {_EMOTIONS} the customer feels now, as whole-number percentages that add up to 100."
+        f"guess how much {_EMOTIONS} the customer feels now, {_SHARES}"
     )
 
 
@@ -142,7 +146,7 @@ def customer_system(scenario: NegotiationScenario) -> str:
         f"You are {scenario.customer_persona}. A salesperson is trying to sell you {scenario.item}. "
         f"You can spend at most {scenario.currency}{scenario.customer_budget:g}. {scenario.extra_instructions}\n"
         'Reply to the salesperson in JSON. Put your spoken reply in "message". In "my_emotions", rate how much '
-        f"{_EMOTIONS} you feel now, as whole-number percentages that add up to 100. "
+        f"{_EMOTIONS} you feel now, {_SHARES} "
         'Set "decision" to "continue" to keep talking, "accept" to buy at the price you name in "price", '
         'or "walk_away" to leave without buying; "price" is null unless you accept.'
     )

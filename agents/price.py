@@ -35,6 +35,11 @@ def _words_to_number(tokens: list[str]) -> float | None:
     return float(total + current) if seen else None
 
 
+def says_no_sale(text: str) -> bool:
+    """Whether a text says there was no sale ("I didn't buy it", "no deal", "walked away")."""
+    return bool(text) and _NO_SALE.search(text) is not None
+
+
 def parse_price(text: str) -> float | None:
     """The price a text states, or None when it says there was no sale or names no amount."""
     if not text or _NO_SALE.search(text):

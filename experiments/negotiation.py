@@ -6,8 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +30,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.prompt import Prompt
 from rich.table import Table
+from rich.text import Text
 
+from agents.human import (
+    QUIT,
+    InvalidAnswer,
+    StopPlay,
+    checked_answer,
+    parse_accept_price,
+    parse_decision,
+    parse_emotions,
+    parse_message,
+    parse_paid,
+    wants_to_quit,
+)
 from agents.negotiation import PRIMARIES, NegotiationScenario
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.backends.batching import BatchingBackend
@@ -167,20 +182,93 @@ def open_checkpointer(settings: CheckpointerSettings, out_dir: Path) -> Iterator
         yield saver
 
 
+#: One prompt at a time, when concurrent trials wait for a person.
+_PROMPT_LOCK = threading.Lock()
+#: Consoles (runs) whose person stopped play: their other trials stop at their next prompt, without asking.
+_STOPPED_CONSOLES: "weakref.WeakSet[Console]" = weakref.WeakSet()
+
+
+def _ask(console: Console, prompt: str, parse, default: Any = ...) -> Any:
+    """Ask until `parse` accepts the answer, showing its reason after each wrong one.
+
+    `:q`, end of input (EOF) or Ctrl-C raise StopPlay. Works with piped stdin: rich reads with input().
+    """
+    # Piped answers are not echoed by a terminal: show them, so the console reads as a dialogue.
+    echo = sys.stdin is not None and not sys.stdin.isatty()
+    while True:
+        try:
+            text = Prompt.ask(prompt, console=console, default=default, show_default=default not in (..., ""))
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            raise StopPlay("input ended") from None
+        if echo:
+            console.print(Text(text), soft_wrap=True)
+        if wants_to_quit(text):
+            raise StopPlay(QUIT)
+        try:
+            return parse(text)
+        except InvalidAnswer as err:
+            console.print(Text(f"  {err} (:q stops)", style="red"), soft_wrap=True)
+
+
 def ask_human(request: dict, console: Console) -> dict:
-    """Read one turn from a person at the console (human mode)."""
+    """Read one turn from a person at the console (human mode), validated field by field (agents/human.py).
+
+    Raises StopPlay when the person types :q or input runs out.
+    """
+    with _PROMPT_LOCK:
+        if console in _STOPPED_CONSOLES:
+            raise StopPlay("stopped in another trial", quiet=True)
+        try:
+            return _ask_turn(request, console)
+        except StopPlay:
+            _STOPPED_CONSOLES.add(console)
+            raise
+
+
+def _ask_turn(request: dict, console: Console) -> dict:
     role, schema = request["role"], request["schema"]
+    where = f"trial {request['trial']}, turn {request['turn']}" if "trial" in request else f"turn {request['turn']}"
     if schema == "ClosingAnswer":
-        return {"paid": Prompt.ask("[green]what did you pay? (blank = did not buy)[/]", default="") or None}
-    message = Prompt.ask(f"[bold]{role}[/] your message")
-    raw = Prompt.ask("your emotions as love,joy,surprise,anger,sadness,fear percentages", default="0,50,0,0,0,50")
-    values = [float(x) for x in raw.replace(" ", "").split(",")]
-    emotions = dict(zip(PRIMARIES, values))
-    if role == "salesperson":
-        return {"message": message, "predicted_customer_emotions": emotions}
-    decision = Prompt.ask("decision", choices=["continue", "accept", "walk_away"], default="continue")
-    price = float(Prompt.ask("price")) if decision == "accept" else None
-    return {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
+        console.print(Text(f"closing, {where} (:q stops)", style="bold"))
+        return {"paid": _ask(console, "[green]what did you pay?[/] (blank = did not buy)", parse_paid, default="")}
+    console.print(Text(f"{role}, {where} (:q stops)", style="bold"))
+    whose = "your emotions" if role == "customer" else "the customer's emotions"
+    while True:
+        message = _ask(console, f"[bold]{role}[/] your message", parse_message)
+        emotions = _ask(console, f"{whose}: love joy surprise anger sadness fear, or name=value", parse_emotions)
+        if role == "salesperson":
+            answer = {"message": message, "predicted_customer_emotions": emotions}
+        else:
+            decision = _ask(console, "decision: continue, accept or walk_away", parse_decision, default="continue")
+            price = _ask(console, "price you accept", parse_accept_price) if decision == "accept" else None
+            answer = {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
+        try:
+            return checked_answer(schema, answer)
+        except InvalidAnswer as err:  # the field checks above should leave nothing for the schema to refuse
+            console.print(Text(f"  {err}; type the turn again (:q stops)", style="red"), soft_wrap=True)
+
+
+def _resume_hint() -> str:
+    if not HydraConfig.initialized():
+        return "rerun into the same output dir to resume"
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
+    return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
+
+
+def _stop_play(console: Console, stop: StopPlay, request: dict, trial: Any) -> SystemExit:
+    """One line on where play stopped (from the trial that was asking), and a clean exit.
+
+    The interrupted step is checkpointed (durability="sync") and its earlier turns are in the
+    transcript, so a rerun into the same dir asks this turn again and writes each line once.
+    """
+    if not stop.quiet:
+        closing = " (closing)" if request.get("schema") == "ClosingAnswer" else ""
+        console.print(Text(f"stopped at trial {trial} turn {request.get('turn')}{closing}; {_resume_hint()}"),
+                      soft_wrap=True)
+    return SystemExit(0)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -317,7 +405,11 @@ def _stream_trial(graph, first_input, config, context, view: LiveView, record, c
         record(values.get("turns", []))
         if interrupted is None:
             return values
-        payload = Command(resume=ask_human(interrupted, console))
+        try:
+            answer = ask_human({**interrupted, "trial": values.get("trial")}, console)
+        except StopPlay as stop:  # :q or end of input: the checkpoint keeps this turn for a rerun
+            raise _stop_play(console, stop, interrupted, values.get("trial")) from None
+        payload = Command(resume=answer)
 
 
 def _mean(values: pd.Series) -> float | None:
