@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -21,7 +20,7 @@ from rich.table import Table
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.hierarchy import build_hierarchy
 from emotion_probe.plots import draw_tree
-from experiments.common import output_dir, probe_scenario_file, validated, write_manifest
+from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class HierarchyMetrics(BaseModel):
     edges: int
     nodes: int
     total_path_length: int
-    average_depth: float
+    average_depth: float | None
     wheel_alignment: float | None
     shuffled_alignment_mean: float | None
 
@@ -71,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
         "probe_method": probe.last_method,
         **result.metrics,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_json_atomic(out_dir / "metrics.json", metrics)  # strict JSON: an undefined metric is null
     draw_tree(result.graph, wheel, out_dir / "tree",
               title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
     write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe())

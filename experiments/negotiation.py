@@ -57,7 +57,7 @@ from environments.negotiation import (
     matching_over_conversation,
 )
 from environments.timing import NodeTimings
-from experiments.common import RunLayers, build_model, output_dir, validated, write_manifest
+from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live
 from experiments.negotiation_metrics import (
     AnalysisSettings,
@@ -309,7 +309,7 @@ def run(cfg: DictConfig) -> dict:
                 for line in records:
                     key = transcript_key(line)
                     if key not in written:
-                        transcript.write(json.dumps(line, default=str) + "\n")
+                        transcript.write(json.dumps(json_safe(line), default=str, allow_nan=False) + "\n")
                         written.add(key)
                 transcript.flush()
 

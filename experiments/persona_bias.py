@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from emotion_probe.scenarios import Scenario, load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
-from experiments.common import build_model, output_dir, validated, write_manifest
+from experiments.common import build_model, output_dir, validated, write_json_atomic, write_manifest
 
 
 class RecognitionSettings(BaseModel):
@@ -77,8 +76,9 @@ def run(cfg: DictConfig) -> dict:
     table.to_parquet(out_dir / "predictions.parquet", index=False)
     metrics = {"persona": persona.name, "phrase": persona.phrase, "model": model.name,
                "scenarios": len(table), **_accuracies(table, wheel)}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    (out_dir / "prior.json").write_text(json.dumps(dict(zip(wheel.words, prior.tolist())), indent=2), encoding="utf-8")
+    # Strict JSON: an undefined value (an accuracy over no rows, a NaN prior) is null.
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / "prior.json", dict(zip(wheel.words, prior.tolist())))
     write_manifest(out_dir, cfg, models={"persona": model}, timings=context.timings, started=started,
                    probe=probe.describe(), persona=persona.model_dump())
     Console().print(

@@ -221,10 +221,10 @@ class PersonaMetrics(BaseModel):
     phrase: str | None
     model: str
     scenarios: int = Field(ge=0)
-    accuracy: float
-    primary_accuracy: float
-    calibrated_accuracy: float
-    calibrated_primary_accuracy: float
+    accuracy: float | None
+    primary_accuracy: float | None
+    calibrated_accuracy: float | None
+    calibrated_primary_accuracy: float | None
 
 
 _OVERRIDE_LIST = TypeAdapter(list[str])
