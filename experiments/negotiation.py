@@ -65,7 +65,6 @@ from experiments.negotiation_metrics import (
     draw_fit,
     dumps_strict,
     error_price_correlation,
-    json_safe,
     trial_row,
 )
 from experiments.negotiation_metrics import trial_metrics as trial_metrics  # re-exported for existing importers
@@ -309,7 +308,7 @@ def run(cfg: DictConfig) -> dict:
                 for line in records:
                     key = transcript_key(line)
                     if key not in written:
-                        transcript.write(json.dumps(json_safe(line), default=str, allow_nan=False) + "\n")
+                        transcript.write(dumps_strict(line, default=str) + "\n")
                         written.add(key)
                 transcript.flush()
 
@@ -331,7 +330,7 @@ def run(cfg: DictConfig) -> dict:
             draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png")
             if probe is not None:
                 (out_dir / f"matching_trial{trial}.json").write_text(
-                    json.dumps(matching_record(values), indent=2, allow_nan=False), encoding="utf-8")
+                    dumps_strict(matching_record(values), indent=2), encoding="utf-8")
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
                     "seed": cfg.seed, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),

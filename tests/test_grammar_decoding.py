@@ -96,6 +96,26 @@ def test_each_row_samples_with_its_own_seed_alone_or_batched(smollm2):
     assert len(set(alone)) == 3
 
 
+def test_a_request_that_joins_a_running_batch_gets_the_text_it_gets_alone(smollm2):
+    """Continuous batching: a late request is prefilled and joins mid-decode, with its cache left-padded."""
+    import threading
+
+    schema, messages = SCHEMAS["salesperson"]
+    late_messages = SCHEMAS["customer"][1]
+    long = GenerateConfig(max_tokens=60, temperature=0.0, seed=1)
+    late = GenerateConfig(max_tokens=60, temperature=0.7, seed=5, response_schema=SCHEMAS["customer"][0])
+    alone = smollm2.generate_batch([late_messages], [late])[0].text
+    batched = BatchingBackend(smollm2, max_batch=4, wait_s=0.0)
+    started = threading.Event()
+    first = threading.Thread(target=lambda: batched.generate(messages, long, lambda _: started.set()))
+    first.start()
+    started.wait(timeout=120)  # the first request is decoding: the next one must join it
+    joined = batched.generate(late_messages, late).text
+    first.join()
+    assert joined == alone
+    assert max(int(size) for size in batched.usage()["generation_batch_sizes"]) == 2
+
+
 def test_concurrent_seeded_requests_share_one_batch(smollm2):
     """Under default settings every trial and turn has its own seed; they must still batch together."""
     from concurrent.futures import ThreadPoolExecutor
@@ -105,5 +125,5 @@ def test_concurrent_seeded_requests_share_one_batch(smollm2):
     base = GenerateConfig(max_tokens=8, temperature=0.5, seed=0, response_schema=schema)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda trial: batched.generate(messages, base.reseeded(trial, 1)), range(4)))
-    assert max(batched.batch_sizes) == 4
-    assert batched.usage() == {"generation_batch_sizes": {"4": 1}}
+    # Every decoding step ran all four rows (none finishes before its 8-token budget).
+    assert batched.usage() == {"generation_batch_sizes": {"4": 8}}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,6 +88,22 @@ class ScoreResult:
 
 
 TokenCallback = Callable[[str], None]
+
+
+class BatchFeed(Protocol):
+    """What a batcher offers a backend that decodes continuously (TransformersBackend.generate_batch).
+
+    Between decoding steps the backend asks `admit(free)` for waiting requests, each
+    (messages, config, on_token), which join the running batch; it hands each reply to
+    `finished(index, generation)` the moment its row is done (rows are numbered in the order they
+    joined); and it reports the number of rows of every step to `stepped(rows)`.
+    """
+
+    def admit(self, running: int) -> list[tuple[Sequence[ChatMessage], GenerateConfig, TokenCallback | None]]: ...
+
+    def finished(self, index: int, generation: Generation) -> None: ...
+
+    def stepped(self, rows: int) -> None: ...
 
 
 class ModelBackend(ABC):

@@ -4,13 +4,16 @@ Concurrent negotiation trials each call `generate` from their own thread. On an 
 model, one batch of 16 sequences costs little more than one sequence, so a single worker
 thread collects whatever requests are waiting (up to `max_batch`), runs them through the
 backend's `generate_batch` together, and hands each caller its own reply (streaming included).
+On a backend that decodes continuously (TransformersBackend), a caller gets its reply as soon as
+its row is done, and requests that arrive meanwhile join the running batch between steps, so a
+trial whose turn was short does not wait for the longest turn of the batch.
 """
 
 from __future__ import annotations
 
 import queue
-from collections import Counter
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -45,8 +48,9 @@ class BatchingBackend(BackendWrapper):
         # ran a third of their batches at sizes 1 to 3.
         self.wait_s = wait_s
         self._queue: queue.Queue[_Request] = queue.Queue()
-        #: Sizes of the batches run so far (for tests, benchmarks and the manifest).
+        #: Rows of every decoding step so far (of every call, for a backend that batches call by call).
         self.batch_sizes: list[int] = []
+        self._sizes: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._serve, name="emolab-batcher", daemon=True)
         self._worker.start()
@@ -72,22 +76,54 @@ class BatchingBackend(BackendWrapper):
                 pass
             # One batch whatever each request's seed, schema or budget: the backend decodes every
             # row on its own terms (TransformersBackend._decode), so trials need not agree on settings.
+            feed = _Feed(self, batch) if getattr(self.inner, "continuous_batching", False) else None
             try:
-                results = self._run(batch)
-            except BaseException as err:  # hand the failure to every caller
-                for request in batch:
-                    request.future.set_exception(err)
+                results = self.inner.generate_batch([r.messages for r in batch], [r.config for r in batch],
+                                                    [r.on_token for r in batch],
+                                                    **({"feed": feed} if feed is not None else {}))
+            except BaseException as err:  # hand the failure to every caller still waiting
+                for request in (feed.requests if feed is not None else batch):
+                    if not request.future.done():
+                        request.future.set_exception(err)
                 continue
-            for request, result in zip(batch, results):
-                request.future.set_result(result)
+            if feed is None:
+                self._count(len(batch))
+                for request, result in zip(batch, results):
+                    request.future.set_result(result)
 
-    def _run(self, group: list[_Request]) -> list[Generation]:
+    def _count(self, size: int, times: int = 1) -> None:
         with self._lock:
-            self.batch_sizes.append(len(group))
-        return self.inner.generate_batch([r.messages for r in group], [r.config for r in group],
-                                         [r.on_token for r in group])
+            self._sizes[size] += times
+            self.batch_sizes.extend([size] * times)
 
     def usage(self) -> dict[str, Any]:
-        """How many generation batches of each size ran, for the run manifest ({size: count})."""
+        """For the run manifest: {rows: decoding steps run with that many rows} ({size: calls} for a
+        backend that batches call by call)."""
         with self._lock:
-            return {"generation_batch_sizes": {str(size): count for size, count in sorted(Counter(self.batch_sizes).items())}}
+            return {"generation_batch_sizes": {str(size): count for size, count in sorted(self._sizes.items())}}
+
+
+class _Feed:
+    """Continuous batching: requests that arrive while a batch decodes join it between steps, and each
+    caller gets its reply the moment its row finishes (emotion_probe.backends.base.BatchFeed)."""
+
+    def __init__(self, batcher: BatchingBackend, first: list[_Request]):
+        self.batcher = batcher
+        self.requests = list(first)  # in the order their rows joined: the backend's row indices
+
+    def admit(self, running: int) -> list[tuple[list[ChatMessage], GenerateConfig, TokenCallback | None]]:
+        joining = []
+        while running + len(joining) < self.batcher.max_batch:
+            try:
+                request = self.batcher._queue.get_nowait()
+            except queue.Empty:
+                break
+            self.requests.append(request)
+            joining.append((request.messages, request.config, request.on_token))
+        return joining
+
+    def finished(self, index: int, generation: Generation) -> None:
+        self.requests[index].future.set_result(generation)
+
+    def stepped(self, rows: int) -> None:
+        self.batcher._count(rows)

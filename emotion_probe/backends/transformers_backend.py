@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emotion_probe.backends.base import (
+    BatchFeed,
     ChatMessage,
     GenerateConfig,
     Generation,
@@ -27,30 +28,47 @@ Scoring = Literal["packed", "kv_cache", "naive"]
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
-class _RowStreams:
-    """Incremental decoding of each row's new tokens, for the streaming callbacks and stop strings."""
+class _Row:
+    """One reply being decoded: its prompt, settings, sampler, grammar state and tokens so far."""
 
-    def __init__(self, tokenizer: Any, callbacks: list[TokenCallback | None]):
+    def __init__(self, index: int, prompt_ids: list[int], config: GenerateConfig, callback: TokenCallback | None,
+                 matcher: Any, generator: Any, tokenizer: Any):
+        self.index = index
+        self.prompt_ids = prompt_ids
+        self.config = config
+        self.callback = callback
+        self.matcher = matcher
+        self.generator = generator
         self.tokenizer = tokenizer
-        self.callbacks = callbacks
-        self.tokens: list[list[int]] = [[] for _ in callbacks]
-        self.printed = [0] * len(callbacks)
+        self.tokens: list[int] = []
+        self.printed = 0
+        self.finish = "length"
 
-    def text(self, row: int) -> str:
-        return self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+    def text(self) -> str:
+        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
 
-    def push(self, row: int, token: int, need_text: bool) -> str | None:
-        """Add one token to `row`; return the row's decoded text when anyone needs it."""
-        self.tokens[row].append(token)
-        callback = self.callbacks[row]
-        if callback is None and not need_text:
-            return None
-        text = self.text(row)
-        # Hold back a trailing replacement char: a multi-byte character is still arriving.
-        if callback is not None and not text.endswith("\ufffd") and len(text) > self.printed[row]:
-            callback(text[self.printed[row]:])
-            self.printed[row] = len(text)
-        return text
+    def push(self, token: int) -> bool:
+        """Add one token, stream it, and say whether the row is done."""
+        self.tokens.append(token)
+        stops = self.config.stop
+        if self.callback is not None or stops:
+            text = self.text()
+            # Hold back a trailing replacement char: a multi-byte character is still arriving.
+            if self.callback is not None and not text.endswith("\ufffd") and len(text) > self.printed:
+                self.callback(text[self.printed:])
+                self.printed = len(text)
+            if stops and any(stop in text for stop in stops):
+                self.finish = "stop"
+                return True
+        return len(self.tokens) >= self.config.max_tokens  # out of budget: finish stays "length"
+
+    def result(self) -> Generation:
+        text = self.text()
+        for stop in self.config.stop:
+            if stop in text:
+                text = text[: text.index(stop)]
+        return Generation(text=text, prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.tokens),
+                          finish_reason=self.finish)
 
 
 def _pick_device(device: str) -> str:
@@ -81,6 +99,9 @@ class TransformersBackend(ModelBackend):
       for models whose attention ignores custom 4D masks.
     - ``naive``: every prompt + continuation as its own sequence (the reference).
     """
+
+    #: generate_batch takes a BatchFeed: requests join a running batch (BatchingBackend uses it).
+    continuous_batching = True
 
     def __init__(
         self,
@@ -180,12 +201,15 @@ class TransformersBackend(ModelBackend):
         conversations: Sequence[Sequence[ChatMessage | dict]],
         config: GenerateConfig | Sequence[GenerateConfig] | None = None,
         on_tokens: Sequence[TokenCallback | None] | None = None,
+        feed: BatchFeed | None = None,
     ) -> list[Generation]:
         """Chat completions for several conversations in one batch, each row with its own settings.
 
         `config` is one GenerateConfig for every row, or one per row: rows may differ in seed,
         temperature, token budget, stop strings and JSON schema, so concurrent trials share a
-        batch under default (seeded) settings. See `_decode` for the loop itself.
+        batch under default (seeded) settings. With a `feed` (BatchingBackend), finished rows are
+        handed back at once and new requests join the running batch (continuous batching); the
+        result then lists every row, the admitted ones after the first. See `_decode`.
         """
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(f"model {self.name!r} has no chat template, so it cannot chat; use it for probing only")
@@ -195,102 +219,134 @@ class TransformersBackend(ModelBackend):
             configs = list(config)
         if len(configs) != len(conversations):
             raise ValueError(f"generate_batch: {len(conversations)} conversations but {len(configs)} configs")
+        callbacks = list(on_tokens or [None] * len(conversations))
+        rows = self._rows(list(conversations), configs, callbacks, first_index=0)
+        with self._torch.inference_mode():
+            finished = self._decode(rows, feed)
+        return [row.result() for row in sorted(finished, key=lambda row: row.index)]
+
+    def _rows(self, conversations: list, configs: list[GenerateConfig], callbacks: list, first_index: int) -> list[_Row]:
         prompts = [
             self.tokenizer.apply_chat_template([m.model_dump() for m in as_messages(c)], add_generation_prompt=True,
                                                tokenize=False)
             for c in conversations
         ]
         # The chat template already wrote any BOS; do not add another.
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        callbacks = list(on_tokens or [None] * len(prompts))
-        with self._torch.inference_mode():
-            return self._decode(prompt_ids, configs, callbacks)
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+        rows = []
+        for offset, (ids, config, callback) in enumerate(zip(prompt_ids, configs, callbacks)):
+            generator = self._torch.Generator(device=self.device)
+            if config.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(config.seed)
+            rows.append(_Row(first_index + offset, ids, config, callback, self._matcher(config.response_schema),
+                             generator, self.tokenizer))
+        return rows
 
-    def _decode(self, prompt_ids: list[list[int]], configs: list[GenerateConfig],
-                callbacks: list[TokenCallback | None]) -> list[Generation]:
+    def _decode(self, rows: list[_Row], feed: BatchFeed | None) -> list[_Row]:
         """Prefill, then one token at a time over the KV cache, every row on its own terms.
 
         Per row: a `torch.Generator` seeded from the row's seed (so a row samples the same draws
         alone or inside any batch), the grammar's token mask when the row has a JSON schema and
         `structured_output` is grammar, and its own stop (EOS, the grammar's end, a stop string,
-        or its token budget). Finished rows leave the batch, so stragglers do not pay for them.
+        or its token budget). A finished row leaves the batch at once (and goes to `feed.finished`);
+        new rows from `feed.admit` are prefilled and join between steps, their cache left-padded to
+        the running batch's length (the mask hides the padding; position ids are per row).
         """
         torch = self._torch
-        batch = len(prompt_ids)
         eos = self.tokenizer.eos_token_id
-        streams = _RowStreams(self.tokenizer, callbacks)
-        matchers = [self._matcher(c.response_schema) for c in configs]
-        generators = []
-        for c in configs:
-            generator = torch.Generator(device=self.device)
-            if c.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(c.seed)
-            generators.append(generator)
-        finish = ["length"] * batch
-        cache, mask, positions, logits = self._prefill(prompt_ids)
-        active = list(range(batch))  # the original row of each row still in the batch
+        finished: list[_Row] = []
+        next_index = len(rows)
+        active = rows
+        cache, mask, positions, logits = self._prefill([row.prompt_ids for row in active])
         bitmask = None
-        for step in range(max(c.max_tokens for c in configs)):
+        while active:
+            if feed is not None:
+                feed.stepped(len(active))
             for i, row in enumerate(active):
-                penalty = configs[row].repetition_penalty
-                if penalty != 1.0 and streams.tokens[row]:
-                    seen = torch.tensor(sorted(set(streams.tokens[row])), device=logits.device)
+                penalty = row.config.repetition_penalty
+                if penalty != 1.0 and row.tokens:
+                    seen = torch.tensor(sorted(set(row.tokens)), device=logits.device)
                     # Numbers are answers (a report's percentages), not loops: penalizing digits
                     # already used would push every next percentage away from the ones before.
                     seen = seen[~self._digit_tokens[seen]]
                     scores = logits[i, seen]
                     logits[i, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
-            constrained = [i for i, row in enumerate(active) if matchers[row] is not None]
+            constrained = [i for i, row in enumerate(active) if row.matcher is not None]
             if constrained:
                 import xgrammar
 
-                if bitmask is None:
-                    bitmask = xgrammar.allocate_token_bitmask(batch, logits.shape[-1])
+                if bitmask is None or bitmask.shape[0] < len(active):
+                    bitmask = xgrammar.allocate_token_bitmask(max(len(active), 16), logits.shape[-1])
                 for i in constrained:
-                    matchers[active[i]].fill_next_token_bitmask(bitmask, i)
+                    active[i].matcher.fill_next_token_bitmask(bitmask, i)
                 xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=constrained)
-            chosen = [self._sample(logits[i], configs[row], generators[row]) for i, row in enumerate(active)]
+            chosen = [self._sample(logits[i], row.config, row.generator) for i, row in enumerate(active)]
             keep = []
             for i, (row, token) in enumerate(zip(active, chosen)):
-                matcher = matchers[row]
-                if matcher is not None and not matcher.accept_token(token):
-                    raise RuntimeError(f"the grammar refused token {token} that its own mask allowed (row {row})")
-                if token == eos or (matcher is not None and matcher.is_terminated()):
-                    finish[row] = "stop"
-                    continue
-                stops = configs[row].stop
-                text = streams.push(row, token, need_text=bool(stops))
-                if stops and text is not None and any(stop in text for stop in stops):
-                    finish[row] = "stop"
-                    continue
-                if len(streams.tokens[row]) >= configs[row].max_tokens:
-                    continue  # out of budget: finish_reason stays "length"
-                keep.append(i)
-            if not keep:
-                break
-            if len(keep) < len(active):
+                if row.matcher is not None and not row.matcher.accept_token(token):
+                    raise RuntimeError(f"the grammar refused token {token} that its own mask allowed (row {row.index})")
+                if token == eos or (row.matcher is not None and row.matcher.is_terminated()):
+                    row.finish = "stop"
+                    done = True
+                else:
+                    done = row.push(token)
+                if done:
+                    finished.append(row)
+                    if feed is not None:
+                        feed.finished(row.index, row.result())
+                else:
+                    keep.append(i)
+            if len(keep) < len(active) and keep:
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, positions = mask[index], positions[index]
-                chosen = [chosen[i] for i in keep]
-                active = [active[i] for i in keep]
-            positions = positions + 1
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [B', T + step + 1]
-            out = self.model(input_ids=torch.tensor(chosen, device=self.device)[:, None], attention_mask=mask,
-                             position_ids=positions, use_cache=True, **{self._cache_argument: cache})
-            cache = self._cache_of(out)
-            logits = out.logits[:, -1].float()
-        results = []
-        for row, config in enumerate(configs):
-            text = streams.text(row)
-            for stop in config.stop:
-                if stop in text:
-                    text = text[: text.index(stop)]
-            results.append(Generation(text=text, prompt_tokens=len(prompt_ids[row]),
-                                      completion_tokens=len(streams.tokens[row]), finish_reason=finish[row]))
-        return results
+            chosen = [chosen[i] for i in keep]
+            active = [active[i] for i in keep]
+            if active:
+                positions = positions + 1
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [B', T + 1]
+                out = self.model(input_ids=torch.tensor(chosen, device=self.device)[:, None], attention_mask=mask,
+                                 position_ids=positions, use_cache=True, **{self._cache_argument: cache})
+                cache = self._cache_of(out)
+                logits = out.logits[:, -1].float()
+            joining = feed.admit(len(active)) if feed is not None else []
+            if joining:
+                # Admitted rows are numbered after every row so far.
+                new_rows = self._rows([c for c, _, _ in joining], [c for _, c, _ in joining],
+                                      [cb for _, _, cb in joining], first_index=next_index)
+                next_index += len(new_rows)
+                new_cache, new_mask, new_positions, new_logits = self._prefill([row.prompt_ids for row in new_rows])
+                if active:
+                    cache, mask = self._join_caches(cache, mask, new_cache, new_mask)
+                    positions = torch.cat([positions, new_positions])
+                    logits = torch.cat([logits, new_logits])
+                else:
+                    cache, mask, positions, logits = new_cache, new_mask, new_positions, new_logits
+                active = active + new_rows
+        return finished
+
+    def _join_caches(self, cache: Any, mask: Any, other: Any, other_mask: Any) -> tuple[Any, Any]:
+        """Stack two batches' KV caches [B, H, T, D] on the batch axis, left-padding the shorter in time."""
+        torch = self._torch
+        width = max(mask.shape[1], other_mask.shape[1])
+
+        def pad(tensor: Any, length: int) -> Any:  # zeros before the first real entry, on the time axis
+            if tensor.shape[2] == length:
+                return tensor
+            shape = list(tensor.shape)
+            shape[2] = length - tensor.shape[2]
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=2)
+
+        for layer, other_layer in zip(cache.layers, other.layers):
+            layer.keys = torch.cat([pad(layer.keys, width), pad(other_layer.keys, width)])
+            layer.values = torch.cat([pad(layer.values, width), pad(other_layer.values, width)])
+
+        def pad_mask(m: Any) -> Any:
+            return torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1)
+
+        return cache, torch.cat([pad_mask(mask), pad_mask(other_mask)])
 
     #: Rows must share at least this many leading tokens before their prefix is computed once.
     MIN_SHARED_PREFIX = 16
