@@ -492,7 +492,9 @@ def draw_trial_pies(turns: list[dict], path: Path) -> None:
                 ax.text(0.5, 0.5, "unparsed", ha="center", va="center", fontsize=8)
                 ax.axis("off")
             else:
-                ax.pie(values, colors=colors, startangle=90)
+                # The percentages on the wedges (small ones would overlap, so they are left unlabelled).
+                ax.pie(values, colors=colors, startangle=90, autopct=lambda pct: f"{pct:.0f}" if pct >= 5 else "",
+                       textprops={"fontsize": 7})
             ax.set_title(f"turn {turn}: {label}", fontsize=7)
     fig.legend(PRIMARIES, loc="lower center", ncols=6, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
