@@ -48,8 +48,7 @@ class BatchingBackend(BackendWrapper):
         # ran a third of their batches at sizes 1 to 3.
         self.wait_s = wait_s
         self._queue: queue.Queue[_Request] = queue.Queue()
-        #: Rows of every decoding step so far (of every call, for a backend that batches call by call).
-        self.batch_sizes: list[int] = []
+        # How many decoding steps ran with each number of rows (calls, for a backend that batches call by call).
         self._sizes: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._serve, name="emolab-batcher", daemon=True)
@@ -91,10 +90,15 @@ class BatchingBackend(BackendWrapper):
                 for request, result in zip(batch, results):
                     request.future.set_result(result)
 
-    def _count(self, size: int, times: int = 1) -> None:
+    def _count(self, size: int) -> None:
         with self._lock:
-            self._sizes[size] += times
-            self.batch_sizes.extend([size] * times)
+            self._sizes[size] += 1
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The size of every step (or call) so far, smallest first (for tests and benchmarks)."""
+        with self._lock:
+            return sorted(self._sizes.elements())
 
     def usage(self) -> dict[str, Any]:
         """For the run manifest: {rows: decoding steps run with that many rows} ({size: calls} for a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, Literal
 
@@ -412,12 +412,7 @@ class TransformersBackend(ModelBackend):
     @cached_property
     def _digit_tokens(self) -> Any:
         """[V] bool: tokens whose text is digits only (left out of the repetition penalty)."""
-        vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        mask = np.zeros(vocab_size, dtype=bool)
-        for token_id in range(min(vocab_size, len(self.tokenizer))):
-            text = self.tokenizer.decode([token_id]).strip()
-            mask[token_id] = text.isdigit()
-        return self._torch.from_numpy(mask).to(self.device)
+        return self._vocab_mask(lambda token_id, text: text.strip().isdigit())
 
     @cached_property
     def _grammar_compiler(self) -> Any:
@@ -505,15 +500,22 @@ class TransformersBackend(ModelBackend):
     @cached_property
     def boundary_token_mask(self) -> Any:
         """Tokens that end a word: ones that start with whitespace or punctuation, and specials."""
+        special = set(self.tokenizer.all_special_ids)
+        return self._vocab_mask(lambda token_id, text: token_id in special or not text
+                                or not (text[0].isalnum() or text[0] in "'’-_"))
+
+    @cached_property
+    def _token_texts(self) -> list[str]:
+        """The text of every token id the tokenizer knows, decoded alone (once: it takes a second or two)."""
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        return [self.tokenizer.decode([token_id]) for token_id in range(min(vocab_size, len(self.tokenizer)))]
+
+    def _vocab_mask(self, keep: Callable[[int, str], bool]) -> Any:
+        """[V] bool over the model's vocabulary: keep(token_id, text) for each token (False past the tokenizer's)."""
         vocab_size = self.model.get_output_embeddings().weight.shape[0]
         mask = np.zeros(vocab_size, dtype=bool)
-        special = set(self.tokenizer.all_special_ids)
-        for token_id in range(min(vocab_size, len(self.tokenizer))):
-            if token_id in special:
-                mask[token_id] = True
-                continue
-            text = self.tokenizer.decode([token_id])
-            mask[token_id] = not text or not (text[0].isalnum() or text[0] in "'’-_")
+        for token_id, text in enumerate(self._token_texts):
+            mask[token_id] = keep(token_id, text)
         return self._torch.from_numpy(mask).to(self.device)
 
     # ------------------------------------------------------------------ scoring
