@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, Literal
@@ -18,8 +19,8 @@ from emotion_probe.backends.base import (
     ModelBackend,
     ScoreResult,
     TokenCallback,
-    as_messages,
 )
+from emotion_probe.backends.chat_template import prompt_token_ids, render_chat
 from emotion_probe.backends.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
 from emotion_probe.errors import ConfigError, TokenizationMismatch
 
@@ -70,6 +71,60 @@ class _Row:
         return Generation(text=text, prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.tokens),
                           finish_reason=self.finish)
 
+class _PrefixStore:
+    """The KV caches of recent prompts, so a new prompt only runs the tokens past its longest cached prefix.
+
+    A negotiation turn's prompt is the same side's previous prompt plus two new messages, so with
+    this store each turn prefills ~100 new tokens instead of its whole 300-600 token history; and
+    concurrent trials of one scenario share their system prompt. Entries are per prompt, at batch 1,
+    with every layer's keys and values [1, H, T, D]; the least recently used go first once the
+    store is over its byte budget. The tensors are never changed in place (the cache appends by
+    concatenation), so a row can start from an entry while the entry stays as it was.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[int, tuple[np.ndarray, list[tuple[Any, Any]], int]] = OrderedDict()
+        self._next_key = 0
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits_tokens = 0  # prompt tokens taken from the store instead of computed
+        self.prefill_tokens = 0  # prompt tokens computed
+
+    def longest(self, ids: list[int]) -> tuple[list[tuple[Any, Any]] | None, int]:
+        """The cached layers that share the most leading tokens with `ids`, and how many they share."""
+        query = np.asarray(ids, dtype=np.int64)
+        best, best_length = None, 0
+        with self._lock:
+            for key, (entry_ids, layers, _) in self._entries.items():
+                n = min(len(entry_ids), len(query))
+                differ = np.flatnonzero(entry_ids[:n] != query[:n])
+                length = int(differ[0]) if len(differ) else n
+                if length > best_length:
+                    best, best_length, best_key = layers, length, key
+            if best is not None:
+                self._entries.move_to_end(best_key)
+        return best, best_length
+
+    def add(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if size > self.budget_bytes:
+            return
+        query = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            # A stored prompt that this one extends is covered by it: drop it (one entry per conversation side).
+            for key in [key for key, (entry_ids, _, _) in self._entries.items()
+                        if len(entry_ids) <= len(query) and np.array_equal(entry_ids, query[: len(entry_ids)])]:
+                self._bytes -= self._entries.pop(key)[2]
+            self._entries[self._next_key] = (query, layers, size)
+            self._next_key += 1
+            self._bytes += size
+            while self._bytes > self.budget_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][2]
+
+    def stats(self) -> dict[str, int]:
+        return {"prefix_cache_hit_tokens": self.hits_tokens, "prefill_tokens": self.prefill_tokens}
+
 
 def _pick_device(device: str) -> str:
     import torch
@@ -116,6 +171,7 @@ class TransformersBackend(ModelBackend):
         trust_remote_code: bool = False,
         attn_implementation: str | None = "sdpa",
         structured_output: Literal["grammar", "prompt"] = "grammar",
+        prefix_cache_mb: float = 1024,
         model: Any = None,
         tokenizer: Any = None,
     ):
@@ -130,7 +186,11 @@ class TransformersBackend(ModelBackend):
             raise ConfigError(f"model.batch_size must be >= 1, got {batch_size}")
         if structured_output not in ("grammar", "prompt"):
             raise ConfigError(f"model.structured_output: expected grammar or prompt, got {structured_output!r}")
+        if prefix_cache_mb < 0:
+            raise ConfigError(f"model.prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
         self.name = name or str(path)
+        #: Generation starts each prompt from its longest prefix already computed (see _PrefixStore); 0 = off.
+        self._prefix_store = _PrefixStore(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         #: grammar: a reply with a JSON schema is decoded under that schema's xgrammar token mask, so it
         #: can only be valid JSON of that shape; prompt: the schema is left to the prompt and validation.
         self.structured_output = structured_output
@@ -187,6 +247,10 @@ class TransformersBackend(ModelBackend):
             "structured_output": self.structured_output,
         }
 
+    def usage(self) -> dict[str, Any]:
+        """For the run manifest: prompt tokens computed, and those taken from the prefix cache instead."""
+        return self._prefix_store.stats() if self._prefix_store is not None else {}
+
     # --------------------------------------------------------------- generation
     def generate(
         self,
@@ -226,13 +290,8 @@ class TransformersBackend(ModelBackend):
         return [row.result() for row in sorted(finished, key=lambda row: row.index)]
 
     def _rows(self, conversations: list, configs: list[GenerateConfig], callbacks: list, first_index: int) -> list[_Row]:
-        prompts = [
-            self.tokenizer.apply_chat_template([m.model_dump() for m in as_messages(c)], add_generation_prompt=True,
-                                               tokenize=False)
-            for c in conversations
-        ]
-        # The chat template already wrote any BOS; do not add another.
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+        # The same two steps as emolab's prompt preview (emotion_probe.backends.chat_template), so it shows what runs.
+        prompt_ids = prompt_token_ids(self.tokenizer, [render_chat(self.tokenizer, c) for c in conversations])
         rows = []
         for offset, (ids, config, callback) in enumerate(zip(prompt_ids, configs, callbacks)):
             generator = self._torch.Generator(device=self.device)
@@ -353,6 +412,58 @@ class TransformersBackend(ModelBackend):
 
     def _prefill(self, prompt_ids: list[list[int]]) -> tuple[Any, Any, Any, Any]:
         """Run the prompts through the model; return (cache, attention mask [B, T], last positions [B, 1], logits [B, V]).
+
+        With the prefix store, each prompt starts from the cached keys and values of its longest
+        prefix seen before and runs only the rest, at batch 1 (the rest is short: a turn's two new
+        messages), then the rows are stacked, left-padded to the longest. Without it, the prompts run
+        together (`_prefill_batched`).
+        """
+        store = self._prefix_store
+        if store is None:
+            return self._prefill_batched(prompt_ids)
+        from transformers import DynamicCache
+
+        torch = self._torch
+        rows, last_logits = [], []
+        for ids in prompt_ids:
+            layers, reused = store.longest(ids)
+            reused = min(reused, len(ids) - 1)  # at least one token runs: its logits start the reply
+            extra = {}
+            if layers is not None and reused > 0:
+                # Slicing copies nothing, and the cache appends by concatenation: the entry stays intact.
+                extra[self._cache_argument] = DynamicCache(
+                    ddp_cache_data=[(k[:, :, :reused], v[:, :, :reused]) for k, v in layers])
+            else:
+                reused = 0
+            out = self.model(input_ids=torch.tensor([ids[reused:]], device=self.device),
+                             position_ids=torch.arange(reused, len(ids), device=self.device)[None],
+                             use_cache=True, logits_to_keep=1, **extra)
+            cache = self._cache_of(out)
+            row = [(layer.keys, layer.values) for layer in cache.layers]  # each [1, H, T_i, D]
+            store.hits_tokens += reused
+            store.prefill_tokens += len(ids) - reused
+            # Only plain full-attention layers can be cut at any length (not sliding windows).
+            if all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+                store.add(ids, row)
+            rows.append(row)
+            last_logits.append(out.logits[:, -1].float())
+        width = max(len(ids) for ids in prompt_ids)
+
+        def pad(tensor: Any) -> Any:  # zeros before the first real entry, on the time axis
+            shape = list(tensor.shape)
+            shape[2] = width - tensor.shape[2]
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=2) if shape[2] else tensor
+
+        stacked = [
+            (torch.cat([pad(row[layer][0]) for row in rows]), torch.cat([pad(row[layer][1]) for row in rows]))
+            for layer in range(len(rows[0]))
+        ]  # each [B, H, width, D]
+        lengths = torch.tensor([len(ids) for ids in prompt_ids], device=self.device)
+        mask = (torch.arange(width, device=self.device)[None] >= (width - lengths)[:, None]).long()  # [B, width]
+        return DynamicCache(ddp_cache_data=stacked), mask, (lengths - 1)[:, None], torch.cat(last_logits)
+
+    def _prefill_batched(self, prompt_ids: list[list[int]]) -> tuple[Any, Any, Any, Any]:
+        """`_prefill` without the prefix store: every prompt in one forward pass.
 
         Concurrent trials of one scenario send the same system prompt, and in lockstep often the
         same role, so their rows share a long first stretch of tokens. That shared prefix runs once,

@@ -296,4 +296,8 @@ def usage_of(backend: ModelBackend) -> dict[str, Any]:
     while isinstance(layer, BackendWrapper):
         _merge_counts(total, layer.usage())
         layer = layer.inner
+    # The model itself may count too (TransformersBackend: prompt tokens taken from its prefix cache).
+    own = getattr(layer, "usage", None)
+    if callable(own):
+        _merge_counts(total, own())
     return total
