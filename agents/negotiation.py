@@ -7,7 +7,8 @@ cut out of strings after the fact.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -39,6 +40,16 @@ class NegotiationScenario(BaseModel):
     opening_speaker: Literal["salesperson", "customer"] = "salesperson"
     extra_instructions: str = ""
     currency: str = "$"
+
+    @field_validator("customer_budget")
+    @classmethod
+    def _budget_reaches_cost(cls, budget: float, info: ValidationInfo) -> float:
+        # A budget below the seller's cost leaves no price that suits both sides: almost always a typo
+        # (a missing zero), and a run would only measure walk-aways. Equal is allowed: a sale at cost.
+        cost = info.data.get("seller_cost")  # absent when seller_cost itself failed validation
+        if cost is not None and budget < cost:
+            raise ValueError(f"{budget:g} is below seller_cost ({cost:g}), so no price suits both sides")
+        return budget
 
 
 def _percent(emotion: str) -> Any:
@@ -176,6 +187,21 @@ def salesperson_messages(scenario: NegotiationScenario, turns: list[dict]) -> li
 def customer_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
     view = _your_turn(_view(turns, "customer"), "Greet the salesperson and ask about the item. Answer in JSON.")
     return [ChatMessage(role="system", content=customer_system(scenario)), *view]
+
+
+class AgentTurn(NamedTuple):
+    """How an agent is asked for a turn: its conversation so far as chat messages, and the schema its reply must fill."""
+
+    messages: Callable[[NegotiationScenario, list[dict]], list[ChatMessage]]
+    schema: type[BaseModel]
+
+
+#: The one place that pairs each agent with its prompt and its schema: the negotiation graph asks with
+#: these, and `emolab experiment=preview` shows them, so the preview cannot drift from what runs.
+AGENT_TURNS: dict[str, AgentTurn] = {
+    "salesperson": AgentTurn(salesperson_messages, SalespersonTurn),
+    "customer": AgentTurn(customer_messages, CustomerTurn),
+}
 
 
 def closing_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:

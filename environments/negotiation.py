@@ -20,15 +20,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agents.negotiation import (
+    AGENT_TURNS,
     NEUTRAL_LINE,
     PRIMARIES,
     ClosingAnswer,
-    CustomerTurn,
     NegotiationScenario,
-    SalespersonTurn,
     closing_messages,
-    customer_messages,
-    salesperson_messages,
 )
 from agents.price import parse_price
 from agents.structured import call_structured, recover_message
@@ -106,7 +103,7 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     ctx = runtime.context
     scenario = _scenario(state)
     turn_number = _dialogue_length(state)
-    schema = SalespersonTurn if role == "salesperson" else CustomerTurn
+    build, schema = AGENT_TURNS[role]
     if ctx.player == role:
         answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number})
         parsed = schema.model_validate(answer)
@@ -114,7 +111,6 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
                   "truncated": 0}
     else:
         model = ctx.salesperson_model if role == "salesperson" else ctx.customer_model
-        build = salesperson_messages if role == "salesperson" else customer_messages
         trial = state.get("trial")
         _emit("start", speaker=role, turn=turn_number, trial=trial)
         reply = call_structured(

@@ -1,4 +1,8 @@
-"""The live console of a negotiation: streamed messages, retries, emotion bars, and the running matching matrix."""
+"""The console view of a negotiation: streamed messages, retries, emotion bars, and the running matching matrix.
+
+One view for both ways of looking at a run: a live run feeds `LiveView` the graph's stream events,
+and `emolab experiment=watch` feeds it the same events rebuilt from transcript.jsonl (`replay`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import sys
 
 import numpy as np
+import pandas as pd
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
 from rich.console import Console
@@ -93,6 +98,12 @@ class LiveView:
             if record.get("speaker") == "probe":
                 self._accumulate(record)
 
+    def begin_trial(self, trial: object, item: str | None = None) -> None:
+        """A rule that opens a trial's block (live only; log lines carry the trial number already)."""
+        if self.live:
+            self._end_line()
+            self.console.rule(f"trial {trial}: {item}" if item else f"trial {trial}")
+
     def handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "start" and self.live:
@@ -147,7 +158,9 @@ class LiveView:
 
     def _retry(self, event: dict) -> None:
         speaker = event.get("speaker", "?")
-        line = f"retry {event.get('attempt')}/{event.get('of')}: {event.get('reason', '')}"
+        # A replayed transcript may not know how many attempts the run allowed (its config is gone): no "/of" then.
+        of = f"/{event['of']}" if event.get("of") is not None else ""
+        line = f"retry {event.get('attempt')}{of}: {event.get('reason', '')}"
         if self.live:
             self._end_line()
             self.console.print(Text(line, style="yellow"), highlight=False)
@@ -185,6 +198,39 @@ class LiveView:
             self.console.print(Text(line, style=f"bold {COLORS[speaker]}"))
         else:
             log.info(line)
+
+
+def replay(record: dict, attempts_allowed: int | None = None) -> list[dict]:
+    """The console events a live run emitted for one transcript record, less the streamed tokens.
+
+    A turn that took n attempts showed a retry before each of attempts 2..n, with the error of the
+    attempt before it (agents.structured.call_structured), then the turn itself. `attempts_allowed`
+    is the run's max_parse_retries + 1; a failed turn used them all, so it is known there anyway.
+    """
+    if record.get("speaker") == "probe":
+        return [{"event": "probe", "record": record}]
+    attempts, errors = record.get("attempts") or 1, record.get("errors") or []
+    of = attempts if record.get("parse_status") == "failed" else attempts_allowed
+    retries = [{"event": "retry", "speaker": record.get("speaker"), "attempt": attempt, "of": of,
+                "reason": errors[attempt - 2] if attempt - 2 < len(errors) else "", "trial": record.get("trial")}
+               for attempt in range(2, attempts + 1)]
+    return [*retries, {"event": "turn", "record": record}]
+
+
+def summary_table(trials: pd.DataFrame) -> Table:
+    """The table that ends a run: one row per trial (trials.parquet)."""
+    table = Table(title="Negotiation summary")
+    for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
+        table.add_column(column, justify="right")
+
+    def number(value: object, spec: str) -> str:
+        return "-" if pd.isna(value) else format(value, spec)
+
+    for _, row in trials.iterrows():
+        table.add_row(str(row["trial"]), row["status"], number(row["price"], "g"),
+                      number(row["mean_abs_error_pp"], ".1f"), number(row["js_divergence"], ".3f"),
+                      str(row["turns"]), str(row["parse_failures"]), str(row["truncated"]))
+    return table
 
 
 def stdout_is_live() -> bool:

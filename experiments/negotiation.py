@@ -29,7 +29,6 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.prompt import Prompt
-from rich.table import Table
 from rich.text import Text
 
 from agents.human import (
@@ -58,7 +57,7 @@ from environments.negotiation import (
 )
 from environments.timing import NodeTimings
 from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
-from experiments.live import LiveView, stdout_is_live
+from experiments.live import LiveView, stdout_is_live, summary_table
 from experiments.negotiation_metrics import (
     AnalysisSettings,
     correlation_caption,
@@ -322,8 +321,7 @@ def run(cfg: DictConfig) -> dict:
             else:
                 if snapshot.values:
                     log.info("trial %d resumes after turn %d", trial, len(snapshot.values.get("turns", [])))
-                if view.live:
-                    console.rule(f"trial {trial}: {scenario.item}")
+                view.begin_trial(trial, scenario.item)
                 view.remember(snapshot.values.get("turns", []) if snapshot.values else [])
                 first_input = None if snapshot.values else initial_state(scenario, trial)
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
@@ -348,7 +346,7 @@ def run(cfg: DictConfig) -> dict:
     if probe is not None:
         models["probe"] = probe_model
     write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary)
-    console.print(_summary_table(trials))
+    console.print(summary_table(trials))
     console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
                   "emotions_trial<N>.png" + (", matching_trial<N>.json" if probe is not None else "") + "}")
     return summary
@@ -500,18 +498,3 @@ def draw_trial_pies(turns: list[dict], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _summary_table(trials: pd.DataFrame) -> Table:
-    table = Table(title="Negotiation summary")
-    for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
-        table.add_column(column, justify="right")
-
-    def number(value: Any, spec: str) -> str:
-        return "-" if pd.isna(value) else format(value, spec)
-
-    for _, row in trials.iterrows():
-        table.add_row(str(row["trial"]), row["status"], number(row["price"], "g"),
-                      number(row["mean_abs_error_pp"], ".1f"), number(row["js_divergence"], ".3f"),
-                      str(row["turns"]), str(row["parse_failures"]), str(row["truncated"]))
-    return table

@@ -1,7 +1,12 @@
 """`emolab experiment=watch run_dir=...`: follow a negotiation job's transcript with the live view.
 
 Works on a running or finished job, including one job of a parallel sweep or one on a
-cluster's shared disk: it only reads `transcript.jsonl` and stops when `summary.json` appears.
+cluster's shared disk: it only reads the job's files (`transcript.jsonl`, the config Hydra wrote in
+`.hydra/`, and at the end `trials.parquet`) and stops when `summary.json` appears.
+
+It draws with the live console's own code (experiments.live): each transcript record is turned
+back into the events the live run showed (`replay`), so a watched run reads like the live one,
+less the tokens streamed while each reply was written.
 """
 
 from __future__ import annotations
@@ -10,20 +15,34 @@ import json
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from emotion_probe.errors import ConfigError
-from experiments.live import LiveView
+from experiments.live import LiveView, replay, summary_table
+
+
+def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
+    """The item on sale and the attempts a turn was allowed, from the config Hydra saved for the job; None when absent."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return None, None
+    cfg = OmegaConf.load(saved)
+    item = OmegaConf.select(cfg, "scenario.item", default=None)
+    retries = OmegaConf.select(cfg, "max_parse_retries", default=None)
+    return item, (int(retries) + 1 if isinstance(retries, int) else None)
 
 
 def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float = 0.5, timeout_s: float | None = None) -> int:
     """Render every transcript record; keep reading until the job writes its summary. Returns records shown."""
     transcript = run_dir / "transcript.jsonl"
+    item, attempts_allowed = _job_settings(run_dir)
     started = time.monotonic()
     shown = 0
     position = 0
     buffer = ""
+    trial: object = None
     while True:
         if transcript.exists():
             with transcript.open(encoding="utf-8") as handle:
@@ -34,10 +53,16 @@ def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float 
             for line in complete:
                 if line.strip():
                     record = json.loads(line)
-                    view.handle({"event": "probe" if record.get("speaker") == "probe" else "turn", "record": record})
+                    if shown == 0 or record.get("trial") != trial:  # the live run opens each trial with a rule
+                        trial = record.get("trial")
+                        view.begin_trial(trial, item)
+                    for event in replay(record, attempts_allowed):
+                        view.handle(event)
                     shown += 1
         finished = (run_dir / "summary.json").exists()
         if finished or not follow or (timeout_s is not None and time.monotonic() - started > timeout_s):
+            if finished and (run_dir / "trials.parquet").is_file():
+                view.console.print(summary_table(pd.read_parquet(run_dir / "trials.parquet")))
             return shown
         time.sleep(poll_s)
 

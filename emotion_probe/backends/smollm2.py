@@ -86,6 +86,21 @@ def ensure_converted(cache_dir: str | Path | None = None) -> Path:
     return target
 
 
+def load_embedded_tokenizer(cache_dir: str | Path | None = None) -> tuple[Any, str]:
+    """The embedded model's tokenizer alone, and where it came from; never loads or converts the weights.
+
+    From the converted copy when there is one (under a second), else from the GGUF's metadata (a few
+    seconds). The conversion saves the GGUF's own tokenizer, so both give the same chat template and ids.
+    """
+    from transformers import AutoTokenizer
+
+    gguf = find_embedded_gguf()
+    converted = converted_dir(gguf, cache_dir)
+    if (converted / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(converted, local_files_only=True), str(converted)
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), str(gguf)
+
+
 def load_smollm2(cache_dir: str | None = None, **backend_kwargs: Any):
     """Build a TransformersBackend on the embedded SmolLM2 (converted on first use)."""
     from emotion_probe.backends.transformers_backend import TransformersBackend

@@ -1,0 +1,125 @@
+"""`emolab experiment=preview scenario=...`: what each agent is told, as its model will receive it, before any run.
+
+For each agent, the first conversation it is given, built by the same functions the negotiation graph
+calls (agents.negotiation.AGENT_TURNS), after the model's chat template and with token counts (read
+from the tokenizer alone: no weights are loaded), and the JSON schema its reply must fill. The
+scenario is validated first, as a run validates it, so a bad field fails here in a second.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.text import Text
+
+from agents.negotiation import AGENT_TURNS, NegotiationScenario
+from emotion_probe.backends.base import ChatMessage
+from emotion_probe.backends.chat_template import load_chat_template
+from experiments.common import validated
+from experiments.negotiation import CustomerPersona, with_customer_persona
+
+
+class AgentPreview(BaseModel):
+    """One agent's first prompt, as the run will send it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str
+    opens: bool
+    #: The model config's display name (or its _target_).
+    model: str
+    #: The first conversation the agent is given. The agent that does not open first hears the other's
+    #: opening message, which only the run knows: `placeholder` stands in for it.
+    messages: list[ChatMessage]
+    placeholder: str | None
+    #: The messages after the model's chat template; None when no template applies here (a server applies
+    #: its own to the messages it is sent; the scripted backend takes them as they are).
+    prompt: str | None
+    #: Where the tokenizer was read from.
+    tokenizer: str | None
+    #: Tokens of the whole prompt, of the system prompt and of the first user turn, alone; None without a tokenizer.
+    tokens: dict[str, int] | None
+    #: The schema the agent's reply must fill, as the run sends it (agents.structured.call_structured).
+    schema_name: str
+    json_schema: dict[str, Any]
+
+
+def preview(cfg: DictConfig) -> list[AgentPreview]:
+    """Validate the scenario and build each agent's first prompt, the opening speaker first."""
+    persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
+    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
+    opener = scenario.opening_speaker
+    other = "customer" if opener == "salesperson" else "salesperson"
+    previews = []
+    for role in (opener, other):
+        node = cfg[role].model
+        template = load_chat_template(node, where=f"{role}.model")
+        placeholder = None if role == opener else f"<the {opener}'s opening message>"
+        turns = [] if placeholder is None else [{"speaker": opener, "text": placeholder}]
+        build, schema = AGENT_TURNS[role]
+        messages = build(scenario, turns)
+        prompt = tokens = None
+        if template is not None:
+            prompt = template.render(messages)
+            tokens = {"prompt": template.count(prompt), "system": template.count(messages[0].content),
+                      "first_user_turn": template.count(messages[-1].content)}
+        previews.append(AgentPreview(
+            role=role, opens=role == opener, model=str(node.get("name") or node.get("_target_")), messages=messages,
+            placeholder=placeholder, prompt=prompt, tokenizer=template.source if template else None, tokens=tokens,
+            schema_name=schema.__name__, json_schema=schema.model_json_schema()))
+    return previews
+
+
+def _scenario_line(cfg: DictConfig) -> str:
+    scenario = validated(NegotiationScenario, cfg.scenario, "scenario")
+    c = scenario.currency
+    return (f"scenario {scenario.name}: {scenario.item}; seller_cost {c}{scenario.seller_cost:g}, customer_budget "
+            f"{c}{scenario.customer_budget:g}, max_turns {scenario.max_turns}, {scenario.opening_speaker} opens; "
+            f"customer persona {cfg.customer.persona.name}")
+
+
+def compact_json(value: Any, indent: int = 0, width: int = 100) -> str:
+    """JSON with every object or list that fits in `width` on one line: a schema a person can read at a glance."""
+    flat = json.dumps(value)
+    if len(flat) + indent <= width or not isinstance(value, (dict, list)) or not value:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(key)}: {compact_json(item, indent + 2, width)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + compact_json(item, indent + 2, width) for item in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+def show(previews: list[AgentPreview], console: Console) -> None:
+    for agent in previews:
+        console.rule(Text(f"{agent.role}{' (opens)' if agent.opens else ''}: model {agent.model}"), align="left")
+        if agent.placeholder:
+            console.print(Text(f"Its first user turn is the {previews[0].role}'s opening message, known only once "
+                               f"the run starts; {agent.placeholder} stands in for it.", style="dim"))
+        if agent.prompt is None:
+            console.print(Text("No chat template is applied here (a server applies its own; the scripted backend "
+                               "takes the messages as they are). The messages sent:", style="dim"))
+            for message in agent.messages:
+                console.print(Text(f"[{message.role}]", style="bold"), Text(message.content), highlight=False)
+        else:
+            t = agent.tokens or {}
+            template_tokens = t["prompt"] - t["system"] - t["first_user_turn"]
+            console.print(Text(f"prompt after the chat template: {t['prompt']} tokens (system prompt {t['system']}, "
+                               f"first user turn {t['first_user_turn']}, template {template_tokens}); "
+                               f"tokenizer from {agent.tokenizer}", style="bold"))
+            console.print(Text(agent.prompt), highlight=False, soft_wrap=True)
+        console.print(Text(f"JSON schema of each reply ({agent.schema_name}):", style="bold"))
+        console.print(Text(compact_json(agent.json_schema)), highlight=False, soft_wrap=True)
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    previews = preview(cfg)
+    console = Console()
+    console.print(Text(_scenario_line(cfg)), highlight=False, soft_wrap=True)
+    show(previews, console)
+    return [agent.model_dump() for agent in previews]
