@@ -66,6 +66,64 @@ class WheelSpec(BaseModel):
         return self
 
 
+def _parse_wheel_text(path: Path, text: str) -> object:
+    """A wheel file's JSON or YAML, or a ConfigError that names the file and where parsing stopped."""
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"wheel file {path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                              f"{err.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"wheel file {path} is not a wheel: nested too deeply") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"wheel file {path} is not valid YAML ({where}{err.problem or err.context})") from None
+    except yaml.YAMLError as err:  # errors without a position, e.g. a control character in the text
+        raise ConfigError(f"wheel file {path} is not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"wheel file {path} is not a wheel: nested too deeply") from None
+
+
+# Group colours for wheels read from a file without colours (the authors' emotion_taxonomy.json):
+# the bundled Shaver wheel's colours first, so the same primaries look the same in every figure.
+_TAXONOMY_COLORS = ["#e377c2", "#ffbf00", "#2ca02c", "#d62728", "#1f77b4", "#9467bd",
+                    "#8c564b", "#17becf", "#bcbd22", "#7f7f7f"]
+
+
+class TaxonomySpec(BaseModel):
+    """The authors' taxonomy file (phys-ai/Emotion-Hierarchy-LLMs, data/emotion_taxonomy.json):
+    ordered `primary_emotions` and each one's `children`; word order is theirs, as in a wheel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = ""
+    primary_emotions: list[str] = Field(min_length=1)
+    children: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _children_match_primaries(self) -> "TaxonomySpec":
+        missing = [p for p in self.primary_emotions if p not in self.children]
+        extra = [c for c in self.children if c not in self.primary_emotions]
+        if missing:
+            raise ValueError(f"children: no entry for primary {missing[0]!r}")
+        if extra:
+            raise ValueError(f"children: {extra[0]!r} is not one of primary_emotions")
+        return self
+
+    def to_wheel(self, name: str) -> WheelSpec:
+        groups = [{"primary": p, "color": _TAXONOMY_COLORS[i % len(_TAXONOMY_COLORS)], "words": self.children[p]}
+                  for i, p in enumerate(self.primary_emotions)]
+        return WheelSpec.model_validate({"name": name, "source": self.source, "groups": groups})
+
+
+def _is_taxonomy(raw: object) -> bool:
+    return isinstance(raw, dict) and "primary_emotions" in raw and "groups" not in raw
+
+
 class EmotionWheel:
     """An ordered emotion vocabulary: `words` = primaries, then secondaries by group."""
 
@@ -86,8 +144,10 @@ class EmotionWheel:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError(f"wheel file {path} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = _parse_wheel_text(path, text)
         try:
+            if _is_taxonomy(raw):  # the authors' format, read as it is
+                return cls(TaxonomySpec.model_validate(raw).to_wheel(path.stem))
             return cls(WheelSpec.model_validate(raw))
         except ValidationError as err:
             raise ConfigError(f"invalid wheel file {path}: {first_validation_problem(err)}") from None

@@ -102,12 +102,22 @@ def _now() -> str:
 
 
 def _jsonable(value: Any) -> dict[str, Any] | None:
-    """A job's return value as stored in job.json: dicts that survive JSON, otherwise nothing."""
+    """A job's return value as stored in job.json: dicts that survive JSON, otherwise nothing.
+
+    A result that is left out is said in the log: a rerun that skips this job returns {} for it.
+    Values JSON has no type for (a path, a timestamp) are stored as their text.
+    """
+    if value is None:
+        return None
     if not isinstance(value, dict):
+        # A table (the probe's) is expected here: it is in the job dir already, so this is no warning.
+        log.info("the job's result (a %s) is not a dict; job.json records no result for it, the job dir holds "
+                 "its outputs", type(value).__name__)
         return None
     try:
         return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as err:
+        log.warning("the job's result cannot be stored as JSON (%s); job.json records no result for it", err)
         return None
 
 

@@ -1,33 +1,72 @@
-"""The `emolab` command: one Hydra app; the `experiment` config group picks what runs."""
+"""The `emolab` command: one Hydra app; the `experiment` config group picks what runs.
+
+Every user error ends the same way: one line `error: ...` on stderr and exit code 2. Errors in the
+experiment (an `EmolabError`) are caught around the task; errors of Hydra's config composition
+(an unknown `model=nope`, an override of a key that does not exist) happen before the task runs,
+so `main` catches those around the whole Hydra app and adds Hydra's list of available options.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_method
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.text import Text
 
-from emotion_probe.errors import EmolabError
+from emotion_probe.errors import ConfigError, EmolabError
 from experiments.callbacks import finished_job
 
+USER_ERROR = 2
 
-def _report(message: str) -> None:
+
+def _report(message: str, details: str = "") -> None:
     # One unwrapped line, and no markup parsing: messages quote user text like "[x]".
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(Text.assemble(("error: ", "bold red"), message))
+    if details:
+        console.print(Text(details))
+
+
+def load_task(path: str) -> Callable[[DictConfig], Any]:
+    """The experiment function named by `task` ("package.module.function").
+
+    A typo in the path is the user's: ConfigError. A module that exists but fails to import for a
+    missing dependency is reported with the real cause (usually an extra to install); any other
+    failure inside the module is a bug and keeps its traceback.
+    """
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        found = bool(module_name) and importlib.util.find_spec(module_name) is not None
+    except ImportError:  # a parent package is missing
+        found = False
+    if not found:
+        raise ConfigError(f"task {path!r} (set by the experiment config): no module {module_name or path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"task {path!r} (set by the experiment config) cannot be imported: "
+                          f"{type(err).__name__}: {err}") from err
+    task = getattr(module, attribute, None)
+    if not callable(task):
+        raise ConfigError(f"task {path!r} (set by the experiment config): module {module_name!r} "
+                          f"has no function {attribute!r}")
+    return task
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
-def main(cfg: DictConfig) -> object:
+def app(cfg: DictConfig) -> object:
     try:
-        task = get_method(cfg.task)
-    except Exception:
-        _report(f"task {cfg.task!r} (set by the experiment config) is not importable")
-        sys.exit(2)
-    try:
+        task = load_task(cfg.task)
         finished = finished_job(cfg)
         if finished is not None:
             # A rerun of an interrupted sweep: this job completed before, with the same config.
@@ -37,7 +76,65 @@ def main(cfg: DictConfig) -> object:
     except EmolabError as err:
         # Bad input is the user's to fix: one clear line, no traceback.
         _report(str(err))
-        sys.exit(2)
+        sys.exit(USER_ERROR)
+
+
+def split_hydra_error(err: CompactHydraException) -> tuple[str, str]:
+    """Hydra's message as (the error line, what follows it).
+
+    What follows keeps Hydra's list of available options; the config search path after it is
+    dropped, as it only matters to someone who added a search path, and they can see it with
+    HYDRA_FULL_ERROR=1.
+    """
+    lines = str(err).strip().splitlines()
+    if isinstance(err.__cause__, Exception) and str(err.__cause__).strip():
+        lines += str(err.__cause__).strip().splitlines()  # OmegaConf's reason, as Hydra prints it
+    if "Config search path:" in lines:
+        lines = lines[: lines.index("Config search path:")]
+    first = lines[0] if lines else type(err).__name__
+    if isinstance(err, OverrideParseException):  # the parser's message does not say which override
+        first = f"cannot parse the override {err.override!r}: {first}"
+    return first, "\n".join(line for line in lines[1:]).strip("\n")
+
+
+@contextmanager
+def _hydra_errors_as_user_errors() -> Iterator[None]:
+    """While Hydra runs, its composition errors end as `error: ...` with exit code 2.
+
+    Hydra reports them itself, inside the app, through `hydra._internal.utils.run_and_report`
+    (it prints and exits 1, so nothing reaches a caller). That function is wrapped here so a
+    composition error is reported our way first; anything else still goes to Hydra's own report.
+    HYDRA_FULL_ERROR=1 keeps Hydra's full traces, as Hydra documents.
+    """
+    from hydra._internal import utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def reported() -> Any:
+            try:
+                return func()
+            except InstantiationException:
+                raise  # a broken _target_ in our own conf (a callback, a launcher) is a bug
+            except CompactHydraException as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                _report(*split_hydra_error(err))
+                sys.exit(USER_ERROR)
+
+        return original(reported)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+def main() -> None:
+    """The `emolab` console script."""
+    with _hydra_errors_as_user_errors():
+        app()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from emotion_probe.hierarchy import (
     cooccurrence,
     matching_matrix,
     parent_edges,
-    topk_cooccurrence,
     tree_metrics,
 )
 
@@ -89,13 +88,27 @@ def test_metrics_on_small_graphs_by_hand(planted_wheel):
     assert metrics["total_path_length"] == 1 + 1 + 1 + 2 + 1
     assert metrics["average_depth"] == pytest.approx((1 + 1 + 2) / 3)
     assert metrics["wheel_alignment"] == pytest.approx(3 / 4)
-    assert 0 < metrics["shuffled_alignment_mean"] < 1
 
 
-def test_paper_topk_variant_counts_joint_membership():
-    P = np.array([[0.6, 0.3, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4]])
-    C = topk_cooccurrence(P, top_k=2)
-    assert C.tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+def test_shuffled_alignment_matches_the_exact_chance_level(planted_wheel):
+    """The baseline is alignment under random relabelling: compare its sampled mean and std with the
+    exact values over all 7! relabellings of the planted wheel."""
+    import itertools
+
+    star = nx.DiGraph([("root", "leaf1"), ("root", "leaf2"), ("root", "mid1"), ("mid1", "leaf3")])
+    index = planted_wheel.index
+    edges = [(index[parent], index[child]) for parent, child in star.edges()]
+    exact = np.array([np.mean([labels[a] == labels[b] for a, b in edges])
+                      for labels in itertools.permutations(planted_wheel.primary_index)])
+    # Any two distinct words share a group with chance sum n_g (n_g - 1) / (7 * 6) = (3*2 + 2 + 2) / 42.
+    assert exact.mean() == pytest.approx(10 / 42)
+    metrics = tree_metrics(star, planted_wheel, samples=2000)
+    assert metrics["shuffled_alignment_mean"] == pytest.approx(exact.mean(), abs=0.02)
+    assert metrics["shuffled_alignment_std"] == pytest.approx(exact.std(), abs=0.02)
+    # The seed makes the baseline reproducible, and another seed gives another sample.
+    assert tree_metrics(star, planted_wheel, samples=200) == tree_metrics(star, planted_wheel, samples=200)
+    assert (tree_metrics(star, planted_wheel, samples=200, seed=1)["shuffled_alignment_mean"]
+            != tree_metrics(star, planted_wheel, samples=200)["shuffled_alignment_mean"])
 
 
 def test_matching_is_vectorized_and_fast():

@@ -31,8 +31,6 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EMOLAB = [sys.executable, "-m", "experiments.main"]
-# Set by the lead once the sweep callback (<sweep dir>/manifest.json) is wired in.
-WIRED_FLAG = Path("/tmp/emolab_wired")
 
 LAUNCHERS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
@@ -173,13 +171,15 @@ def _check_jobs(sweep_dir: Path, launcher: str, launcher_pid: int) -> list[dict]
         hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
         assert hydra["runtime"]["choices"]["hydra/launcher"] == launcher
         jobs.append(hydra["job"])
-    if WIRED_FLAG.exists():
-        manifest = json.loads((sweep_dir / "manifest.json").read_text())
-        assert manifest["launcher"] == launcher
-        assert manifest["jobs_completed"] == 2 and manifest["jobs_failed"] == 0
-        assert [job["status"] for job in manifest["jobs"]] == ["COMPLETED", "COMPLETED"]
-        # The jobs ran in other processes than the one that launched the sweep.
-        assert launcher_pid not in {job["pid"] for job in manifest["jobs"]}
+    # The sweep callback merged every job's job.json into the sweep's manifest.
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["launcher"] == launcher
+    assert manifest["jobs_completed"] == 2 and manifest["jobs_failed"] == 0
+    assert [job["status"] for job in manifest["jobs"]] == ["COMPLETED", "COMPLETED"]
+    assert [job["params"] for job in manifest["jobs"]] == [{"probe.wheel": "ekman"}, {"probe.wheel": "plutchik"}]
+    # The jobs ran in other processes than the one that launched the sweep.
+    assert launcher_pid not in {job["pid"] for job in manifest["jobs"]}
     return jobs
 
 

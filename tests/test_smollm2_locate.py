@@ -28,7 +28,11 @@ def test_cache_dir_follows_emolab_cache(monkeypatch, tmp_path):
     assert explicit.parent == tmp_path / "elsewhere" / "models"
 
 
-def test_default_cache_is_the_user_cache_dir(monkeypatch):
+def test_default_cache_is_the_user_cache_dir(monkeypatch, tmp_path):
+    import platformdirs
+
     monkeypatch.delenv("EMOLAB_CACHE", raising=False)
-    assert smollm2.cache_root().name == "emolab"
-    assert Path.home() in smollm2.cache_root().parents or smollm2.cache_root().is_absolute()
+    assert smollm2.cache_root() == Path(platformdirs.user_cache_dir("emolab"))
+    # Asked at call time, not fixed at import: a user cache dir that moves is followed.
+    monkeypatch.setattr(platformdirs, "user_cache_dir", lambda app: str(tmp_path / "user-cache" / app))
+    assert smollm2.cache_root() == tmp_path / "user-cache" / "emolab"

@@ -37,8 +37,26 @@ def test_primary_of_and_colours(shaver):
         shaver.primary_of("elation-ish")
 
 
-def test_colours_are_stable_across_loads():
-    assert EmotionWheel.load("shaver").group_colors == EmotionWheel.load("shaver").group_colors
+@pytest.mark.parametrize("name", ["shaver", "plutchik", "ekman"])
+def test_colours_are_stable_across_loads(name):
+    """The colours are the file's, not assigned at load time: equal in another process, whose
+    string hashing (and so any set or hash-based assignment) differs from this one's."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from emotion_probe.data import resolve_data_file
+
+    written = {group["primary"]: group["color"]
+               for group in yaml.safe_load(resolve_data_file("wheels", name).read_text())["groups"]}
+    assert EmotionWheel.load(name).group_colors == written
+    other = subprocess.run(
+        [sys.executable, "-c", f"import json; from emotion_probe import EmotionWheel; "
+                               f"print(json.dumps(EmotionWheel.load({name!r}).group_colors))"],
+        capture_output=True, text=True, check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "12345"},
+    )
+    assert json.loads(other.stdout) == written
 
 
 @pytest.mark.parametrize("name,primaries,total", [("plutchik", 8, 24), ("ekman", 6, 6)])
@@ -81,4 +99,22 @@ def test_non_utf8_wheel_file(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not valid UTF-8"):
+        EmotionWheel.load(path)
+
+
+@pytest.mark.parametrize(
+    "suffix,text,message",
+    [
+        (".yaml", "name: bad\ngroups: [\n", r"bad\.yaml is not valid YAML \(line 3, column 1: expected the node content"),
+        (".yaml", "name: bad\n  groups: x\n", r"is not valid YAML \(line 2, column 9: mapping values are not allowed here"),
+        (".yaml", "name: \x07\n", r"is not valid YAML \(.*special characters are not allowed"),
+        (".json", '{"name": ', r"bad\.json is not valid JSON \(line 1, column 10: Expecting value\)"),
+        (".json", "[" * 100_000, "nested too deeply"),
+        (".yaml", "", "invalid wheel file .*: <root>: Input should be a valid dictionary"),
+    ],
+)
+def test_unparsable_wheel_files_name_the_file_and_the_position(tmp_path, suffix, text, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
         EmotionWheel.load(path)

@@ -12,7 +12,23 @@ Every echo response is checked for alignment: at temperature 0 the generated
 token must be the argmax of the distribution reported for its own position.
 llama-cpp-python (<= 0.3.36, issue abetlen/llama-cpp-python#1983) reports each
 prompt token's log-probability from the *following* position when the prompt
-has no BOS token; emolab detects this rather than return wrong numbers.
+has no BOS token; emolab detects this rather than return wrong numbers. The rule:
+- each response gets a verdict: *aligned* when the generated token is the top
+  alternative at its own position and not at the one before, *shifted* when it is
+  the other way round, and none when both or neither hold (a repeated token, a
+  response too short to tell);
+- a batch is accepted when its aligned verdicts outnumber its shifted ones, and
+  refused (EchoUnavailable, so ``auto`` falls back to top_logprobs) otherwise;
+- a batch where no response gives a verdict cannot be checked: it is accepted,
+  with a warning, and counted as ``unchecked`` in ``describe()["echo_alignment"]``.
+
+Falling back changes what is measured. Chat ``top_logprobs`` sends the text as a
+user turn of the chat template, so the "next word" is the first word of the
+model's reply, not the continuation of the text; each fallback is logged as a
+warning and every scoring path used is listed in ``describe()["score_methods"]``,
+which the run manifest records. The chat API returns at most
+``CHAT_TOP_LOGPROBS_MAX`` alternatives: ``top_tokens(prompts, k)`` (the paper's
+method) refuses a larger k there rather than return fewer than asked.
 
 Concurrency: the public interface is synchronous, but every request runs on one
 asyncio event loop in a background thread, shared by all backends of the process.
@@ -29,6 +45,7 @@ and honours Retry-After (tests/test_retry.py checks this against a loopback serv
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -60,6 +77,8 @@ Item = TypeVar("Item")
 
 #: The endpoint the client talks to when base_url is null.
 OPENAI_API_URL = "https://api.openai.com/v1"
+#: The most alternatives chat completions return per token (`top_logprobs`, 0-20 in OpenAI's API).
+CHAT_TOP_LOGPROBS_MAX = 20
 
 
 class EchoUnavailable(EmolabError):
@@ -235,6 +254,11 @@ class OpenAIBackend(ModelBackend):
         self._client_instance = self._make_client()
         #: Method of the most recent score() call: "completions-echo", "completions-top_logprobs", "chat-top_logprobs".
         self.last_score_method: str | None = None
+        #: Every scoring path used so far, in first-use order: a run that switched paths midway shows both.
+        self.score_methods: list[str] = []
+        #: Echo responses by alignment verdict (see the module docstring), for the manifest.
+        self.echo_alignment = {"aligned": 0, "shifted": 0, "unchecked": 0}
+        self._warned: set[str] = set()
         # None = not yet known; the first top_tokens call finds out (unless the config says).
         self._completions_ok: bool | None = {"auto": None, "completions": True, "chat": False}[top_logprobs_via]
 
@@ -248,6 +272,8 @@ class OpenAIBackend(ModelBackend):
             "base_url": self.base_url,
             "probe_method": self.probe_method,
             "last_score_method": self.last_score_method,
+            "score_methods": list(self.score_methods),
+            "echo_alignment": dict(self.echo_alignment),
             "structured_output": self.structured_output,
             "max_concurrency": self.max_concurrency,
         }
@@ -265,7 +291,24 @@ class OpenAIBackend(ModelBackend):
 
     async def _limited(self, call: Callable[[], Awaitable[T]]) -> T:
         async with self._limit():
-            return await call()
+            try:
+                return await call()
+            except json.JSONDecodeError as err:
+                # The openai client lets a body that is not JSON through as a bare JSONDecodeError: a broken
+                # server or proxy, not a transient failure, so it is not retried; say which server it was.
+                raise EmolabError(f"{self.name}: the server at {self._endpoint} answered with a body that is not "
+                                  f"JSON ({err.msg} at character {err.pos})") from None
+
+    def _used(self, method: str) -> None:
+        self.last_score_method = method
+        if method not in self.score_methods:
+            self.score_methods.append(method)
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        # Once per backend: a fan-out of thousands of requests must not print thousands of lines.
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     # --------------------------------------------------------------- generation
     def _chat_request(self, messages: Sequence[ChatMessage | dict], config: GenerateConfig) -> dict[str, Any]:
@@ -394,14 +437,15 @@ class OpenAIBackend(ModelBackend):
         if self.probe_method in ("auto", "echo"):
             try:
                 logprobs = _event_loop().run(self._score_echo(list(prompts), list(continuations)))
-                self.last_score_method = "completions-echo"
+                self._used("completions-echo")
                 return ScoreResult(logprobs=logprobs, method=self.last_score_method, exact=True)
             except EchoUnavailable as err:
                 if self.probe_method == "echo":
                     raise
                 log.warning("%s: exact echo scoring unavailable (%s); falling back to top_logprobs (inexact)", self.name, err)
                 self.probe_method = "top_logprobs"
-        top = self.top_tokens(prompts, self.top_logprobs)
+        # Not strict: here top_logprobs is a fallback, and fewer alternatives only leave more words unseen.
+        top = _event_loop().run(self._top_tokens(list(prompts), self.top_logprobs, strict=False))
         logprobs = np.full((len(prompts), len(continuations)), -np.inf)
         wanted = {c.strip().lower(): k for k, c in enumerate(continuations)}
         for row, candidates in enumerate(top):
@@ -416,15 +460,32 @@ class OpenAIBackend(ModelBackend):
         results = await _map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]]), pairs,
                                           self.max_concurrency)
         out = np.empty((len(prompts), len(continuations)))
-        verdicts = [aligned for _, aligned in results if aligned is not None]
-        if verdicts and not any(verdicts):
-            raise EchoUnavailable(
-                "the server's echoed log-probabilities are shifted by one position (a known llama-cpp-python bug, "
-                "abetlen/llama-cpp-python#1983, when the prompt has no BOS token)"
-            )
+        self._check_alignment([aligned for _, aligned in results])
         for (i, k), (value, _) in zip(pairs, results):
             out[i, k] = value
         return out
+
+    def _check_alignment(self, verdicts: list[bool | None]) -> None:
+        """The batch rule of the module docstring: aligned verdicts must outnumber shifted ones."""
+        aligned, shifted = verdicts.count(True), verdicts.count(False)
+        unchecked = len(verdicts) - aligned - shifted
+        if not verdicts:
+            return
+        if aligned + shifted == 0:
+            self.echo_alignment["unchecked"] += unchecked
+            self._warn_once("unchecked", "%s: no echo response could be checked for alignment (each generated token "
+                            "is the top alternative at both or neither of the last two positions); the scores "
+                            "are used as the server reported them", self.name)
+            return
+        if shifted >= aligned:
+            raise EchoUnavailable(
+                f"the server's echoed log-probabilities are shifted by one position in {shifted} of "
+                f"{aligned + shifted} checked responses (a known llama-cpp-python bug, abetlen/llama-cpp-python#1983, "
+                "when the prompt has no BOS token)"
+            )
+        self.echo_alignment["aligned"] += aligned
+        self.echo_alignment["shifted"] += shifted
+        self.echo_alignment["unchecked"] += unchecked
 
     async def _echo_one(self, prompt: str, continuation: str) -> tuple[float, bool | None]:
         """log P(continuation | prompt) from one echo request, plus whether the response was aligned."""
@@ -463,19 +524,30 @@ class OpenAIBackend(ModelBackend):
         return float(sum(span)), aligned
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
-        return _event_loop().run(self._top_tokens(list(prompts), k))
+        """The top k next tokens; refuses (ConfigError) where the server's path cannot return k of them."""
+        return _event_loop().run(self._top_tokens(list(prompts), k, strict=True))
 
-    async def _top_tokens(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+    def _refuse_chat_cap(self, k: int) -> None:
+        raise ConfigError(
+            f"{self.name}: asked for the top {k} next tokens, but this server is probed through chat completions, "
+            f"which return at most {CHAT_TOP_LOGPROBS_MAX} (top_logprobs); with probe.method=paper set probe.top_k "
+            f"<= {CHAT_TOP_LOGPROBS_MAX}, or use a server that serves completions with logprobs"
+        )
+
+    async def _top_tokens(self, prompts: list[str], k: int, *, strict: bool) -> list[dict[str, float]]:
         if not prompts:
             return []
+        if strict and self._completions_ok is False and k > CHAT_TOP_LOGPROBS_MAX:
+            self._refuse_chat_cap(k)  # known before any request: chat is configured or was found earlier
         first: list[dict[str, float]] = []
         if self._completions_ok is None:
             # Find out once, on one prompt, whether completions serve logprobs, before fanning out.
-            first, prompts = [await self._top_one(prompts[0], k)], prompts[1:]
-        return first + await _map_concurrently(lambda p: self._top_one(p, k), prompts, self.max_concurrency)
+            first, prompts = [await self._top_one(prompts[0], k, strict)], prompts[1:]
+        return first + await _map_concurrently(lambda p: self._top_one(p, k, strict), prompts, self.max_concurrency)
 
-    async def _top_one(self, prompt: str, k: int) -> dict[str, float]:
+    async def _top_one(self, prompt: str, k: int, strict: bool) -> dict[str, float]:
         if self._completions_ok is not False:
+            reason = "the response carried no logprobs"
             try:
                 response = await self._limited(lambda: self._client.completions.create(
                     model=self.model_name, prompt=prompt, logprobs=k, max_tokens=1, temperature=0
@@ -483,11 +555,20 @@ class OpenAIBackend(ModelBackend):
                 lp = response.choices[0].logprobs
                 if lp is not None and lp.top_logprobs:
                     self._completions_ok = True
-                    self.last_score_method = "completions-top_logprobs"
+                    self._used("completions-top_logprobs")
                     return dict(lp.top_logprobs[0] or {})
-            except (self._openai.NotFoundError, self._openai.BadRequestError, self._openai.UnprocessableEntityError):
-                pass
+            except (self._openai.NotFoundError, self._openai.BadRequestError, self._openai.UnprocessableEntityError) as err:
+                reason = f"refused with HTTP {err.status_code}"
             self._completions_ok = False
+            self._warn_once(
+                "chat", "%s: completions with logprobs are unavailable (%s); probing through chat top_logprobs "
+                "instead, which sends the text as a user message: the 'next word' is then the first word of the "
+                "model's reply, not the continuation of the text", self.name, reason)
+        if k > CHAT_TOP_LOGPROBS_MAX:
+            if strict:
+                self._refuse_chat_cap(k)
+            self._warn_once("cap", "%s: chat completions return at most %d alternatives; model.top_logprobs=%d "
+                            "is cut to %d", self.name, CHAT_TOP_LOGPROBS_MAX, k, CHAT_TOP_LOGPROBS_MAX)
         # Chat-only servers: the next token after the text, sent as a user turn.
         response = await self._limited(lambda: self._client.chat.completions.create(
             model=self.model_name,
@@ -495,12 +576,12 @@ class OpenAIBackend(ModelBackend):
             max_tokens=1,
             temperature=0,
             logprobs=True,
-            top_logprobs=min(k, 20),
+            top_logprobs=min(k, CHAT_TOP_LOGPROBS_MAX),
         ))
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
             raise ConfigError(f"{self.name}: the server returned no logprobs; it cannot be probed")
-        self.last_score_method = "chat-top_logprobs"
+        self._used("chat-top_logprobs")
         return {alt.token: alt.logprob for alt in content[0].top_logprobs}
 
 

@@ -1,0 +1,50 @@
+"""The OpenAI backend against loopback servers that fail mid-way (429 and 503 are in test_retry.py):
+a stream dropped in the middle, a body that is not JSON, a server that never answers."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from loopback import Hang, Raw, ScriptedServer, Stream, chat_chunks
+
+from emotion_probe.backends.openai_backend import OpenAIBackend
+from emotion_probe.backends.wrappers import is_transient
+from emotion_probe.errors import EmolabError
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def _server(request, respond) -> ScriptedServer:
+    server = ScriptedServer(respond)
+    request.addfinalizer(server.close)
+    return server
+
+
+def test_a_stream_dropped_midway_is_a_transient_error_after_the_pieces_that_arrived(request):
+    server = _server(request, lambda path, body: Stream(chat_chunks(body["model"], ["Hel", "lo", " there"]), drop_after=2))
+    pieces: list[str] = []
+    with pytest.raises(openai.APIConnectionError) as dropped:
+        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO, on_token=pieces.append)
+    assert pieces == ["Hel", "lo"]  # what arrived was delivered; nothing was made up after the drop
+    assert is_transient(dropped.value)  # so the retry layer tries again
+
+
+def test_a_body_that_is_not_json_is_one_clear_error(request):
+    server = _server(request, lambda path, body: Raw(b'{"id": "chat", "choices": ['))
+    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=0)
+    with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with a body that is "
+                                          r"not JSON \(Expecting value at character 27\)$") as raised:
+        backend.generate(HELLO)
+    assert not is_transient(raised.value)  # a broken server is not retried
+    assert len(server.requests) == 1
+
+
+def test_a_server_that_hangs_times_out_as_a_transient_error(request):
+    server = _server(request, lambda path, body: Hang())
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError) as timed_out:
+        OpenAIBackend(model="m", base_url=server.url, max_retries=0, timeout=0.5).generate(HELLO)
+    assert 0.4 < time.monotonic() - started < 10
+    assert is_transient(timed_out.value)
