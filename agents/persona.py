@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from emotion_probe.backends.base import ChatMessage
 from emotion_probe.wheel import EmotionWheel
 
-PERSONA_TEMPLATE = "{text} As {phrase}, I think the emotion involved in this situation is"
-NEUTRAL_TEMPLATE = "{text} I think the emotion involved in this situation is"
+# The authors' layout (phys-ai/Emotion-Hierarchy-LLMs): the persona sentence starts a new line after
+# the scenario, "<scenario>\nAs a woman, I think the emotion involved in this situation is".
+PERSONA_TEMPLATE = "{text}\nAs {phrase}, I think the emotion involved in this situation is"
+NEUTRAL_TEMPLATE = "{text}\nI think the emotion involved in this situation is"
 
 
 class PersonaSpec(BaseModel):
@@ -25,9 +29,13 @@ class PersonaSpec(BaseModel):
     name: str | None = None
     phrase: str | None = None
     attributes: dict[str, str] | None = None
+    #: The authors' personas.json ({name: "As <phrase>, " or "" for neutral}): `name` is looked up there.
+    file: str | None = None
 
     @model_validator(mode="after")
     def _compose(self) -> "PersonaSpec":
+        if self.file is not None:
+            self.phrase = _phrase_from_file(self.file, self.name)
         if self.attributes is not None:
             values = [v.strip() for v in self.attributes.values() if v and v.strip()]
             if not values:
@@ -46,6 +54,31 @@ class PersonaSpec(BaseModel):
     @property
     def is_neutral(self) -> bool:
         return self.phrase is None
+
+
+_PREFIX = re.compile(r"As (?P<phrase>.+), ", re.DOTALL)
+
+
+def _phrase_from_file(path: str, name: str | None) -> str | None:
+    """The phrase of persona `name` in a personas.json of prefixes ("As a woman, "; "" is no persona)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"file not found: {file}")
+    try:
+        prefixes = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from None
+    if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
+        raise ValueError(f"{file} must map persona names to prefix strings")
+    if name not in prefixes:
+        raise ValueError(f"name: {name!r} is not in {file} (has {', '.join(sorted(prefixes))})")
+    prefix = prefixes[name]
+    if prefix == "":
+        return None
+    match = _PREFIX.fullmatch(prefix)
+    if match is None:
+        raise ValueError(f"{file}: the prefix of {name!r} is not of the form 'As <phrase>, ': {prefix!r}")
+    return match["phrase"]
 
 
 class PersonaAgent:

@@ -48,6 +48,34 @@ def collapse_confusion(confusion: np.ndarray, labels: Sequence[str], group_of, g
     return (member.T @ confusion @ member).astype(np.int64)
 
 
+def recognition_summary(
+    true: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str], group_of, groups: Sequence[str]
+) -> dict[str, float | int]:
+    """Accuracy the paper's way, with what it leaves out made visible.
+
+    A row whose prediction is None (no wheel word among the top-k tokens) is *uncovered*. The paper
+    divides by the confusion matrix's total, i.e. by the covered rows only (`accuracy`,
+    `primary_accuracy`); `coverage` is the covered share, and `*_all_rows` divide by every row, so
+    an uncovered row counts as wrong. `primary_*` collapse both sides to the groups (6-way).
+    """
+    if len(true) != len(predicted):
+        raise ConfigError(f"{len(true)} true labels but {len(predicted)} predictions")
+    covered = [(t, p) for t, p in zip(true, predicted) if p is not None]
+    fine = confusion_matrix([t for t, _ in covered], [p for _, p in covered], labels)
+    correct = int(np.trace(fine))
+    primary_correct = sum(group_of(t) == group_of(p) for t, p in covered)
+    total = len(true)
+    return {
+        "rows": total,
+        "covered": len(covered),
+        "coverage": len(covered) / total if total else float("nan"),
+        "accuracy": correct / len(covered) if covered else float("nan"),
+        "primary_accuracy": primary_correct / len(covered) if covered else float("nan"),
+        "accuracy_all_rows": correct / total if total else float("nan"),
+        "primary_accuracy_all_rows": primary_correct / total if total else float("nan"),
+    }
+
+
 def compare_predictions(counts_a: Sequence[float], counts_b: Sequence[float], labels: Sequence[str]) -> pd.DataFrame:
     """Which labels persona A is predicted to feel more often than persona B, and how surely.
 
@@ -81,6 +109,63 @@ def compare_predictions(counts_a: Sequence[float], counts_b: Sequence[float], la
     return table.sort_values("diff", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def content_free_prior(rows: np.ndarray) -> np.ndarray:
+    """The prior for calibration: the mean distribution over the content-free inputs.
+
+    Rows where the model named none of the words say nothing and are left out: all zero under
+    probe.method=paper (no word among the top k), NaN under the exact method. If no row is left,
+    the prior is NaN everywhere and calibration is impossible (see `calibrated_argmax`).
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    answered = _named_a_word(rows)
+    if not answered.any():
+        return np.full(rows.shape[1], np.nan)
+    return rows[answered].mean(axis=0)
+
+
+def _named_a_word(rows: np.ndarray) -> np.ndarray:
+    """Per row: some word has positive probability (not a NaN row, not an all-zero one)."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(rows).any(axis=1) & (np.nan_to_num(rows).sum(axis=1) > 0)
+
+
+def floor_unseen(prior: np.ndarray) -> np.ndarray:
+    """A prior with its zeros raised to its smallest positive value.
+
+    A zero in the prior does not mean "never": the paper's method (top-k next tokens) gives 0 to
+    every word outside the top k, whose true prior is somewhere below the smallest one that made the
+    list. The smallest seen value is the largest it could be, so flooring there divides unseen
+    words by the most the evidence allows: their calibrated score is a lower bound, never inflated
+    by a prior that was merely cut off (a zero would make it infinite).
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    positive = prior[prior > 0]
+    if positive.size == 0:
+        raise ConfigError("the calibration prior gives no word a positive probability")
+    return np.where(prior > 0, prior, positive.min())
+
+
+def argmax_labels(distributions: np.ndarray, labels: Sequence[str]) -> list[str | None]:
+    """The top label of each row; None where no word was seen (a NaN or all-zero row), never the first label
+    by accident."""
+    P = np.asarray(distributions, dtype=np.float64)
+    seen = _named_a_word(P)
+    best = np.argmax(np.where(seen[:, None], P, 0.0), axis=1)
+    return [labels[i] if ok else None for i, ok in zip(best.tolist(), seen.tolist())]
+
+
+def calibrated_argmax(distributions: np.ndarray, prior: np.ndarray, labels: Sequence[str]) -> list[str | None]:
+    """The top label of each row after contextual calibration, by the rule of `floor_unseen`.
+
+    An all-NaN prior (no content-free input named any word) cannot calibrate: every row is None,
+    so calibrated accuracy counts them as unanswered rather than inventing a prediction.
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    if np.isnan(prior).all():
+        return [None] * len(distributions)
+    return argmax_labels(calibrate(distributions, floor_unseen(prior)), labels)
+
+
 def calibrate(distributions: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """Contextual calibration (Zhao et al. 2021): divide out a persona's content-free prior, renormalize."""
     P = np.asarray(distributions, dtype=np.float64)
@@ -88,4 +173,5 @@ def calibrate(distributions: np.ndarray, prior: np.ndarray) -> np.ndarray:
     if prior.shape != (P.shape[1],) or (prior <= 0).any():
         raise ConfigError("the calibration prior must be a positive vector over the same words")
     adjusted = P / prior
-    return adjusted / adjusted.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a NaN row (nothing seen) stays NaN
+        return adjusted / adjusted.sum(axis=1, keepdims=True)

@@ -61,25 +61,37 @@ def layered_positions(graph: nx.DiGraph, max_per_row: int = 14) -> dict[str, tup
 
 def draw_tree(graph: nx.DiGraph, wheel: EmotionWheel, out_base: str | Path, title: str = "") -> list[Path]:
     """Write `<out_base>.png` and `<out_base>.svg`: the tree coloured by the wheel's primary groups."""
+    return draw_trees([(graph, title)], wheel, out_base)
+
+
+def draw_trees(trees: list[tuple[nx.DiGraph, str]], wheel: EmotionWheel, out_base: str | Path) -> list[Path]:
+    """Several (graph, title) trees side by side in one figure, `<out_base>.png` and `.svg`."""
     out_base = Path(out_base)
-    positions = layered_positions(graph)
-    widest = max((sum(1 for p in positions.values() if p[1] == y) for y in {p[1] for p in positions.values()}), default=1)
-    depth = 1 - min((p[1] for p in positions.values()), default=0)
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * widest), max(4, 1.8 * depth)))
-    for parent, child in graph.edges():
-        (x0, y0), (x1, y1) = positions[parent], positions[child]
-        ax.plot([x0, x1], [y0, y1], color="#999999", lw=0.8, zorder=1)
-    for node, (px, py) in positions.items():
-        color = wheel.color_of(node) if node in wheel.index else "#cccccc"
-        ax.scatter([px], [py], s=260, color=color, edgecolor="black", lw=0.6, zorder=2)
-        ax.annotate(node, (px, py), xytext=(0, -13), textcoords="offset points", ha="center", va="top",
-                    fontsize=8, rotation=20 if widest > 10 else 0, zorder=3)
-    handles = [Line2D([], [], marker="o", ls="", color=c, markeredgecolor="black", label=p)
-               for p, c in wheel.group_colors.items()]
-    ax.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncols=min(len(handles), 4))
-    ax.set_title(title or f"Emotion hierarchy ({graph.number_of_edges()} edges)")
-    ax.axis("off")
-    ax.margins(x=0.05, y=0.2)
+    layouts = [layered_positions(graph) for graph, _ in trees]
+    sizes = []
+    for positions in layouts:
+        widest = max((sum(1 for p in positions.values() if p[1] == y) for y in {p[1] for p in positions.values()}),
+                     default=1)
+        sizes.append((widest, 1 - min((p[1] for p in positions.values()), default=0)))
+    width = sum(max(8, 1.1 * widest) for widest, _ in sizes)
+    height = max(max(4, 1.8 * depth) for _, depth in sizes)
+    fig, axes = plt.subplots(1, len(trees), figsize=(width, height), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(8, 1.1 * w) for w, _ in sizes]})
+    for ax, (graph, title), positions, (widest, _) in zip(axes[0], trees, layouts, sizes):
+        for parent, child in graph.edges():
+            (x0, y0), (x1, y1) = positions[parent], positions[child]
+            ax.plot([x0, x1], [y0, y1], color="#999999", lw=0.8, zorder=1)
+        for node, (px, py) in positions.items():
+            color = wheel.color_of(node) if node in wheel.index else "#cccccc"
+            ax.scatter([px], [py], s=260, color=color, edgecolor="black", lw=0.6, zorder=2)
+            ax.annotate(node, (px, py), xytext=(0, -13), textcoords="offset points", ha="center", va="top",
+                        fontsize=8, rotation=20 if widest > 10 else 0, zorder=3)
+        handles = [Line2D([], [], marker="o", ls="", color=c, markeredgecolor="black", label=p)
+                   for p, c in wheel.group_colors.items()]
+        ax.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncols=min(len(handles), 4))
+        ax.set_title(title or f"Emotion hierarchy ({graph.number_of_edges()} edges)")
+        ax.axis("off")
+        ax.margins(x=0.05, y=0.2)
     fig.tight_layout()
     written = []
     for suffix in (".png", ".svg"):

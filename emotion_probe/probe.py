@@ -2,17 +2,24 @@
 
 P(word | prompt) is the product of the probabilities of every token of
 " " + word as it follows the prompt (exact, multi-token words included), then
-renormalized over the wheel's words. The paper's approximation (single-token
-words found among the top-k next tokens) is available as method="paper".
+renormalized over the wheel's words.
+
+method="paper" reproduces Zhao et al.'s released pipeline instead: the raw
+next-token probability of each wheel word whose token ranks among the top-k
+(k=100) next tokens, zero elsewhere, never renormalized, with the rank order
+kept (the hierarchy's insertion order and the recognition rule depend on it).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emotion_probe.backends.base import ModelBackend
@@ -56,6 +63,45 @@ def normalize_logprobs(logprobs: np.ndarray) -> np.ndarray:
     return probs
 
 
+#: Table columns the paper method adds beside the word columns (see ProbeScores).
+RANKED_COLUMN = "top_k_words"
+FIRST_WORD_COLUMN = "top_k_first_word"
+
+# The authors' recognition rule tokenizes the concatenated top-k token strings with this pattern.
+_AUTHORS_WORD_PATTERN = re.compile(r"'\s*|\w+")
+
+
+@dataclass
+class ProbeScores:
+    """One batch of probe output.
+
+    - probabilities: [N, K] over `wheel.words`. Exact: renormalized, rows sum to 1 (NaN where nothing
+      was seen). Paper: raw next-token probabilities, zero for words outside the top-k, never renormalized.
+    - ranked (paper only): per row, the wheel words found among the top-k tokens, in rank order.
+    - first_word (paper only): per row, the authors' recognition answer (see `authors_first_word`), or None.
+    - variant_tokens (paper only): top-k tokens dropped because a better-ranked token of the same
+      word was already counted in that row (e.g. "joy" after " joy").
+    """
+
+    probabilities: np.ndarray
+    ranked: list[list[str]] | None = None
+    first_word: list[str | None] | None = None
+    variant_tokens: int = 0
+
+
+def authors_first_word(tokens: Sequence[str], words: set[str]) -> str | None:
+    """Zhao et al.'s recognition answer: the first wheel word in the top-k tokens, read their way.
+
+    Their code escapes each decoded token (unicode_escape), concatenates them in rank order, splits
+    the result with the pattern `'\\s*|\\w+` and takes the first piece that is a wheel word,
+    case-sensitively. Concatenation glues tokens without a leading space to the one before, so
+    [" sad", "ness"] answers "sadness" and [" joy", "ful"] does not answer "joy"; this can differ
+    from the first single-token word in rank order, and is kept because the paper's numbers use it.
+    """
+    text = "".join(token.encode("unicode_escape").decode("ascii") for token in tokens)
+    return next((piece for piece in _AUTHORS_WORD_PATTERN.findall(text) if piece in words), None)
+
+
 class EmotionProbe:
     """Score a wheel's words as the next word after each rendered prompt.
 
@@ -90,62 +136,116 @@ class EmotionProbe:
         #: How the last batch was scored, as the backend reported it.
         self.last_method: str | None = None
         self.last_exact: bool | None = None
+        #: Paper method: top-k tokens dropped as repeats of a word already counted in their row, so far.
+        self.variant_tokens = 0
 
     @property
     def words(self) -> list[str]:
         return self.wheel.words
 
-    def prompts(self, texts: Sequence[str]) -> list[str]:
+    def prompts(self, texts: Sequence[str], allow_empty: bool = False) -> list[str]:
+        """The rendered prompts; `allow_empty` admits empty texts (files read with keep_empty=true,
+        whose empty rows the authors scored as the bare template)."""
         if isinstance(texts, str):
             raise ConfigError("distribution() takes a list of texts, not a single string")
         prompts = []
         for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or (not allow_empty and not text.strip()):
                 raise ConfigError(f"text {index} is empty; every scenario needs some text to probe")
             prompts.append(self.settings.template.replace("{text}", text.strip()))
         return prompts
 
     def distribution(self, texts: Sequence[str]) -> np.ndarray:
-        """[N, K] probabilities over `wheel.words`; each row sums to 1."""
-        chunks = list(self.iter_distributions(texts))
+        """[N, K] probabilities over `wheel.words`: each row sums to 1 (exact), or raw top-k probabilities (paper)."""
+        chunks = [scores.probabilities for scores in self.iter_scores(texts)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.words)))
 
     def iter_distributions(self, texts: Sequence[str]) -> Iterator[np.ndarray]:
         """Stream [chunk, K] arrays so memory stays flat over any number of texts."""
-        prompts = self.prompts(texts)
+        for scores in self.iter_scores(texts):
+            yield scores.probabilities
+
+    def iter_scores(self, texts: Sequence[str], allow_empty: bool = False) -> Iterator[ProbeScores]:
+        """Stream ProbeScores chunk by chunk (the paper method's rank order included)."""
+        prompts = self.prompts(texts, allow_empty=allow_empty)
         for start in range(0, len(prompts), self.settings.chunk_size):
             yield self._score(prompts[start : start + self.settings.chunk_size])
 
-    def _score(self, prompts: list[str]) -> np.ndarray:
+    def frame(self, texts: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
+        """One row per text: a column per word, plus the paper method's rank-order columns
+        (RANKED_COLUMN, FIRST_WORD_COLUMN), ready to be written as a Parquet part."""
+        chunks = list(self.iter_scores(texts, allow_empty=allow_empty))
+        P = np.concatenate([c.probabilities for c in chunks]) if chunks else np.zeros((0, len(self.words)))
+        frame = pd.DataFrame(P, columns=self.words)
         if self.settings.method == "paper":
-            logprobs = self._paper_logprobs(prompts)
+            frame[RANKED_COLUMN] = [row for c in chunks for row in c.ranked]
+            frame[FIRST_WORD_COLUMN] = [word for c in chunks for word in c.first_word]
+        return frame
+
+    def _score(self, prompts: list[str]) -> ProbeScores:
+        if self.settings.method == "paper":
+            scores = self._paper_scores(prompts)
             self.last_method, self.last_exact = f"paper-top{self.settings.top_k}", False
-        else:
-            result = self.model.score(prompts, self.continuations, word_boundary=self.settings.word_boundary)
-            logprobs = result.logprobs
-            self.last_method, self.last_exact = result.method, result.exact
-        probs = normalize_logprobs(logprobs)
+            unseen = int((scores.probabilities.sum(axis=1) == 0).sum())
+            if unseen:
+                log.warning(
+                    "%d of %d prompts had none of the wheel's words among the model's candidates (%s); their rows "
+                    "are zero, as in the authors' pipeline", unseen, len(prompts), self.last_method,
+                )
+            if scores.variant_tokens:
+                log.warning(
+                    "%d top-k tokens repeated a word already counted in their row (e.g. 'joy' after ' joy'); "
+                    "emolab keeps the better-ranked one, where the authors' graph keeps both as separate nodes",
+                    scores.variant_tokens,
+                )
+            self.variant_tokens += scores.variant_tokens
+            return scores
+        result = self.model.score(prompts, self.continuations, word_boundary=self.settings.word_boundary)
+        self.last_method, self.last_exact = result.method, result.exact
+        probs = normalize_logprobs(result.logprobs)
         unseen = int(np.isnan(probs[:, 0]).sum())
         if unseen:
             log.warning(
                 "%d of %d prompts had none of the wheel's words among the model's candidates (%s); their rows are NaN",
                 unseen, len(prompts), self.last_method,
             )
-        return probs
+        return ProbeScores(probs)
 
-    def _paper_logprobs(self, prompts: list[str]) -> np.ndarray:
-        """Zhao et al.'s approximation: single-token words found in the top-k next tokens."""
+    def _paper_scores(self, prompts: list[str]) -> ProbeScores:
+        """Zhao et al.'s pipeline: the top-k next tokens, in rank order, matched to the wheel their way.
+
+        A token counts for a word when its decoded text, stripped of whitespace, equals the word exactly
+        (case-sensitive: " Joy" is not "joy"), as in the authors' code. Probabilities are the model's
+        own, never renormalized over the wheel.
+        """
         top = self.model.top_tokens(prompts, self.settings.top_k)
         index = self.wheel.index
-        logprobs = np.full((len(prompts), len(self.words)), -np.inf)
+        vocabulary = set(self.words)
+        P = np.zeros((len(prompts), len(self.words)))
+        ranked: list[list[str]] = []
+        first_words: list[str | None] = []
+        variants = 0
         for row, candidates in enumerate(top):
-            for token, logprob in candidates.items():
-                column = index.get(token.strip().lower())
-                if column is not None:
-                    # " Joy" and " joy" are the same word to a reader: pool their mass.
-                    logprobs[row, column] = np.logaddexp(logprobs[row, column], logprob)
-        return logprobs
+            # Rank order is descending probability; the stable sort keeps the backend's order among ties.
+            tokens = [token for token, _ in sorted(candidates.items(), key=lambda item: -item[1])]
+            words: list[str] = []
+            for token in tokens:
+                word = token.strip()
+                column = index.get(word)
+                if column is None:
+                    continue
+                if word in words:
+                    variants += 1
+                    continue
+                P[row, column] = np.exp(candidates[token])
+                words.append(word)
+            ranked.append(words)
+            first_words.append(authors_first_word(tokens, vocabulary))
+        return ProbeScores(P, ranked, first_words, variants)
 
     def describe(self) -> dict[str, object]:
-        return {**self.settings.model_dump(), "scored_with": self.last_method, "exact": self.last_exact}
+        described = {**self.settings.model_dump(), "scored_with": self.last_method, "exact": self.last_exact}
+        if self.settings.method == "paper":
+            described["variant_tokens_dropped"] = self.variant_tokens
+        return described
 

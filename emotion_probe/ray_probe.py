@@ -28,7 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emotion_probe.backends.stack import CacheSettings, RetrySettings
 from emotion_probe.errors import ConfigError, EmolabError
-from emotion_probe.probe import EmotionProbe, ProbeSettings
+from emotion_probe.probe import (
+    FIRST_WORD_COLUMN,
+    RANKED_COLUMN,
+    EmotionProbe,
+    ProbeSettings,
+)
 from emotion_probe.runner import ID_COLUMNS, with_labels
 from emotion_probe.scenarios import Scenario
 from emotion_probe.wheel import EmotionWheel
@@ -147,7 +152,7 @@ class ProbeWorker:
         if self.startup_error is not None:
             raise self.startup_error
         texts = batch["text"].tolist()
-        frame = pd.DataFrame(self.probe.distribution(texts), columns=self.probe.words)
+        frame = self.probe.frame(texts, allow_empty=True)  # texts were validated on loading
         frame.insert(0, "id", batch["id"].tolist())
         frame.insert(1, "text", texts)
         # Usage is cumulative per worker, so the driver keeps each worker's largest and adds those up.
@@ -245,6 +250,9 @@ def probe_scenarios_on_ray(
     table = pd.DataFrame(rows[wheel.words].to_numpy(dtype="float64", na_value=np.nan), columns=wheel.words)
     table.insert(0, "id", [str(i) for i in rows["id"]])
     table.insert(1, "text", [str(t) for t in rows["text"]])
+    if RANKED_COLUMN in rows.columns:  # the paper probe's rank order, as plain lists and strings
+        table[RANKED_COLUMN] = [[str(w) for w in words] for words in rows[RANKED_COLUMN]]
+        table[FIRST_WORD_COLUMN] = [w if isinstance(w, str) else None for w in rows[FIRST_WORD_COLUMN]]
     table = with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
     table.to_parquet(out_dir / "distributions.parquet", index=False)
     workers = sorted({record["worker"] for record in records})

@@ -111,14 +111,16 @@ def probe_scenarios(
     *,
     show_progress: bool = True,
 ) -> pd.DataFrame:
-    """Probe `scenarios` and write `distributions.parquet` (id, text, labels, one column per word)."""
+    """Probe `scenarios` and write `distributions.parquet` (id, text, labels, one column per word, and with
+    probe.method=paper the rank-order columns `top_k_words` and `top_k_first_word`)."""
     out_dir = Path(out_dir)
     reserved = set(ID_COLUMNS) | {"emotion", "primary"}
     if clash := reserved & set(probe.words):
         raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
 
     def compute(batch: list[Scenario]) -> pd.DataFrame:
-        frame = pd.DataFrame(probe.distribution([s.text for s in batch]), columns=probe.words)
+        # Scenario files were validated on loading; an empty text here was kept on purpose (keep_empty).
+        frame = probe.frame([s.text for s in batch], allow_empty=True)
         frame.insert(0, "id", [s.id for s in batch])
         frame.insert(1, "text", [s.text for s in batch])
         return frame

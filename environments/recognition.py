@@ -2,8 +2,9 @@
 
     START -> recognize_by_probe -> (free_text?) -> answer_in_free_text -> END
 
-The probe node scores the next word after "As <persona>, I think the emotion involved in
-this situation is"; the optional chat node asks the same question in free text, for
+The probe node scores the next word after "<scenario>\nAs <persona>, I think the emotion involved
+in this situation is" (with the paper probe, it also keeps the rank order and the authors' first
+wheel word, their recognition answer); the optional chat node asks the same question in free text, for
 backends without log-probabilities. The state records both.
 """
 
@@ -18,7 +19,7 @@ from langgraph.runtime import Runtime
 
 from agents.persona import PersonaAgent
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
-from emotion_probe.probe import EmotionProbe
+from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe
 from emotion_probe.scenarios import Scenario
 from environments.timing import NodeTimings, timed
 
@@ -35,12 +36,19 @@ class RecognitionContext:
 class RecognitionState(TypedDict, total=False):
     scenarios: list[Scenario]
     distributions: np.ndarray  # [len(scenarios), K]
+    ranked: list[list[str]]  # paper probe only: the wheel words among the top-k tokens, in rank order
+    first_words: list[str | None]  # paper probe only: the authors' answer, None where no word was found
     free_text: list[dict]  # {"reply": str, "predicted": str | None}
 
 
 def recognize_by_probe(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:
-    texts = [s.text for s in state["scenarios"]]
-    return {"distributions": runtime.context.probe.distribution(texts)}
+    probe = runtime.context.probe
+    frame = probe.frame([s.text for s in state["scenarios"]])
+    update = {"distributions": frame[probe.words].to_numpy(dtype=np.float64)}
+    if RANKED_COLUMN in frame.columns:
+        update["ranked"] = frame[RANKED_COLUMN].tolist()
+        update["first_words"] = frame[FIRST_WORD_COLUMN].tolist()
+    return update
 
 
 def answer_in_free_text(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:

@@ -35,7 +35,10 @@ class ConfusionFile(BaseModel):
 
 
 def load_confusion(path: str | Path) -> ConfusionFile:
+    """A ConfusionFile JSON, or the authors' count tables: one CSV, or a folder of them, per persona."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".csv":
+        return load_count_tables(path)
     if not path.is_file():
         raise ConfigError(f"confusion: file not found: {path}")
     try:
@@ -43,6 +46,34 @@ def load_confusion(path: str | Path) -> ConfusionFile:
     except (ValidationError, json.JSONDecodeError) as err:
         detail = first_validation_problem(err) if isinstance(err, ValidationError) else err.msg
         raise ConfigError(f"confusion file {path}: {detail}") from None
+
+
+def load_count_tables(path: Path) -> ConfusionFile:
+    """The authors' reference/recognition/*.csv: a header of labels, then counts with rows = *predicted*
+    and columns = *true* (their plotting script's orientation). Each file is one persona, named by its
+    stem; the counts are transposed into ours (rows = true)."""
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"confusion: no .csv count tables in {path}")
+    emotions: list[str] | None = None
+    personas: dict[str, list[list[int]]] = {}
+    for file in files:
+        if not file.is_file():
+            raise ConfigError(f"confusion: file not found: {file}")
+        rows = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        header = [cell.strip() for cell in rows[0].split(",")] if rows else []
+        try:
+            counts = np.array([[int(cell) for cell in row.split(",")] for row in rows[1:]], dtype=np.int64)
+        except ValueError:
+            raise ConfigError(f"confusion: {file}: counts must be whole numbers below the header") from None
+        if not header or counts.shape != (len(header), len(header)) or (counts < 0).any():
+            raise ConfigError(f"confusion: {file}: expected a header of labels and a {len(header)} x {len(header)} "
+                              f"table of non-negative counts, got {counts.shape}")
+        if emotions is not None and header != emotions:
+            raise ConfigError(f"confusion: {file}: labels {header} differ from {emotions} in the other files")
+        emotions = header
+        personas[file.stem] = counts.T.tolist()  # theirs: [predicted][true]; ours: [true][predicted]
+    return ConfusionFile(emotions=emotions, personas=personas)
 
 
 def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:

@@ -205,7 +205,7 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
 
     settings = validated(ProbeSettings, cfg.probe, "probe")
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
     out_dir = output_dir(cfg)
     probe = EmotionProbe(build_model(cfg.model, cfg), wheel, **settings.model_dump(exclude={"wheel"}))
     table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError, first_validation_problem
-from emotion_probe.hierarchy import build_hierarchy
+from emotion_probe.hierarchy import build_hierarchy, nested_tree
+from emotion_probe.probe import RANKED_COLUMN
 from emotion_probe.plots import draw_tree
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 
@@ -30,7 +31,6 @@ class HierarchySettings(BaseModel):
 
     threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
     method: Literal["exact", "paper"] = "exact"
-    top_k: int = Field(default=10, ge=1)
     baseline_samples: int = Field(default=1000, ge=10)
 
 
@@ -57,9 +57,19 @@ def run(cfg: DictConfig) -> dict:
     seen = ~np.isnan(P).any(axis=1)
     if not seen.all():
         log.warning("dropping %d scenarios where no wheel word was seen", int((~seen).sum()))
-    result = build_hierarchy(P[seen], wheel, seed=cfg.seed, **settings.model_dump())
+    # The paper probe's rank order decides the authors' insertion order (see emotion_probe.hierarchy).
+    ranked = None
+    if settings.method == "paper" and RANKED_COLUMN in table.columns:
+        ranked = [[str(word) for word in words] for words, keep in zip(table[RANKED_COLUMN], seen) if keep]
+    elif settings.method == "paper":
+        log.warning("hierarchy.method=paper on probe.method=%s: every word with P > 0 counts as ranked, in "
+                    "descending P; use probe.method=paper for the authors' top-k", probe.settings.method)
+    result = build_hierarchy(P[seen], wheel, seed=cfg.seed, ranked=ranked, **settings.model_dump())
     result.matching_frame().to_parquet(out_dir / "matching.parquet")
     result.edges_frame().to_csv(out_dir / "edges.csv", index=False)
+    if "candidates" in result.extra:  # the paper method's pairs before its graph cleanup
+        pd.DataFrame(result.extra["candidates"], columns=["parent", "child", "p_parent_given_child"]).to_csv(
+            out_dir / "candidate_edges.csv", index=False)
     metrics = {
         "model": model.name,
         "parameters": model.num_parameters(),
@@ -71,6 +81,8 @@ def run(cfg: DictConfig) -> dict:
         **result.metrics,
     }
     write_json_atomic(out_dir / "metrics.json", metrics)  # strict JSON: an undefined metric is null
+    # The tree in the authors' nested format (isolated nodes included), for experiment=compare_tree.
+    write_json_atomic(out_dir / "tree.json", nested_tree(result.graph))
     draw_tree(result.graph, wheel, out_dir / "tree",
               title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
     write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe())
@@ -82,13 +94,14 @@ def _print_metrics(metrics: dict, out_dir: Path) -> None:
     table = Table(title=f"Emotion hierarchy of {metrics['model']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ["parameters", "scenarios", "edges", "nodes", "total_path_length", "average_depth", "max_depth",
-                "wheel_alignment", "shuffled_alignment_mean"]:
+    for key in ["parameters", "scenarios", "edges", "nodes", "isolated", "total_path_length", "average_depth",
+                "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean"]:
         value = metrics[key]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else f"{value:,}" if value is not None else "-")
     console = Console()
     console.print(table)
-    console.print(f"wrote {out_dir}/{{distributions.parquet, matching.parquet, edges.csv, metrics.json, tree.png, tree.svg}}")
+    console.print(f"wrote {out_dir}/{{distributions.parquet, matching.parquet, edges.csv, metrics.json, tree.json, "
+                  "tree.png, tree.svg}")
 
 
 def report(cfg: DictConfig) -> pd.DataFrame:

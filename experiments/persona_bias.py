@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -12,15 +13,22 @@ from rich.console import Console
 
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.bias import accuracy, calibrate, collapse_confusion, confusion_matrix
+from emotion_probe.bias import (
+    argmax_labels,
+    calibrated_argmax,
+    content_free_prior,
+    recognition_summary,
+)
 from emotion_probe.errors import ConfigError
-from emotion_probe.probe import EmotionProbe, ProbeSettings
+from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe, ProbeSettings
 from emotion_probe.runner import PartsManifest, run_in_parts, with_labels
 from emotion_probe.scenarios import Scenario, load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
 from experiments.common import build_model, output_dir, validated, write_json_atomic, write_manifest
+
+log = logging.getLogger(__name__)
 
 
 class RecognitionSettings(BaseModel):
@@ -37,17 +45,23 @@ def run(cfg: DictConfig) -> dict:
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(RecognitionSettings, cfg.recognition, "recognition")
     wheel = EmotionWheel.load(probe_settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
     unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
     if unlabelled:
         raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
                           f"(first: {unlabelled[0]}); persona bias needs labelled scenarios")
+    # Files with only a label (the authors' `label`) get its primary from the wheel.
+    scenarios = [s if s.primary else s.model_copy(update={"primary": wheel.primary_of(s.emotion)}) for s in scenarios]
     out_dir = output_dir(cfg)
     model = build_model(cfg.model, cfg)
     agent = PersonaAgent(persona, wheel)
     probe = EmotionProbe(model, wheel, **{**probe_settings.model_dump(exclude={"wheel"}), "template": agent.probe_template})
-    # Contextual calibration: the persona's prior over emotions when there is nothing to read.
-    prior = probe.distribution(settings.content_free_inputs).mean(axis=0)
+    # Contextual calibration: the persona's prior over emotions when there is nothing to read. Under
+    # probe.method=paper it has zeros (words outside the top k); calibrated_argmax floors them.
+    prior = content_free_prior(probe.distribution(settings.content_free_inputs))
+    if np.isnan(prior).all():
+        log.warning("no content-free input named any of the wheel's words (%s); calibrated predictions are empty",
+                    probe.last_method)
     context = RecognitionContext(
         agent=agent, probe=probe, chat_model=model if settings.free_text else None,
         generate_config=GenerateConfig(max_tokens=settings.max_tokens), timings=NodeTimings(),
@@ -59,6 +73,9 @@ def run(cfg: DictConfig) -> dict:
         frame = pd.DataFrame(state["distributions"], columns=wheel.words)
         frame.insert(0, "id", [s.id for s in batch])
         frame.insert(1, "text", [s.text for s in batch])
+        if "first_words" in state:
+            frame[RANKED_COLUMN] = state["ranked"]
+            frame[FIRST_WORD_COLUMN] = state["first_words"]
         if "free_text" in state:
             frame.insert(2, "chat_reply", [a["reply"] for a in state["free_text"]])
             frame.insert(3, "chat_predicted", [a["predicted"] for a in state["free_text"]])
@@ -70,12 +87,14 @@ def run(cfg: DictConfig) -> dict:
                          label=f"{persona.name} on {model.name}", show_progress=cfg.progress)
     table = with_labels(table, scenarios)
     P = table[wheel.words].to_numpy(dtype=np.float64)
-    words = np.array(wheel.words)
-    table.insert(4, "predicted", words[P.argmax(axis=1)])
-    table.insert(5, "predicted_calibrated", words[calibrate(P, prior).argmax(axis=1)])
+    # A row where the model named no word (NaN) has no prediction (uncovered; see _accuracies). The paper
+    # method answers the authors' way: the first wheel word in rank order among the top-k tokens.
+    paper = probe_settings.method == "paper"
+    table.insert(4, "predicted", _paper_predictions(table) if paper else argmax_labels(P, wheel.words))
+    table.insert(5, "predicted_calibrated", calibrated_argmax(P, prior, wheel.words))
     table.to_parquet(out_dir / "predictions.parquet", index=False)
     metrics = {"persona": persona.name, "phrase": persona.phrase, "model": model.name,
-               "scenarios": len(table), **_accuracies(table, wheel)}
+               "method": probe_settings.method, "scenarios": len(table), **_accuracies(table, wheel)}
     # Strict JSON: an undefined value (an accuracy over no rows, a NaN prior) is null.
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_json_atomic(out_dir / "prior.json", dict(zip(wheel.words, prior.tolist())))
@@ -84,23 +103,31 @@ def run(cfg: DictConfig) -> dict:
     Console().print(
         f"[bold]{persona.name}[/] ({persona.phrase or 'no persona'}): accuracy {metrics['accuracy']:.1%} over "
         f"{len(wheel.words)} words, {metrics['primary_accuracy']:.1%} over primaries; calibrated "
-        f"{metrics['calibrated_accuracy']:.1%} / {metrics['calibrated_primary_accuracy']:.1%}  -> {out_dir}"
+        f"{metrics['calibrated_accuracy']:.1%} / {metrics['calibrated_primary_accuracy']:.1%}; "
+        f"coverage {metrics['coverage']:.1%}  -> {out_dir}"
     )
     return metrics
 
 
+def _paper_predictions(table: pd.DataFrame) -> list[str | None]:
+    """The authors' answer per row: the first wheel word in their reading of the top-k tokens, or None."""
+    return [word if isinstance(word, str) else None for word in table[FIRST_WORD_COLUMN]]
+
+
 def _accuracies(table: pd.DataFrame, wheel: EmotionWheel) -> dict[str, float]:
+    """135-way and primary (6-way) accuracy per prediction column.
+
+    Accuracy divides by the rows that got an answer, as the paper does; `coverage` is their share and
+    `*_all_rows` divide by every row, counting a missing answer as wrong.
+    """
     result = {}
     columns = {"": "predicted", "calibrated_": "predicted_calibrated"}
     if "chat_predicted" in table.columns:
         columns["chat_"] = "chat_predicted"
     for prefix, column in columns.items():
-        answered = table[column].notna()
-        true, predicted = table.loc[answered, "emotion"].tolist(), table.loc[answered, column].tolist()
-        fine = confusion_matrix(true, predicted, wheel.words)
-        coarse = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
-        # Unanswered free-text replies count as wrong, so the denominators stay comparable.
-        share = answered.mean()
-        result[f"{prefix}accuracy"] = accuracy(fine) * share if fine.sum() else 0.0
-        result[f"{prefix}primary_accuracy"] = accuracy(coarse) * share if coarse.sum() else 0.0
+        predicted = [p if isinstance(p, str) else None for p in table[column]]
+        summary = recognition_summary(table["emotion"].tolist(), predicted, wheel.words, wheel.primary_of,
+                                      wheel.primaries)
+        for key in ("coverage", "accuracy", "primary_accuracy", "accuracy_all_rows", "primary_accuracy_all_rows"):
+            result[f"{prefix}{key}"] = summary[key]
     return result

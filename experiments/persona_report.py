@@ -94,7 +94,8 @@ def write_persona_report(
     primary_confusions: dict[str, np.ndarray] = {}
     per_primary: dict[str, pd.Series] = {}
     for name, (_, table) in jobs.items():
-        fine = confusion_matrix(table["emotion"], table["predicted"], wheel.words)
+        answered = table["predicted"].notna()  # no prediction where the model named no word (paper method)
+        fine = confusion_matrix(table.loc[answered, "emotion"], table.loc[answered, "predicted"], wheel.words)
         pd.DataFrame(fine, index=wheel.words, columns=wheel.words).to_parquet(out_dir / f"confusion_{name}.parquet")
         primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
         per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)

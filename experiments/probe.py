@@ -51,7 +51,7 @@ def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
     # Every input is checked here, before Ray starts and before any worker loads the model.
     settings = validated(ProbeSettings, cfg.probe, "probe")
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
     layers = RunLayers.from_config(cfg)
     out_dir = output_dir(cfg)
     result = probe_scenarios_on_ray(

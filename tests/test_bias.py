@@ -101,3 +101,40 @@ def test_bias_table_on_the_paper_counts(tmp_path):
     # The paper's low-income finding: frustration and hope predicted more often, significantly.
     low_side = income.tail(5)
     assert {"frustration", "hope"} <= set(low_side[low_side["significant"]]["emotion"])
+
+
+# ------------------------------------------------------------- calibration with unseen words
+def test_content_free_prior_leaves_out_inputs_that_named_no_word():
+    from emotion_probe.bias import content_free_prior
+
+    # A NaN row (exact method) and an all-zero row (paper method: no word in the top k) say nothing.
+    rows = np.array([[0.5, 0.5, 0.0], [np.nan] * 3, [0.0] * 3, [1.0, 0.0, 0.0]])
+    assert content_free_prior(rows).tolist() == [0.75, 0.25, 0.0]
+    assert np.isnan(content_free_prior(np.full((2, 3), np.nan))).all()
+    assert np.isnan(content_free_prior(np.zeros((2, 3)))).all()
+
+
+def test_unseen_words_are_floored_at_the_smallest_seen_prior():
+    from emotion_probe.bias import calibrated_argmax, floor_unseen
+
+    prior = np.array([0.7, 0.3, 0.0, 0.0])
+    assert floor_unseen(prior).tolist() == [0.7, 0.3, 0.3, 0.3]
+    with pytest.raises(ConfigError, match="calibration prior gives no word a positive probability"):
+        floor_unseen(np.zeros(3))
+    # calibrate() itself keeps refusing a zero: only the documented floor makes such a prior usable.
+    with pytest.raises(ConfigError, match="positive vector"):
+        calibrate(np.array([[0.5, 0.5, 0.0, 0.0]]), prior)
+    labels = ["joy", "fear", "anger", "calm"]
+    P = np.array([[0.6, 0.4, 0.0, 0.0],    # joy leads, but joy is the prior's favourite: fear after calibration
+                  [0.4, 0.0, 0.6, 0.0],    # anger, unseen in the prior, stays ahead of joy
+                  [0.5, 0.0, 0.0, 0.5],    # calm (prior floored at 0.3) beats joy (0.7)
+                  [np.nan] * 4,            # nothing seen: no prediction, not "joy" by accident
+                  [0.0] * 4])              # nothing in the top k (paper method): the same
+    assert calibrated_argmax(P, prior, labels) == ["fear", "anger", "calm", None, None]
+    assert calibrated_argmax(P, np.full(4, np.nan), labels) == [None] * len(P)
+
+
+def test_argmax_of_a_nan_row_is_none():
+    from emotion_probe.bias import argmax_labels
+
+    assert argmax_labels(np.array([[0.2, 0.8], [np.nan, np.nan], [0.0, 0.0]]), ["a", "b"]) == ["b", None, None]

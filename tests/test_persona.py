@@ -32,8 +32,8 @@ def _persona(*overrides: str) -> PersonaSpec:
 
 
 def test_paper_persona_set_ships_and_validates():
-    names = {p.stem for p in (CONF / "persona").glob("*.yaml")} - {"intersectional"}
-    assert names == PAPER_SET
+    names = {p.stem for p in (CONF / "persona").glob("*.yaml")} - {"intersectional", "from_file"}
+    assert PAPER_SET <= names  # the authors' 33 ship too: tests/test_authors_files.py
     for name in names:
         spec = _persona(f"persona={name}")
         assert spec.name == name
@@ -60,8 +60,10 @@ def test_bad_persona_names_the_field():
 def test_agent_prompts_and_free_text_parsing():
     wheel = EmotionWheel.load("shaver")
     agent = PersonaAgent(PersonaSpec(name="female", phrase="a woman"), wheel)
-    assert agent.probe_template == "{text} As a woman, I think the emotion involved in this situation is"
-    assert PersonaAgent(PersonaSpec(name="neutral"), wheel).probe_template.endswith("{text} I think the emotion involved in this situation is".split("{text}")[1])
+    # The authors' layout: the persona sentence on a new line after the scenario.
+    assert agent.probe_template == "{text}\nAs a woman, I think the emotion involved in this situation is"
+    assert PersonaAgent(PersonaSpec(name="neutral"), wheel).probe_template == (
+        "{text}\nI think the emotion involved in this situation is")
     assert agent.parse_answer("I think it is Hopelessness, mostly.") == "hopelessness"
     assert agent.parse_answer("Probably hope.") == "hope"
     assert agent.parse_answer("No idea") is None
@@ -82,7 +84,13 @@ def test_recognition_graph_records_probe_and_free_text():
     state = graph.invoke({"scenarios": scenarios}, context=RecognitionContext(agent=agent, probe=probe, chat_model=backend))
     assert state["distributions"].shape == (2, 6)
     assert [a["predicted"] for a in state["free_text"]] == ["fear", "happiness"]
-    assert "As a 70-year-old" in backend.seen[0][0].content or "You are a 70-year-old" in backend.seen[0][0].content
+    # The chat request speaks as the persona (system) and asks about this scenario (user), one per scenario.
+    assert len(backend.seen) == 2
+    for (system, user), scenario in zip(backend.seen, scenarios):
+        assert system.role == "system" and system.content.startswith("You are a 70-year-old. Answer as yourself.")
+        assert user.role == "user" and user.content.startswith(f"{scenario.text}\nWhich emotion is involved")
+    # The probe scored the persona's own template.
+    assert probe.settings.template == agent.probe_template and "As a 70-year-old, I think" in agent.probe_template
     probe_only = graph.invoke({"scenarios": scenarios}, context=RecognitionContext(agent=agent, probe=probe))
     assert "free_text" not in probe_only
 
@@ -114,3 +122,45 @@ def test_two_persona_sweep_and_report_on_the_embedded_model(tmp_path):
         assert (out / name).stat().st_size > 3000, name
     predictions = pd.read_parquet(tmp_path / "sweep" / "0" / "predictions.parquet")
     assert np.allclose(predictions[EmotionWheel.load("shaver").words].sum(axis=1), 1)
+
+
+class _TopTokensByText(ScriptedBackend):
+    """The paper's method sees only the top tokens; here they depend on the text in the prompt."""
+
+    def __init__(self, tops: dict[str, dict[str, float]]):
+        super().__init__(name="by-text")
+        self.tops = tops
+
+    def top_tokens(self, prompts, k):
+        return [next((dict(top) for text, top in self.tops.items() if text in prompt), {}) for prompt in prompts]
+
+
+def test_persona_bias_with_the_paper_method_calibrates_despite_zeros(tmp_path, monkeypatch):
+    """Words outside the top k have prior 0; the run calibrates by the floor rule instead of raising."""
+    from experiments import persona_bias
+
+    scenarios = tmp_path / "labelled.jsonl"
+    rows = [("a", "A dog growls.", "fear"), ("b", "A gift!", "happiness"), ("c", "Nothing here.", "sadness")]
+    scenarios.write_text("\n".join(json.dumps({"id": i, "text": t, "emotion": e}) for i, t, e in rows))
+    backend = _TopTokensByText({
+        "N/A": {" happiness": -0.3, " fear": -2.0}, "[MASK]": {" happiness": -0.4},  # "..." names nothing
+        "A dog growls.": {" happiness": -0.9, " fear": -1.0},  # happiness first, but it is the prior's favourite
+        "A gift!": {" happiness": -0.2, " surprise": -3.0},
+    })
+    monkeypatch.setattr(persona_bias, "build_model", lambda node, run_cfg=None: backend)
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=persona_bias", "model=scripted", "probe.method=paper", "probe.wheel=ekman",
+            f"scenarios={scenarios}", f"paths.output_dir={tmp_path / 'run'}", "progress=false", "cache=default"])
+    metrics = persona_bias.run(cfg)
+    table = pd.read_parquet(tmp_path / "run" / "predictions.parquet").set_index("id")
+    # "Nothing here." named no word: no prediction (null), not the wheel's first word.
+    def labels(column: str) -> list[str | None]:
+        return [None if pd.isna(value) else value for value in table[column]]
+
+    assert labels("predicted") == ["happiness", "happiness", None]
+    assert labels("predicted_calibrated") == ["fear", "happiness", None]
+    # Accuracy over the answered rows (2 of 3): one right before calibration, both after.
+    assert metrics["accuracy"] == pytest.approx(1 / 2) and metrics["calibrated_accuracy"] == pytest.approx(1.0)
+    prior = json.loads((tmp_path / "run" / "prior.json").read_text())
+    assert prior["anger"] == 0 and prior["happiness"] > prior["fear"] > 0
