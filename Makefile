@@ -42,8 +42,12 @@ system-deps:
 		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 		chromium chromium-driver postgresql; }
 
+# EMOLAB_CI=1: a test skipped for any reason but a documented missing optional input fails the run
+# (tests/skip_policy.py); -rs lists every skip with its reason.
+# The import layering first (contracts in pyproject.toml), then the tests.
 test: setup-test
-	$(PY) -m pytest tests -q
+	$(VENV)/bin/lint-imports
+	EMOLAB_CI=1 $(PY) -m pytest tests -q -rs
 
 demo: setup
 	$(VENV)/bin/emolab
