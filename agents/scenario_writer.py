@@ -17,6 +17,13 @@ SYSTEM_PROMPT = (
 )
 
 
+def prompt_id() -> str:
+    """A short fingerprint of the writer's instructions, recorded with each row it writes (provenance)."""
+    import hashlib
+
+    return "scenario_writer/" + hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:12]
+
+
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+(.+?)\s*$", re.MULTILINE)
 
 

@@ -105,3 +105,42 @@ def problems(text: str, emotion: str, seen: set[str]) -> list[str]:
     if normalized(text) in seen:
         found.append("duplicates an earlier scenario")
     return found
+
+
+def label_consistency(distributions, labels: list[str], wheel, top: int = 2):
+    """Does each labelled scenario read as its word's primary? One row per scenario.
+
+    A model's next-word distribution over the wheel [N, K] is summed into primaries [N, P]
+    (`wheel.primary_mass`); a scenario passes when its label's primary is among the `top` primaries
+    with the most mass. The paper's labels are only as good as this: a "mortification" scenario that
+    reads as fear trains no one to see shame. The verdict is the model's, so it is as good as the
+    model: flags from a small model are prompts for a human to read the text, not proof.
+
+    Returns a DataFrame: label, primary, read_as (the primary with the most mass), rank (1 = the
+    label's primary has the most mass) and passes.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    mass = wheel.primary_mass(np.asarray(distributions, dtype=float))  # [N, P]
+    primaries = list(wheel.primaries)
+    label_primary = [wheel.primary_of(label) for label in labels]
+    own = mass[np.arange(len(labels)), [primaries.index(p) for p in label_primary]]  # [N]
+    # Rank 1 + the number of primaries with strictly more mass: ties count in the scenario's favour.
+    rank = 1 + (mass > own[:, None]).sum(axis=1)
+    return pd.DataFrame({
+        "label": labels,
+        "primary": label_primary,
+        "read_as": [primaries[i] for i in mass.argmax(axis=1)],
+        "rank": rank,
+        "passes": rank <= top,
+    })
+
+
+def words_to_rewrite(checked, min_share: float = 0.5) -> list[str]:
+    """Words whose scenarios pass `label_consistency` less often than `min_share`, worst first."""
+    share = checked.groupby("label")["passes"].mean()
+    flagged = share[share < min_share].sort_values(kind="stable")
+    return list(flagged.index)

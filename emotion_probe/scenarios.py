@@ -28,6 +28,9 @@ class Scenario(BaseModel):
     text: str
     emotion: str | None = None
     primary: str | None = None
+    #: Provenance: "hand-written" (possibly "hand-written (rewritten: why)"), or the model and the
+    #: writer prompt's fingerprint for rows from experiment=generate_scenarios.
+    source: str | None = None
 
     @field_validator("text")
     @classmethod
@@ -82,7 +85,9 @@ def _sentences(text: str, keep_empty: bool, limit: int | None) -> list[Scenario]
 def _jsonl(path: Path, text: str, keep_empty: bool, limit: int | None) -> list[Scenario]:
     scenarios: list[Scenario] = []
     seen: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only, as JSON Lines says (a \r before it is JSON whitespace): str.splitlines() would
+    # also split at characters a JSON string may hold as they are, such as U+2028, and misread the row.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -94,8 +99,11 @@ def _jsonl(path: Path, text: str, keep_empty: bool, limit: int | None) -> list[S
             scenario = Scenario.model_validate(record, context={"allow_empty": keep_empty})
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
-        except ValidationError as err:
+        except ValidationError as err:  # before ValueError, which it is a kind of
             raise ConfigError(f"{path}: line {number}: field {first_validation_problem(err)}") from None
+        except (ValueError, RecursionError) as err:  # a number of more digits than Python reads, or deep nesting
+            reason = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+            raise ConfigError(f"{path}: line {number} is not valid JSON ({reason})") from None
         if scenario.id in seen:
             raise ConfigError(f"{path}: line {number}: duplicate scenario id {scenario.id!r}")
         seen.add(scenario.id)

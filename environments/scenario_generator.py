@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.scenario_writer import request_scenarios
+from agents.scenario_writer import prompt_id, request_scenarios
 from emotion_probe.backends.base import GenerateConfig, ModelBackend
 from emotion_probe.scenario_checks import normalized, problems
 
@@ -76,7 +76,9 @@ def append_rows(state: GeneratorState, runtime: Runtime[GeneratorContext]) -> di
     with ctx.output.open("a", encoding="utf-8") as out:
         for offset, text in enumerate(state["accepted"]):
             row = {"id": f"{state['emotion']}-{state['first_index'] + offset}", "text": text,
-                   "emotion": state["emotion"], "primary": state["primary"]}
+                   "emotion": state["emotion"], "primary": state["primary"],
+                   # Provenance: which model wrote it, under which instructions.
+                   "source": f"{getattr(ctx.model, 'name', type(ctx.model).__name__)}; prompt {prompt_id()}"}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {}
 

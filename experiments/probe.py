@@ -12,7 +12,7 @@ from typing import Literal
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -30,20 +30,51 @@ class ProbeEngine(BaseModel):
     engine: Literal["local", "ray"]
 
 
+class LabelCheck(BaseModel):
+    """The `label_check` key of experiment=probe (see conf/experiment/probe.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(description="run the check on labelled sets")
+    top: int = Field(ge=1, description="a scenario passes when its primary is among this many top primaries")
+    min_share: float = Field(ge=0, le=1, description="words with a smaller share of passing scenarios are listed")
+
+
 def run(cfg: DictConfig) -> pd.DataFrame:
     engine = validated(ProbeEngine, {"engine": cfg.engine}, "").engine
+    label_check = validated(LabelCheck, cfg.label_check, "label_check")
     # Checked for either engine, so a typo in ray.* fails now rather than on the day it is used.
     ray_settings = validated(RaySettings, cfg.ray, "ray")
     if engine == "ray":
-        return _run_on_ray(cfg, ray_settings)
+        return _run_on_ray(cfg, ray_settings, label_check)
     probe, table, out_dir = probe_scenario_file(cfg)
     model = {**probe.model.describe(), "usage": usage_of(probe.model)}
     write_manifest(out_dir, cfg, model=model, probe=probe.describe(), scenarios=len(table))
     _print_summary(table, probe.wheel, probe.describe()["scored_with"], cfg.show_top, out_dir)
+    _check_labels(table, probe.wheel, label_check, out_dir)
     return table
 
 
-def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
+def _check_labels(table: pd.DataFrame, wheel: EmotionWheel, settings: LabelCheck, out_dir: Path) -> None:
+    """On a labelled set: does each scenario read as its word's primary? (label_check.csv)"""
+    from emotion_probe.scenario_checks import label_consistency, words_to_rewrite
+
+    if "emotion" not in table.columns or not settings.enabled:
+        return
+    labelled = table[table["emotion"].isin(wheel.index)]
+    checked = label_consistency(labelled[wheel.words].astype(float).to_numpy(), list(labelled["emotion"]), wheel,
+                                top=settings.top)
+    checked.insert(0, "id", list(labelled["id"]))
+    checked.to_csv(out_dir / "label_check.csv", index=False)
+    flagged = words_to_rewrite(checked, settings.min_share)
+    Console().print(
+        f"label check: {int(checked['passes'].sum())} of {len(checked)} scenarios read as their primary "
+        f"(top {settings.top}); {len(flagged)} words below {settings.min_share:.0%}"
+        + (f": {', '.join(flagged[:12])}{' ...' if len(flagged) > 12 else ''}" if flagged else "")
+        + f"; wrote {out_dir / 'label_check.csv'}", soft_wrap=True)
+
+
+def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings, label_check: LabelCheck) -> pd.DataFrame:
     from emotion_probe.probe import ProbeSettings
     from emotion_probe.ray_probe import probe_scenarios_on_ray
     from emotion_probe.scenarios import load_scenarios
@@ -61,6 +92,7 @@ def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings) -> pd.DataFrame:
     write_manifest(out_dir, cfg, model=result.model, probe=result.probe, scenarios=len(result.table), ray=result.ray)
     _print_summary(result.table, wheel, result.probe["scored_with"], cfg.show_top, out_dir)
     Console().print(f"probed on {result.ray['ran_on']} by {len(result.ray['workers'])} workers")
+    _check_labels(result.table, wheel, label_check, out_dir)
     return result.table
 
 

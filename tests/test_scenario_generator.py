@@ -55,6 +55,11 @@ def test_graph_retries_parse_errors_and_regenerates_rejects(tmp_path, monkeypatc
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["The puppy licked my face.", "We won the final on penalties."]
     assert [r["id"] for r in rows] == ["joy-1", "joy-2"] and result["written"] == 2
+    # Provenance: the model that wrote each row and the fingerprint of the writer's instructions.
+    from agents.scenario_writer import prompt_id
+
+    assert {r["source"] for r in rows} == {f"scripted; prompt {prompt_id()}"}
+    assert prompt_id().startswith("scenario_writer/") and len(prompt_id()) == len("scenario_writer/") + 12
     # The model was shown its parse error before the retry.
     assert "That was not valid" in backend.seen[1][-1].content
 
