@@ -30,6 +30,8 @@ from experiments.common import git_commit, write_json_atomic
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
+#: Written by claim_run_dir when a resumable run starts: the fingerprint a resume must match.
+RUN_SETTINGS_FILE = "run_settings.json"
 SWEEP_MANIFEST = "manifest.json"
 # Keys that change how a run looks, not what it computes: a rerun may differ in them.
 VOLATILE_KEYS = ("progress",)
@@ -59,10 +61,27 @@ def job_fingerprint(cfg: DictConfig) -> str:
     """A hash of what a job computes: its resolved config without the hydra node and volatile keys.
 
     Takes the job's config with or without its hydra node (callbacks get it, the task does not).
+    Every model config in it has `device: auto` and `dtype: auto` resolved to what this machine runs
+    (emotion_probe.backends.stack.resolved_model_config): a job finished on a GPU in bfloat16 is not
+    the same job as one on a CPU in float32, though their configs read the same.
     """
     kept = [key for key in cfg if key not in ("hydra", *VOLATILE_KEYS)]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _placed(node: Any) -> Any:
+    """`node` with every model config in it (a dict with a `_target_`) given its resolved device and dtype."""
+    if isinstance(node, list):
+        return [_placed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _placed(value) for key, value in node.items()}
+    if "_target_" in node:
+        from emotion_probe.backends.stack import resolved_model_config
+
+        node = resolved_model_config(node)
+    return node
 
 
 def read_job_record(job_dir: Path) -> JobRecord | None:
@@ -97,6 +116,43 @@ def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
     return record.result or {}
 
 
+def claim_run_dir(cfg: DictConfig, out_dir: Path) -> None:
+    """Refuse to resume into `out_dir` when it holds work made with other settings; else record ours.
+
+    A resumable experiment (a negotiation picks up its checkpointed trials) calls this before it
+    reads anything back, in a single run as in a multirun. It is the check `finished_job` makes for a
+    finished sweep job, made at the start instead of at the end, so it also covers a run that was
+    killed (it has no job.json yet) and a single run rerun with `hydra.run.dir` (which `finished_job`
+    leaves alone). Outside a Hydra run (a test calling the task with a composed config) there is no
+    command line to compare, and nothing is checked.
+    """
+    if not HydraConfig.initialized():
+        return
+    fingerprint = job_fingerprint(cfg)
+    overrides = list(HydraConfig.get().overrides.task)
+    path = out_dir / RUN_SETTINGS_FILE
+    earlier: list[tuple[str, list[str]]] = []
+    try:
+        if path.exists():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            earlier.append((str(stored["fingerprint"]), list(stored.get("overrides") or [])))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is corrupt ({type(err).__name__}: {err}); delete it, or run into a new dir") from None
+    record = read_job_record(out_dir)  # a run that ended before run settings were recorded
+    if record is not None:
+        earlier.append((record.fingerprint, record.overrides))
+    for stored_fingerprint, stored_overrides in earlier:
+        if stored_fingerprint != fingerprint:
+            raise ConfigError(
+                f"{out_dir} holds a run with other settings ({', '.join(stored_overrides) or 'no overrides'}; "
+                f"now {', '.join(overrides) or 'no overrides'}); resume it with the same settings, "
+                "or run into a new directory"
+            )
+    if not earlier:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"fingerprint": fingerprint, "overrides": overrides, "written_at": _now()})
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -110,9 +166,10 @@ def _jsonable(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        # A table (the probe's) is expected here: it is in the job dir already, so this is no warning.
-        log.info("the job's result (a %s) is not a dict; job.json records no result for it, the job dir holds "
-                 "its outputs", type(value).__name__)
+        # A table (the probe's) is expected here: it is in the job dir already, so this is only a debug line
+        # (at info level it printed on every single run of experiments that return one).
+        log.debug("the job's result (a %s) is not a dict; job.json records no result for it, the job dir holds "
+                  "its outputs", type(value).__name__)
         return None
     try:
         return json.loads(json.dumps(value, default=str))

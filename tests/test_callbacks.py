@@ -20,12 +20,12 @@ def test_a_dict_result_is_stored_with_values_json_lacks_as_text():
 def test_a_result_that_is_left_out_is_said(caplog):
     circular: dict = {}
     circular["self"] = circular
-    with caplog.at_level(logging.INFO, logger="experiments.callbacks"):
+    with caplog.at_level(logging.DEBUG, logger="experiments.callbacks"):
         assert _jsonable(circular) is None
         assert _jsonable(pd.DataFrame({"a": [1]})) is None
         assert _jsonable(None) is None
     records = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert records[0][0] == "WARNING" and "cannot be stored as JSON (Circular reference detected)" in records[0][1]
-    assert records[1] == ("INFO", "the job's result (a DataFrame) is not a dict; job.json records no result for it, "
+    assert records[1] == ("DEBUG", "the job's result (a DataFrame) is not a dict; job.json records no result for it, "
                                   "the job dir holds its outputs")
     assert len(records) == 2  # no result at all is nothing to report
