@@ -7,15 +7,26 @@ from emotion_probe.scenario_checks import MAX_SENTENCES, leaked_form, normalized
 from emotion_probe.scenarios import load_scenarios
 
 
-def test_labelled_set_covers_every_shaver_word_five_times():
+def test_labelled_set_covers_every_shaver_word_twenty_times():
+    # The paper's scale: 20 scenarios for each of the 135 words.
     wheel = EmotionWheel.load("shaver")
     rows = load_scenarios("shaver_labelled")
     counts = Counter(r.emotion for r in rows)
-    assert len(rows) >= 675
+    assert len(rows) == 2700
     assert set(counts) == set(wheel.words)
-    assert min(counts.values()) >= 5
+    assert set(counts.values()) == {20}
     for row in rows:
         assert row.primary == wheel.primary_of(row.emotion), row.id
+        assert row.id == f"{row.emotion}-{row.id.rsplit('-', 1)[1]}", row.id
+
+
+def test_every_labelled_row_says_where_it_came_from():
+    sources = Counter(r.source for r in load_scenarios("shaver_labelled"))
+    assert None not in sources
+    rewritten = {s for s in sources if s != "hand-written"}
+    # A row rewritten after the label review says why, in its source.
+    assert all(s.startswith("hand-written (rewritten: ") and s.endswith(")") for s in rewritten), rewritten
+    assert sources["hand-written"] > 2600
 
 
 def test_no_scenario_names_its_own_emotion():
