@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, fisher_exact
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.stats import CONFIDENCE, percentile_interval, sign_test
 
 
 def confusion_matrix(true: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> np.ndarray:
@@ -77,7 +78,9 @@ def recognition_summary(
 
 
 def compare_predictions(counts_a: Sequence[float], counts_b: Sequence[float], labels: Sequence[str]) -> pd.DataFrame:
-    """Which labels persona A is predicted to feel more often than persona B, and how surely.
+    """Which labels persona A is predicted to feel more often than persona B, and how surely: the
+    *unpaired* test, for counts alone (published confusion tables). When both personas saw the same
+    scenarios and the predictions are at hand, `compare_paired_predictions` is the right test.
 
     For each label: rate = count / total predictions of that persona; Fisher's exact test on
     [[a_label, a_other], [b_label, b_other]]; Benjamini-Hochberg q-values across labels.
@@ -103,10 +106,118 @@ def compare_predictions(counts_a: Sequence[float], counts_b: Sequence[float], la
         }
     )
     table["diff"] = table["rate_a"] - table["rate_b"]
+    return _with_q_values(table, p_values, "fisher")
+
+
+def _with_q_values(table: pd.DataFrame, p_values: np.ndarray, test: str) -> pd.DataFrame:
+    """Add p, Benjamini-Hochberg q across the labels, significance at q < 0.05 and the test's name;
+    sort by diff, descending."""
     table["p_value"] = p_values
     table["q_value"] = false_discovery_control(p_values, method="bh")
     table["significant"] = table["q_value"] < 0.05
+    table["test"] = test
     return table.sort_values("diff", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _check_predictions(predicted: Sequence[str | None], labels: Sequence[str], what: str) -> list[str | None]:
+    known = set(labels)
+    values = [p if isinstance(p, str) else None for p in predicted]  # NaN/None: no answer
+    unknown = sorted({p for p in values if p is not None and p not in known})
+    if unknown:
+        raise ConfigError(f"{what}: predictions not in the label set: {unknown[:5]}")
+    return values
+
+
+def compare_paired_predictions(
+    predicted_a: Sequence[str | None], predicted_b: Sequence[str | None], labels: Sequence[str]
+) -> pd.DataFrame:
+    """`compare_predictions` for paired data: row n of both lists is the same scenario, read by persona
+    A and by persona B.
+
+    Fisher's test treats the two personas' predictions as independent samples; they are not (both
+    read the same scenarios, and a scenario that reads as fear to one mostly reads as fear to the
+    other), so it mis-states the evidence. Per label, the paired test is an exact sign test on the
+    scenarios where exactly one persona predicted the label: `a_only` (A said it, B did not) against
+    `b_only`; scenarios where both or neither said it carry no information about a difference. This
+    is McNemar's exact test on the label's indicator. A row without an answer (None) counts as not
+    predicting the label. Rates divide by each persona's answered rows, as `compare_predictions`'s
+    counts do; q-values are Benjamini-Hochberg across labels.
+    """
+    a = _check_predictions(predicted_a, labels, "predicted_a")
+    b = _check_predictions(predicted_b, labels, "predicted_b")
+    if len(a) != len(b):
+        raise ConfigError(f"paired predictions must align row by row: {len(a)} for A, {len(b)} for B")
+    answered_a = sum(p is not None for p in a)
+    answered_b = sum(p is not None for p in b)
+    if answered_a == 0 or answered_b == 0:
+        raise ConfigError("each persona needs at least one prediction to compare")
+    rows = []
+    for label in labels:
+        says_a = np.array([p == label for p in a])
+        says_b = np.array([p == label for p in b])
+        rows.append({"emotion": label, "count_a": int(says_a.sum()), "count_b": int(says_b.sum()),
+                     "a_only": int((says_a & ~says_b).sum()), "b_only": int((~says_a & says_b).sum())})
+    table = pd.DataFrame(rows, columns=["emotion", "count_a", "count_b", "a_only", "b_only"])
+    table.insert(3, "rate_a", table["count_a"] / answered_a)
+    table.insert(4, "rate_b", table["count_b"] / answered_b)
+    table.insert(5, "diff", table["rate_a"] - table["rate_b"])
+    p_values = np.array([sign_test(x, y) for x, y in zip(table["a_only"], table["b_only"])])
+    return _with_q_values(table, p_values, "sign")
+
+
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float | int]:
+    """McNemar's exact test for two accuracies on the same scenarios.
+
+    Only the discordant scenarios speak to a difference: `a_only` (A right, B wrong) and `b_only`;
+    under H0 each is A's with probability 1/2, so p is the two-sided binomial p of a_only out of
+    a_only + b_only (`emotion_probe.stats.sign_test`).
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ConfigError(f"paired correctness must align row by row: {a.shape} for A, {b.shape} for B")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    return {
+        "pairs": int(a.size),
+        "accuracy_a": float(a.mean()) if a.size else float("nan"),
+        "accuracy_b": float(b.mean()) if b.size else float("nan"),
+        "a_only": a_only,
+        "b_only": b_only,
+        "p_value": sign_test(a_only, b_only),
+    }
+
+
+def bootstrap_recognition(
+    true: Sequence[str],
+    predicted: Sequence[str | None],
+    group_of,
+    rows: np.ndarray,
+    confidence: float = CONFIDENCE,
+) -> dict[str, float]:
+    """Percentile bootstrap intervals over scenarios for `accuracy` and `primary_accuracy` as
+    `recognition_summary` defines them (over the answered rows of each resample).
+
+    `rows` holds one bootstrap sample of row indices per line ([resamples, N], from
+    `emotion_probe.stats.resample_rows`), so a caller can reuse one set of resamples for several
+    prediction columns of the same scenarios. A resample with no answered row has no accuracy and is
+    left out of the interval.
+    """
+    if len(true) != len(predicted):
+        raise ConfigError(f"{len(true)} true labels but {len(predicted)} predictions")
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or (rows.size and (rows.min() < 0 or rows.max() >= len(true))):
+        raise ConfigError(f"rows must be [resamples, N] indices into the {len(true)} scenarios")
+    covered = np.array([p is not None for p in predicted], dtype=bool)
+    correct = np.array([p is not None and p == t for t, p in zip(true, predicted)], dtype=bool)
+    primary = np.array([p is not None and group_of(p) == group_of(t) for t, p in zip(true, predicted)], dtype=bool)
+    answered = covered[rows].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fine = correct[rows].sum(axis=1) / answered  # NaN where a resample has no answered row
+        coarse = primary[rows].sum(axis=1) / answered
+    result = {}
+    for key, values in (("accuracy", fine), ("primary_accuracy", coarse)):
+        result[f"{key}_ci_low"], result[f"{key}_ci_high"] = percentile_interval(values, confidence)
+    return result
 
 
 def content_free_prior(rows: np.ndarray) -> np.ndarray:

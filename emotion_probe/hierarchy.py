@@ -11,10 +11,16 @@ method="exact" stops there. method="paper" is the authors' released pipeline
 the same sums taken over the top-k words of each row in float32 and in their
 loop order, then their graph cleanup (the two-parent rule and the bounded
 removal of grandparent and great-grandparent edges); see `paper_graph`.
+
+What a reviewer asks of one tree: `bootstrap_hierarchy` (intervals for the metrics over resampled
+scenarios, and each edge's stability), `threshold_sweep` (the tree against its one free
+parameter), and two chance levels for wheel alignment (`shuffled_alignment`,
+`frequency_matched_alignment`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.stats import CONFIDENCE, percentile_interval, resample_rows, upper_tail_p
 from emotion_probe.wheel import EmotionWheel
 
 Method = Literal["exact", "paper"]
@@ -248,22 +255,98 @@ def alignment(edges: list[tuple[str, str]], wheel: EmotionWheel) -> float:
     return float(np.mean([wheel.primary_of(p) == wheel.primary_of(c) for p, c in edges]))
 
 
+def _aligned_counts(parents: np.ndarray, children: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Aligned edges per labelling: labels is [samples, K] (a primary index per word per sample)."""
+    return (labels[:, parents] == labels[:, children]).sum(axis=1)
+
+
 def shuffled_alignment(
     edges: list[tuple[str, str]], wheel: EmotionWheel, samples: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Chance level: alignment after randomly permuting which primary each word belongs to."""
-    if not edges:
-        return float("nan"), float("nan")
+) -> tuple[float, float, float]:
+    """Chance level: alignment after randomly permuting which primary each word belongs to.
+
+    Returns the mean and standard deviation over `samples` permutations and the one-sided Monte
+    Carlo p-value of the observed alignment (`emotion_probe.stats.upper_tail_p`); NaNs without
+    edges or with samples=0.
+    """
+    if not edges or samples <= 0:
+        return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     index = wheel.index
     groups = wheel.primary_index
     parents = np.array([index[p] for p, _ in edges])
     children = np.array([index[c] for _, c in edges])
-    scores = np.empty(samples)
+    labels = np.stack([rng.permutation(groups) for _ in range(samples)])
+    scores = _aligned_counts(parents, children, labels) / len(edges)
+    observed = float(np.mean(groups[parents] == groups[children]))
+    return float(scores.mean()), float(scores.std()), upper_tail_p(observed, scores)
+
+
+def mass_bins(mass: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Words (column indices) in `bins` bins of near-equal size by total mass, lightest first.
+
+    Equal-count bins, not equal-width ones: masses span orders of magnitude, and a bin must hold
+    several words for a shuffle within it to move anything. Ties in mass keep wheel order. More
+    bins than words is one word per bin.
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    order = np.argsort(mass, kind="stable")
+    return [part for part in np.array_split(order, min(max(int(bins), 1), len(order))) if part.size]
+
+
+def frequency_matched_alignment(
+    edges: list[tuple[str, str]], wheel: EmotionWheel, mass: np.ndarray, bins: int = 10,
+    samples: int = 1000, seed: int = 0,
+) -> tuple[float, float, float]:
+    """A chance level for wheel alignment that keeps each word's frequency.
+
+    Edge direction follows each word's total mass (a parent is the word with the larger total
+    co-occurrence), so frequent words are parents more often. If the wheel's groups also differ in
+    frequency (primaries are common words), alignment above the uniform shuffle could come from
+    frequency alone. This null permutes the primary labels only among words of similar total mass
+    (`mass_bins` of `mass`, each word's summed probability over the scenarios), so every labelling
+    keeps the link between frequency and group, and asks whether the observed edges align more
+    than that. Returns the mean and standard deviation of the null alignment and the one-sided
+    Monte Carlo p-value of the observed one; NaNs without edges or with samples=0.
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    if mass.shape != (len(wheel.words),):
+        raise ConfigError(f"mass must have one value per word of the {wheel.name!r} wheel, got {mass.shape}")
+    if not edges or samples <= 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    index = wheel.index
+    groups = wheel.primary_index
+    parents = np.array([index[p] for p, _ in edges])
+    children = np.array([index[c] for _, c in edges])
+    partition = mass_bins(mass, bins)
+    labels = np.empty((samples, len(groups)), dtype=groups.dtype)
     for s in range(samples):
-        permuted = rng.permutation(groups)
-        scores[s] = np.mean(permuted[parents] == permuted[children])
-    return float(scores.mean()), float(scores.std())
+        for members in partition:
+            labels[s, members] = rng.permutation(groups[members])
+    scores = _aligned_counts(parents, children, labels) / len(edges)
+    observed = float(np.mean(groups[parents] == groups[children]))
+    return float(scores.mean()), float(scores.std()), upper_tail_p(observed, scores)
+
+
+def structure_metrics(graph: nx.DiGraph) -> dict[str, float]:
+    """The graph's size, depth and path-length metrics (see `tree_metrics`), without the wheel."""
+    edges = graph.number_of_edges()
+    depth = _depths_from_roots(graph)
+    leaves = [n for n in graph if graph.out_degree(n) == 0 and graph.in_degree(n) > 0]
+    leaf_depths = [depth[n] for n in leaves if n in depth]
+    total_path = sum(sum(lengths.values()) for _, lengths in nx.all_pairs_shortest_path_length(graph))
+    return {
+        "edges": edges,
+        "nodes": graph.number_of_nodes(),
+        "isolated": sum(1 for n in graph if graph.degree(n) == 0),
+        "roots": sum(1 for n in graph if graph.in_degree(n) == 0),
+        "leaves": len(leaves),
+        "total_path_length": int(total_path),
+        "average_depth": float(np.mean(leaf_depths)) if leaf_depths else 0.0,
+        "max_depth": int(max(leaf_depths)) if leaf_depths else 0,
+        "average_root_to_leaf_depth": average_root_to_leaf_depth(graph),
+    }
 
 
 def tree_metrics(graph: nx.DiGraph, wheel: EmotionWheel, samples: int = 1000, seed: int = 0) -> dict[str, float]:
@@ -275,27 +358,17 @@ def tree_metrics(graph: nx.DiGraph, wheel: EmotionWheel, samples: int = 1000, se
     - average_depth: mean distance from the nearest root to each leaf
     - max_depth: the longest of those distances
     - average_root_to_leaf_depth: the authors' depth, the mean length over every root-to-leaf path
-    - wheel_alignment, with shuffled_alignment_mean/std: the same statistic under shuffled labels
+    - wheel_alignment, with shuffled_alignment_mean/std/p_value: the same statistic under shuffled
+      labels, and how often a shuffle aligns at least as well
     """
     edges = list(graph.edges())
-    depth = _depths_from_roots(graph)
-    leaves = [n for n in graph if graph.out_degree(n) == 0 and graph.in_degree(n) > 0]
-    leaf_depths = [depth[n] for n in leaves if n in depth]
-    total_path = sum(sum(lengths.values()) for _, lengths in nx.all_pairs_shortest_path_length(graph))
-    baseline_mean, baseline_std = shuffled_alignment(edges, wheel, samples, seed)
+    baseline_mean, baseline_std, baseline_p = shuffled_alignment(edges, wheel, samples, seed)
     return {
-        "edges": len(edges),
-        "nodes": graph.number_of_nodes(),
-        "isolated": sum(1 for n in graph if graph.degree(n) == 0),
-        "roots": sum(1 for n in graph if graph.in_degree(n) == 0),
-        "leaves": len(leaves),
-        "total_path_length": int(total_path),
-        "average_depth": float(np.mean(leaf_depths)) if leaf_depths else 0.0,
-        "max_depth": int(max(leaf_depths)) if leaf_depths else 0,
-        "average_root_to_leaf_depth": average_root_to_leaf_depth(graph),
+        **structure_metrics(graph),
         "wheel_alignment": alignment(edges, wheel),
         "shuffled_alignment_mean": baseline_mean,
         "shuffled_alignment_std": baseline_std,
+        "shuffled_alignment_p_value": baseline_p,
     }
 
 
@@ -375,9 +448,11 @@ class Hierarchy:
         """matching as a labelled table: rows = given word a, columns = b, values P(b | a)."""
         return pd.DataFrame(self.matching, index=pd.Index(self.words, name="given"), columns=self.words)
 
-    def edges_frame(self) -> pd.DataFrame:
+    def edges_frame(self, bootstrap: HierarchyBootstrap | None = None) -> pd.DataFrame:
+        """One row per edge with both conditional probabilities; with a bootstrap, its `stability`
+        (the share of resamples whose tree has the edge)."""
         index = {w: i for i, w in enumerate(self.words)}
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             [
                 {"parent": p, "child": c, "p_parent_given_child": self.matching[index[c], index[p]],
                  "p_child_given_parent": self.matching[index[p], index[c]]}
@@ -385,6 +460,50 @@ class Hierarchy:
             ],
             columns=["parent", "child", "p_parent_given_child", "p_child_given_parent"],
         )
+        if bootstrap is not None:
+            frame["stability"] = [bootstrap.edge_share(p, c) for p, c in self.edges]
+        return frame
+
+
+def _checked(distributions: np.ndarray, wheel: EmotionWheel) -> np.ndarray:
+    P = np.asarray(distributions, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != len(wheel.words):
+        raise ConfigError(f"distributions must be [N, {len(wheel.words)}] for the {wheel.name!r} wheel, got {P.shape}")
+    if np.isnan(P).any():
+        raise ConfigError("distributions contain NaN rows (prompts where no wheel word was seen); drop them first")
+    return P
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"hierarchy.threshold must be in (0, 1), got {threshold}")
+
+
+class _Scores:
+    """What does not depend on the threshold: the co-occurrence and matching of one set of rows.
+    `graph(threshold)` then applies the parent rule (and, for the paper method, its cleanup), so a
+    threshold sweep computes the co-occurrence once."""
+
+    def __init__(self, P: np.ndarray, wheel: EmotionWheel, method: str, rows: list[list[int]] | None):
+        self.words = wheel.words
+        self.method = method
+        if method == "exact":
+            self.matching = matching_matrix(cooccurrence(P))
+        elif method == "paper":
+            self.co = paper_cooccurrence(P, rows if rows is not None else ranked_columns(P, wheel.words))
+            self.matching = self.co.matching()
+        else:
+            raise ConfigError(f"hierarchy.method: expected exact or paper, got {method!r}")
+
+    def graph(self, threshold: float) -> tuple[nx.DiGraph, list[tuple[str, str, float]] | None]:
+        """The parent graph at `threshold`, and the paper method's candidate pairs (None for exact)."""
+        if self.method == "exact":
+            graph = nx.DiGraph()
+            graph.add_edges_from(parent_edges(self.matching, self.words, threshold))
+            return graph, None
+        words = self.words
+        candidates = [(words[p], words[c], prob) for p, c, prob in paper_candidates(self.co, threshold)]
+        return paper_graph(candidates), candidates
 
 
 def build_hierarchy(
@@ -395,35 +514,135 @@ def build_hierarchy(
     ranked: list[list[str]] | None = None,
     baseline_samples: int = 1000,
     seed: int = 0,
+    frequency_bins: int = 10,
 ) -> Hierarchy:
     """Matching matrix, parent graph and metrics from a probe's [N, K] distribution matrix.
 
     method="paper" expects the paper probe's raw top-k probabilities (zero outside the top-k) and,
     to follow the model's rank order exactly, its `ranked` words per row (see `ranked_columns`).
+    Wheel alignment comes with two chance levels of `baseline_samples` shuffles each: labels
+    permuted over all words (`shuffled_alignment_*`) and within `frequency_bins` bins of total mass
+    (`frequency_matched_alignment_*`, see `frequency_matched_alignment`).
     """
-    P = np.asarray(distributions, dtype=np.float64)
-    if P.ndim != 2 or P.shape[1] != len(wheel.words):
-        raise ConfigError(f"distributions must be [N, {len(wheel.words)}] for the {wheel.name!r} wheel, got {P.shape}")
-    if np.isnan(P).any():
-        raise ConfigError("distributions contain NaN rows (prompts where no wheel word was seen); drop them first")
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"hierarchy.threshold must be in (0, 1), got {threshold}")
+    P = _checked(distributions, wheel)
+    _check_threshold(threshold)
+    rows = ranked_columns(P, wheel.words, ranked) if method == "paper" else None
+    scores = _Scores(P, wheel, method, rows)
+    graph, candidates = scores.graph(threshold)
+    edges = list(graph.edges())
     extra: dict = {}
-    if method == "exact":
-        matching = matching_matrix(cooccurrence(P))
-        edges = parent_edges(matching, wheel.words, threshold)
-        graph = nx.DiGraph()
-        graph.add_edges_from(edges)
-    elif method == "paper":
-        co = paper_cooccurrence(P, ranked_columns(P, wheel.words, ranked))
-        words = wheel.words
-        candidates = [(words[p], words[c], prob) for p, c, prob in paper_candidates(co, threshold)]
-        graph = paper_graph(candidates)
-        matching = co.matching()
-        edges = list(graph.edges())
+    if candidates is not None:
         extra["candidates"] = candidates
         extra["isolated"] = [n for n in graph if graph.degree(n) == 0]
-    else:
-        raise ConfigError(f"hierarchy.method: expected exact or paper, got {method!r}")
     metrics = tree_metrics(graph, wheel, baseline_samples, seed)
-    return Hierarchy(wheel.words, matching, graph, edges, metrics, threshold, method, extra)
+    mean, std, p_value = frequency_matched_alignment(edges, wheel, P.sum(axis=0), frequency_bins,
+                                                     baseline_samples, seed)
+    metrics.update(frequency_matched_alignment_mean=mean, frequency_matched_alignment_std=std,
+                   frequency_matched_p_value=p_value)
+    return Hierarchy(wheel.words, scores.matching, graph, edges, metrics, threshold, method, extra)
+
+
+# --------------------------------------------------------------------------- uncertainty and sensitivity
+#: The metrics `bootstrap_hierarchy` gives intervals for.
+BOOTSTRAP_METRICS = ("edges", "total_path_length", "average_depth", "average_root_to_leaf_depth")
+
+
+@dataclass
+class HierarchyBootstrap:
+    """The result of `bootstrap_hierarchy`."""
+
+    resamples: int
+    metrics: pd.DataFrame  # one row per resample, one column per BOOTSTRAP_METRICS
+    edge_counts: dict[tuple[str, str], int]  # (parent, child) -> resamples whose graph has the edge
+
+    def edge_share(self, parent: str, child: str) -> float:
+        """Edge stability: the share of resamples whose graph contains parent -> child."""
+        return self.edge_counts.get((parent, child), 0) / self.resamples if self.resamples else float("nan")
+
+    def intervals(self, confidence: float = CONFIDENCE) -> dict[str, float]:
+        """`<metric>_ci_low` and `<metric>_ci_high`: percentile intervals over the resamples."""
+        result = {}
+        for name in BOOTSTRAP_METRICS:
+            result[f"{name}_ci_low"], result[f"{name}_ci_high"] = percentile_interval(
+                self.metrics[name].to_numpy(), confidence)
+        return result
+
+    def edges_frame(self, tree_edges: set[tuple[str, str]] = frozenset()) -> pd.DataFrame:
+        """Every edge seen in some resample, with its share and whether the full-data tree has it."""
+        rows = [{"parent": p, "child": c, "stability": n / self.resamples, "in_tree": (p, c) in tree_edges}
+                for (p, c), n in self.edge_counts.items()]
+        frame = pd.DataFrame(rows, columns=["parent", "child", "stability", "in_tree"])
+        return frame.sort_values(["stability", "parent", "child"], ascending=[False, True, True],
+                                 kind="stable").reset_index(drop=True)
+
+
+def bootstrap_hierarchy(
+    distributions: np.ndarray,
+    wheel: EmotionWheel,
+    threshold: float = 0.3,
+    method: Method = "exact",
+    ranked: list[list[str]] | None = None,
+    resamples: int = 200,
+    seed: int = 0,
+    on_resample: Callable[[], None] | None = None,
+) -> HierarchyBootstrap:
+    """Rebuild the hierarchy on `resamples` bootstrap samples of the scenarios (rows drawn with
+    replacement) and record its metrics and edges each time.
+
+    The drawn rows are put back in file order before building: the paper method's insertion order
+    (which parent a two-parent node keeps) follows the row order, and a bootstrap sample is a
+    multiset of the original rows, not a reshuffle of them. `on_resample` is called after each
+    resample (a progress bar).
+    """
+    P = _checked(distributions, wheel)
+    _check_threshold(threshold)
+    if resamples < 1:
+        raise ConfigError(f"hierarchy.bootstrap: need at least 1 resample, got {resamples}")
+    if len(P) == 0:
+        raise ConfigError("bootstrap: no scenarios to resample")
+    columns = ranked_columns(P, wheel.words, ranked) if method == "paper" else None
+    rng = np.random.default_rng(seed)
+    values = []
+    counts: dict[tuple[str, str], int] = {}
+    for draw in resample_rows(len(P), resamples, rng):
+        rows = np.sort(draw)
+        scores = _Scores(P[rows], wheel, method, [columns[i] for i in rows] if columns is not None else None)
+        graph, _ = scores.graph(threshold)
+        metrics = structure_metrics(graph)
+        values.append({name: metrics[name] for name in BOOTSTRAP_METRICS})
+        for edge in graph.edges():
+            counts[edge] = counts.get(edge, 0) + 1
+        if on_resample is not None:
+            on_resample()
+    return HierarchyBootstrap(resamples, pd.DataFrame(values, columns=list(BOOTSTRAP_METRICS)), counts)
+
+
+#: The columns of `threshold_sweep`.
+SWEEP_COLUMNS = ("threshold", "edges", "nodes", "isolated", "roots", "leaves", "total_path_length",
+                 "average_depth", "max_depth", "average_root_to_leaf_depth", "wheel_alignment")
+
+
+def threshold_sweep(
+    distributions: np.ndarray,
+    wheel: EmotionWheel,
+    thresholds: list[float],
+    method: Method = "exact",
+    ranked: list[list[str]] | None = None,
+) -> pd.DataFrame:
+    """The hierarchy's size and depth at each threshold (one row per threshold, ascending).
+
+    The co-occurrence does not depend on the threshold and is computed once; only the parent rule
+    (and the paper method's cleanup) is applied per threshold. No shuffled baselines: the sweep shows
+    how much of the tree the one free parameter decides, not its alignment's significance.
+    """
+    P = _checked(distributions, wheel)
+    for threshold in thresholds:
+        _check_threshold(threshold)
+    columns = ranked_columns(P, wheel.words, ranked) if method == "paper" else None
+    scores = _Scores(P, wheel, method, columns)
+    rows = []
+    for threshold in sorted({float(t) for t in thresholds}):
+        graph, _ = scores.graph(threshold)
+        rows.append({"threshold": threshold, **structure_metrics(graph),
+                     "wheel_alignment": alignment(list(graph.edges()), wheel)})
+    return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))

@@ -25,7 +25,8 @@ from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir, write_json_atomic
 
 METRICS = ["edges", "nodes", "roots", "leaves", "isolated", "total_path_length", "average_depth",
-           "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean"]
+           "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean",
+           "shuffled_alignment_p_value"]
 
 
 def load_tree(where: str | Path, what: str) -> nx.DiGraph:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import matplotlib
 
@@ -15,12 +15,20 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError, first_validation_problem
-from emotion_probe.hierarchy import build_hierarchy, nested_tree
-from emotion_probe.probe import RANKED_COLUMN
+from emotion_probe.hierarchy import (
+    BOOTSTRAP_METRICS,
+    HierarchyBootstrap,
+    bootstrap_hierarchy,
+    build_hierarchy,
+    nested_tree,
+    threshold_sweep,
+)
 from emotion_probe.plots import draw_tree
+from emotion_probe.probe import RANKED_COLUMN
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,9 @@ class HierarchySettings(BaseModel):
     threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
     method: Literal["exact", "paper"] = "exact"
     baseline_samples: int = Field(default=1000, ge=10)
+    frequency_bins: int = Field(default=10, ge=1)
+    bootstrap: int = Field(default=200, ge=0)
+    sweep_thresholds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=list)
 
 
 class HierarchyMetrics(BaseModel):
@@ -64,9 +75,15 @@ def run(cfg: DictConfig) -> dict:
     elif settings.method == "paper":
         log.warning("hierarchy.method=paper on probe.method=%s: every word with P > 0 counts as ranked, in "
                     "descending P; use probe.method=paper for the authors' top-k", probe.settings.method)
-    result = build_hierarchy(P[seen], wheel, seed=cfg.seed, ranked=ranked, **settings.model_dump())
+    P = P[seen]
+    result = build_hierarchy(P, wheel, threshold=settings.threshold, method=settings.method, ranked=ranked,
+                             baseline_samples=settings.baseline_samples, seed=cfg.seed,
+                             frequency_bins=settings.frequency_bins)
+    # No scenario left (every row unseen) has nothing to resample: the tree is empty, and so are its intervals.
+    resample = settings.bootstrap and len(P)
+    bootstrap = _bootstrap(P, wheel, settings, ranked, cfg.seed, cfg.progress) if resample else None
     result.matching_frame().to_parquet(out_dir / "matching.parquet")
-    result.edges_frame().to_csv(out_dir / "edges.csv", index=False)
+    result.edges_frame(bootstrap).to_csv(out_dir / "edges.csv", index=False)
     if "candidates" in result.extra:  # the paper method's pairs before its graph cleanup
         pd.DataFrame(result.extra["candidates"], columns=["parent", "child", "p_parent_given_child"]).to_csv(
             out_dir / "candidate_edges.csv", index=False)
@@ -79,7 +96,17 @@ def run(cfg: DictConfig) -> dict:
         "method": settings.method,
         "probe_method": probe.last_method,
         **result.metrics,
+        "bootstrap_resamples": settings.bootstrap if bootstrap is not None else 0,
     }
+    if bootstrap is not None:
+        metrics.update(bootstrap.intervals())
+        bootstrap.metrics.to_csv(out_dir / "bootstrap_metrics.csv", index_label="resample")
+        bootstrap.edges_frame(set(result.edges)).to_csv(out_dir / "bootstrap_edges.csv", index=False)
+    if settings.sweep_thresholds:
+        # The run's own threshold is always a point of the sweep, so the figure marks where the tree sits.
+        sweep = threshold_sweep(P, wheel, [*settings.sweep_thresholds, settings.threshold], settings.method, ranked)
+        sweep.to_csv(out_dir / "threshold_sweep.csv", index=False)
+        _plot_sweep(sweep, settings.threshold, out_dir / "threshold_sweep", f"{model.name}, {settings.method} method")
     write_json_atomic(out_dir / "metrics.json", metrics)  # strict JSON: an undefined metric is null
     # The tree in the authors' nested format (isolated nodes included), for experiment=compare_tree.
     write_json_atomic(out_dir / "tree.json", nested_tree(result.graph))
@@ -90,18 +117,66 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+def _bootstrap(P: np.ndarray, wheel, settings: HierarchySettings, ranked, seed: int,
+               show_progress: bool) -> HierarchyBootstrap:
+    """bootstrap_hierarchy with a progress bar: the paper method on 5,000 rows takes a while per resample."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), disable=not show_progress) as progress:
+        task = progress.add_task(f"bootstrap over {len(P)} scenarios", total=settings.bootstrap)
+        return bootstrap_hierarchy(P, wheel, settings.threshold, settings.method, ranked, settings.bootstrap, seed,
+                                   on_resample=lambda: progress.advance(task))
+
+
+def _plot_sweep(sweep: pd.DataFrame, threshold: float, out_base: Path, title: str) -> None:
+    """Edges and depth against the threshold, the run's threshold dashed: threshold_sweep.{png,svg}."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    left.plot(sweep["threshold"], sweep["edges"], marker="o")
+    left.set_ylabel("parent-child edges")
+    right.plot(sweep["threshold"], sweep["average_depth"], marker="o", label="nearest root to leaf")
+    right.plot(sweep["threshold"], sweep["average_root_to_leaf_depth"], marker="x", ls="--",
+               label="every root-to-leaf path (authors')")
+    right.set_ylabel("average depth")
+    right.legend(fontsize=7, frameon=False)
+    for ax in (left, right):
+        ax.axvline(threshold, color="grey", ls=":", lw=1)
+        ax.set_xlabel("threshold")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(out_base.with_suffix(suffix), dpi=150 if suffix == ".png" else None)
+    plt.close(fig)
+
+
 def _print_metrics(metrics: dict, out_dir: Path) -> None:
+    def show(value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "-"
+        return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
+
     table = Table(title=f"Emotion hierarchy of {metrics['model']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% CI / p", justify="right")
     for key in ["parameters", "scenarios", "edges", "nodes", "isolated", "total_path_length", "average_depth",
-                "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean"]:
-        value = metrics[key]
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else f"{value:,}" if value is not None else "-")
+                "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean",
+                "frequency_matched_alignment_mean"]:
+        beside = ""
+        if key in BOOTSTRAP_METRICS and f"{key}_ci_low" in metrics:
+            beside = f"[{show(metrics[f'{key}_ci_low'])}, {show(metrics[f'{key}_ci_high'])}]"
+        elif key == "shuffled_alignment_mean":
+            beside = f"p = {show(metrics['shuffled_alignment_p_value'])}"
+        elif key == "frequency_matched_alignment_mean":
+            beside = f"p = {show(metrics['frequency_matched_p_value'])}"
+        table.add_row(key, show(metrics[key]), beside)
     console = Console()
     console.print(table)
-    console.print(f"wrote {out_dir}/{{distributions.parquet, matching.parquet, edges.csv, metrics.json, tree.json, "
-                  "tree.png, tree.svg}")
+    written = ["distributions.parquet", "matching.parquet", "edges.csv", "metrics.json", "tree.json", "tree.png",
+               "tree.svg"]
+    if metrics.get("bootstrap_resamples"):
+        written += ["bootstrap_metrics.csv", "bootstrap_edges.csv"]
+    if (out_dir / "threshold_sweep.csv").is_file():
+        written += ["threshold_sweep.csv", "threshold_sweep.png", "threshold_sweep.svg"]
+    console.print(f"wrote {out_dir}/{{{', '.join(written)}}}")
 
 
 def report(cfg: DictConfig) -> pd.DataFrame:
@@ -149,6 +224,13 @@ def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, (column, label) in zip(axes, panels):
         ax.plot(frame["parameters"], frame[column], marker="o")
+        if {f"{column}_ci_low", f"{column}_ci_high"} <= set(frame.columns):
+            # Bootstrap intervals where the job computed them (hierarchy.bootstrap > 0); none elsewhere.
+            value = frame[column].astype(float)
+            low = (value - frame[f"{column}_ci_low"].astype(float)).fillna(0).clip(lower=0)
+            high = (frame[f"{column}_ci_high"].astype(float) - value).fillna(0).clip(lower=0)
+            ax.errorbar(frame["parameters"], value, yerr=np.vstack([low.to_numpy(), high.to_numpy()]), fmt="none",
+                        ecolor="C0", capsize=2)
         for _, row in frame.iterrows():
             ax.annotate(row["model"], (row["parameters"], row[column]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")

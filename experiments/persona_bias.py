@@ -15,6 +15,7 @@ from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe.backends.base import GenerateConfig
 from emotion_probe.bias import (
     argmax_labels,
+    bootstrap_recognition,
     calibrated_argmax,
     content_free_prior,
     recognition_summary,
@@ -23,6 +24,7 @@ from emotion_probe.errors import ConfigError
 from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe, ProbeSettings
 from emotion_probe.runner import PartsManifest, run_in_parts, with_labels
 from emotion_probe.scenarios import Scenario, load_scenarios
+from emotion_probe.stats import resample_rows
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
@@ -37,6 +39,7 @@ class RecognitionSettings(BaseModel):
     free_text: bool = False
     content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", "..."], min_length=1)
     max_tokens: int = Field(default=16, ge=1)
+    bootstrap: int = Field(default=1000, ge=0)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -81,8 +84,9 @@ def run(cfg: DictConfig) -> dict:
             frame.insert(3, "chat_predicted", [a["predicted"] for a in state["free_text"]])
         return frame
 
-    manifest = PartsManifest(model=model.name, settings={**probe.settings.model_dump(), **settings.model_dump()},
-                             words=wheel.words)
+    # The bootstrap only reads the finished table: changing it must not invalidate probed parts.
+    manifest = PartsManifest(model=model.name, words=wheel.words,
+                             settings={**probe.settings.model_dump(), **settings.model_dump(exclude={"bootstrap"})})
     table = run_in_parts(scenarios, out_dir / "recognition_parts", manifest, compute, probe_settings.chunk_size,
                          label=f"{persona.name} on {model.name}", show_progress=cfg.progress)
     table = with_labels(table, scenarios)
@@ -94,15 +98,21 @@ def run(cfg: DictConfig) -> dict:
     table.insert(5, "predicted_calibrated", calibrated_argmax(P, prior, wheel.words))
     table.to_parquet(out_dir / "predictions.parquet", index=False)
     metrics = {"persona": persona.name, "phrase": persona.phrase, "model": model.name,
-               "method": probe_settings.method, "scenarios": len(table), **_accuracies(table, wheel)}
+               "method": probe_settings.method, "scenarios": len(table), **_accuracies(table, wheel),
+               "bootstrap_resamples": settings.bootstrap, **_intervals(table, wheel, settings.bootstrap, cfg.seed)}
     # Strict JSON: an undefined value (an accuracy over no rows, a NaN prior) is null.
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_json_atomic(out_dir / "prior.json", dict(zip(wheel.words, prior.tolist())))
     write_manifest(out_dir, cfg, models={"persona": model}, timings=context.timings, started=started,
                    probe=probe.describe(), persona=persona.model_dump())
+    def ci(key: str) -> str:
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        return f" [{low:.1%}, {high:.1%}]" if low is not None and np.isfinite(low) and np.isfinite(high) else ""
+
     Console().print(
-        f"[bold]{persona.name}[/] ({persona.phrase or 'no persona'}): accuracy {metrics['accuracy']:.1%} over "
-        f"{len(wheel.words)} words, {metrics['primary_accuracy']:.1%} over primaries; calibrated "
+        f"[bold]{persona.name}[/] ({persona.phrase or 'no persona'}): accuracy {metrics['accuracy']:.1%}"
+        f"{ci('accuracy')} over {len(wheel.words)} words, {metrics['primary_accuracy']:.1%}"
+        f"{ci('primary_accuracy')} over primaries; calibrated "
         f"{metrics['calibrated_accuracy']:.1%} / {metrics['calibrated_primary_accuracy']:.1%}; "
         f"coverage {metrics['coverage']:.1%}  -> {out_dir}"
     )
@@ -114,6 +124,30 @@ def _paper_predictions(table: pd.DataFrame) -> list[str | None]:
     return [word if isinstance(word, str) else None for word in table[FIRST_WORD_COLUMN]]
 
 
+def _prediction_columns(table: pd.DataFrame) -> dict[str, str]:
+    """metrics.json key prefix -> predictions column."""
+    columns = {"": "predicted", "calibrated_": "predicted_calibrated"}
+    if "chat_predicted" in table.columns:
+        columns["chat_"] = "chat_predicted"
+    return columns
+
+
+def _intervals(table: pd.DataFrame, wheel: EmotionWheel, resamples: int, seed: int) -> dict[str, float]:
+    """95% percentile bootstrap intervals over scenarios for each accuracy and primary accuracy
+    (`<prefix>accuracy_ci_low`, ...). One set of resampled rows serves every prediction column, and the
+    same seed draws the same rows for every persona of a sweep over one scenario file, so the
+    personas' intervals come from the same resamples."""
+    if not resamples:
+        return {}
+    rows = resample_rows(len(table), resamples, np.random.default_rng(seed))
+    result = {}
+    for prefix, column in _prediction_columns(table).items():
+        predicted = [p if isinstance(p, str) else None for p in table[column]]
+        intervals = bootstrap_recognition(table["emotion"].tolist(), predicted, wheel.primary_of, rows)
+        result.update({f"{prefix}{key}": value for key, value in intervals.items()})
+    return result
+
+
 def _accuracies(table: pd.DataFrame, wheel: EmotionWheel) -> dict[str, float]:
     """135-way and primary (6-way) accuracy per prediction column.
 
@@ -121,10 +155,7 @@ def _accuracies(table: pd.DataFrame, wheel: EmotionWheel) -> dict[str, float]:
     `*_all_rows` divide by every row, counting a missing answer as wrong.
     """
     result = {}
-    columns = {"": "predicted", "calibrated_": "predicted_calibrated"}
-    if "chat_predicted" in table.columns:
-        columns["chat_"] = "chat_predicted"
-    for prefix, column in columns.items():
+    for prefix, column in _prediction_columns(table).items():
         predicted = [p if isinstance(p, str) else None for p in table[column]]
         summary = recognition_summary(table["emotion"].tolist(), predicted, wheel.words, wheel.primary_of,
                                       wheel.primaries)

@@ -17,7 +17,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.bias import collapse_confusion, compare_predictions, confusion_matrix, per_class_accuracy
+from emotion_probe.bias import (
+    collapse_confusion,
+    compare_paired_predictions,
+    compare_predictions,
+    confusion_matrix,
+    mcnemar_exact,
+    per_class_accuracy,
+)
 from emotion_probe.errors import ConfigError
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
@@ -46,18 +53,64 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     jobs = _load_jobs(sweep_dir)
     out_dir = output_dir(cfg)
     console = Console()
-    result = write_persona_report(jobs, wheel, cfg.pairs, cfg.pie_emotions, out_dir, console)
+    result = write_persona_report(jobs, wheel, cfg.pairs, cfg.pie_emotions, out_dir, console, test=cfg.test)
     accuracy = result.accuracy
 
     view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
     for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary"]:
         view.add_column(column, justify="left" if column == "persona" else "right")
     for name, row in accuracy.iterrows():
-        view.add_row(name, f"{row['accuracy']:.1%}", f"{row['primary_accuracy']:.1%}",
-                     f"{row['calibrated_accuracy']:.1%}", f"{row['calibrated_primary_accuracy']:.1%}")
+        view.add_row(name, *(_with_interval(row, key) for key in ("accuracy", "primary_accuracy", "calibrated_accuracy",
+                                                                   "calibrated_primary_accuracy")))
     console.print(view)
     console.print(f"wrote {out_dir}")
     return accuracy
+
+
+#: Per-emotion tests for "more often predicted": sign = paired exact sign test on the scenarios where
+#: the two personas disagree (both read the same scenarios); fisher = unpaired Fisher on the counts.
+TESTS = ("sign", "fisher")
+
+
+def _with_interval(row: pd.Series, key: str) -> str:
+    """'23.1% [19.0%, 27.2%]' when the job's metrics.json has the bootstrap interval, else '23.1%'."""
+    value = row.get(key)
+    text = "-" if value is None or pd.isna(value) else f"{value:.1%}"
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if low is not None and high is not None and pd.notna(low) and pd.notna(high):
+        text += f" [{low:.1%}, {high:.1%}]"
+    return text
+
+
+def _paired(a: str, b: str, table_a: pd.DataFrame, table_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Both personas' predictions aligned by scenario id (A's order), or None when they did not read the
+    same scenarios (different files or limits): then no paired test applies."""
+    ids_a, ids_b = table_a["id"].astype(str), table_b["id"].astype(str)
+    if ids_a.duplicated().any() or ids_b.duplicated().any() or set(ids_a) != set(ids_b):
+        return None
+    return table_a.set_index(ids_a), table_b.set_index(ids_b).loc[ids_a.tolist()]
+
+
+def _answers(column: pd.Series) -> list[str | None]:
+    return [value if isinstance(value, str) else None for value in column]
+
+
+def accuracy_tests(a: str, b: str, table_a: pd.DataFrame, table_b: pd.DataFrame, wheel: EmotionWheel) -> pd.DataFrame:
+    """McNemar's exact test of A's accuracy against B's, per prediction column and level (135 words,
+    6 primaries), on the scenarios both personas answered (all of them under probe.method=exact):
+    the paired counterpart of the accuracies in metrics.json, which divide by the answered rows."""
+    rows = []
+    for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
+        pa, pb = _answers(table_a[column]), _answers(table_b[column])
+        true = table_a["emotion"].tolist()
+        both = [i for i, (x, y) in enumerate(zip(pa, pb)) if x is not None and y is not None]
+        for level, same in (("word", lambda p, t: p == t),
+                            ("primary", lambda p, t: wheel.primary_of(p) == wheel.primary_of(t))):
+            correct_a = [same(pa[i], true[i]) for i in both]
+            correct_b = [same(pb[i], true[i]) for i in both]
+            rows.append({"a": a, "b": b, "calibrated": calibrated, "level": level,
+                         **mcnemar_exact(correct_a, correct_b)})
+    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -67,7 +120,8 @@ class PersonaReport:
     accuracy: pd.DataFrame  # one row per persona: the metrics.json values
     primary_confusions: dict[str, np.ndarray]  # persona -> primaries x primaries counts (true x predicted)
     per_primary: pd.DataFrame  # persona x primary accuracy
-    comparisons: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (A, B) -> compare_predictions rows
+    comparisons: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (A, B) -> per-emotion tests
+    accuracy_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # McNemar per pair, column and level
     figures: list[Path] = field(default_factory=list)  # PNGs written, in the order a reader should see them
 
 
@@ -78,12 +132,20 @@ def write_persona_report(
     pie_emotions: Sequence[str],
     out_dir: Path,
     console: Console,
+    test: str = "sign",
 ) -> PersonaReport:
     """Write the accuracy table, confusion tables and heatmaps, comparisons, radar and pie charts of a persona sweep.
 
     `jobs` maps a persona label to (its metrics.json, its predictions.parquet). Pairs whose
-    personas are not both in `jobs` are skipped.
+    personas are not both in `jobs` are skipped. Both personas of a pair normally read the same
+    scenarios, so their comparisons are paired: McNemar's exact test for the accuracy difference
+    (accuracy_tests.csv) and, with test="sign", an exact sign test per emotion (see
+    `emotion_probe.bias.compare_paired_predictions`); test="fisher" keeps the unpaired Fisher test.
+    A pair that did not read the same scenarios cannot be paired: an error with test="sign", and no
+    McNemar rows with test="fisher".
     """
+    if test not in TESTS:
+        raise ConfigError(f"test: expected one of {list(TESTS)}, got {test!r}")
     accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()], index=list(jobs))
     accuracy = accuracy.drop(columns="persona", errors="ignore")
     accuracy.index.name = "persona"
@@ -105,13 +167,24 @@ def write_persona_report(
     result = PersonaReport(accuracy, primary_confusions, per_primary_frame,
                            figures=[out_dir / "accuracy.png", out_dir / "confusion_primary.png"])
 
+    tests = []
     for a, b in pairs:
         if a not in jobs or b not in jobs:
             continue
+        paired = _paired(a, b, jobs[a][1], jobs[b][1])
+        if paired is None and test == "sign":
+            raise ConfigError(f"pairs: {a} and {b} did not read the same scenarios (their ids differ), so the "
+                              "paired test cannot pair them; rerun both on one scenario file, or set test=fisher")
         frames = []
         for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
-            counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy() for p in (a, b)]
-            frames.append(compare_predictions(counts[0], counts[1], wheel.words).assign(calibrated=calibrated))
+            if test == "sign":
+                table = compare_paired_predictions(_answers(paired[0][column]), _answers(paired[1][column]),
+                                                   wheel.words)
+            else:
+                counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy()
+                          for p in (a, b)]
+                table = compare_predictions(counts[0], counts[1], wheel.words)
+            frames.append(table.assign(calibrated=calibrated))
         comparison = pd.concat(frames, ignore_index=True)
         comparison.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
         comparison.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
@@ -120,8 +193,18 @@ def write_persona_report(
         _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, out_dir / f"radar_{a}_vs_{b}.png")
         result.figures.append(out_dir / f"radar_{a}_vs_{b}.png")
         gap = {c: abs(jobs[a][0][f"{c}accuracy"] - jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
-        console.print(f"{a} vs {b}: accuracy gap {gap['']:.1%} before calibration, {gap['calibrated_']:.1%} after; "
-                      f"significant emotions {int(frames[0]['significant'].sum())} -> {int(frames[1]['significant'].sum())}")
+        mcnemar = ""
+        if paired is not None:
+            pair_tests = accuracy_tests(a, b, *paired, wheel)
+            tests.append(pair_tests)
+            word = pair_tests[pair_tests["level"] == "word"].set_index("calibrated")["p_value"]
+            mcnemar = f" (McNemar p {word.loc[False]:.3g} -> {word.loc[True]:.3g})"
+        console.print(f"{a} vs {b}: accuracy gap {gap['']:.1%} before calibration, {gap['calibrated_']:.1%} after"
+                      f"{mcnemar}; significant emotions ({test}, BH) {int(frames[0]['significant'].sum())} -> "
+                      f"{int(frames[1]['significant'].sum())}")
+    if tests:
+        result.accuracy_tests = pd.concat(tests, ignore_index=True)
+        result.accuracy_tests.to_csv(out_dir / "accuracy_tests.csv", index=False)
 
     for emotion in pie_emotions:
         _pies(jobs, wheel, emotion, out_dir / f"pies_{emotion}.png")
@@ -134,7 +217,14 @@ def _bar_chart(accuracy: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(accuracy))
     for offset, (column, label) in enumerate([("primary_accuracy", "primary"), ("calibrated_primary_accuracy",
                                                                                "primary, calibrated")]):
-        ax.bar(x + (offset - 0.5) * 0.4, accuracy[column], width=0.4, label=label)
+        error = None
+        if {f"{column}_ci_low", f"{column}_ci_high"} <= set(accuracy.columns):
+            # The bootstrap interval as whiskers; a job without one (bootstrap=0) gets none.
+            value = accuracy[column].astype(float)
+            low = (value - accuracy[f"{column}_ci_low"].astype(float)).fillna(0).clip(lower=0)
+            high = (accuracy[f"{column}_ci_high"].astype(float) - value).fillna(0).clip(lower=0)
+            error = np.vstack([low.to_numpy(), high.to_numpy()])
+        ax.bar(x + (offset - 0.5) * 0.4, accuracy[column], width=0.4, label=label, yerr=error, capsize=2)
     ax.set_xticks(x, accuracy.index, rotation=30, ha="right")
     ax.set_ylabel("accuracy")
     ax.legend(frameon=False)

@@ -906,6 +906,9 @@ def _persona_section(jobs: list[Job], entry: Loaded, settings: ReportSettings, o
             confusion = pd.DataFrame(counts, index=pd.Index(wheel.primaries, name="true \\ predicted"),
                                      columns=wheel.primaries)
             section.blocks.append(table_block(f"{prefix}Confusion over primaries: {persona}", confusion, index=True))
+        if not result.accuracy_tests.empty:
+            section.blocks.append(table_block(f"{prefix}Paired accuracy differences (McNemar's exact test)",
+                                              result.accuracy_tests))
         for (a, b), comparison in result.comparisons.items():
             for calibrated, rows in comparison.groupby("calibrated", sort=True):
                 kind = "calibrated" if calibrated else "uncalibrated"
