@@ -28,6 +28,10 @@ def parse_json_object(raw: str, schema: type[Schema], context: dict[str, Any] | 
         data = json.loads(raw[start : end + 1])
     except json.JSONDecodeError as err:
         raise ValueError(f"the JSON is malformed ({err.msg})") from None
+    except ValueError:  # a number of more digits than Python reads (4300)
+        raise ValueError("the JSON is malformed (a number has too many digits)") from None
+    except RecursionError:  # a model that opens brackets until its budget ends
+        raise ValueError("the JSON is malformed (nested too deeply)") from None
     try:
         return schema.model_validate(data, context=context)
     except ValidationError as err:

@@ -25,7 +25,16 @@ class ScriptExhausted(EmolabError):
 
 
 def first_validation_problem(err: "ValidationError", prefix: str = "") -> str:
-    """The first problem in a pydantic ValidationError as 'dotted.field: message'."""
+    """The first problem in a pydantic ValidationError as 'dotted.field: message', on one line.
+
+    A key that is not plain printable text (a key in a data file may hold a newline) is quoted, so an
+    error stays the one line the CLI promises.
+    """
     first = err.errors()[0]
-    field = ".".join([*filter(None, [prefix]), *(str(part) for part in first["loc"])]) or "<root>"
-    return f"{field}: {first['msg']}"
+    field = ".".join([*filter(None, [prefix]), *(_printable(part) for part in first["loc"])]) or "<root>"
+    return f"{field}: {' '.join(str(first['msg']).split())}"
+
+
+def _printable(part: object) -> str:
+    text = str(part)
+    return text if text and text.isprintable() and text == text.strip() else repr(text)

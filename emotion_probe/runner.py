@@ -7,11 +7,13 @@ scenario already written, and refuses to mix results made with different setting
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from emotion_probe.errors import ConfigError
@@ -23,13 +25,33 @@ PARTS_DIR = "probe_parts"
 
 
 class PartsManifest(BaseModel):
-    """What the parts in a directory were computed with; a resume must match it."""
+    """What the parts in a directory were computed with; a resume must match it.
+
+    `model_identity` is the model's full identity (`ModelBackend.identity()`: its resolved config, with
+    device and dtype as they ran), since a name alone lets a CPU float32 and a GPU bfloat16 run of one
+    model share a table. None only in parts written by callers that do not record it.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     model: str
     settings: dict
     words: list[str]
+    model_identity: dict[str, Any] | None = None
+
+    @field_validator("model_identity")
+    @classmethod
+    def _as_json(cls, identity: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Compared with what is read back from manifest.json, so hold it as JSON gives it back (tuples as lists).
+        return None if identity is None else json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def _identity_changes(found: dict[str, Any] | None, expected: dict[str, Any] | None) -> str:
+    if found is None or expected is None:
+        return "model identity (the parts do not record one)" if found is None else "model identity"
+    keys = [key for key in sorted(set(found) | set(expected)) if found.get(key) != expected.get(key)]
+    shown = ", ".join(f"{key}: {found.get(key)!r} -> {expected.get(key)!r}" for key in keys[:3])
+    return f"model identity ({shown}{', ...' if len(keys) > 3 else ''})"
 
 
 def _check_manifest(parts_dir: Path, expected: PartsManifest) -> None:
@@ -43,6 +65,8 @@ def _check_manifest(parts_dir: Path, expected: PartsManifest) -> None:
         raise ConfigError(f"{path} is corrupt ({err.errors()[0]['msg']}); delete {parts_dir} to start over") from None
     if found != expected:
         changed = [key for key in ("model", "settings", "words") if getattr(found, key) != getattr(expected, key)]
+        if found.model_identity != expected.model_identity:
+            changed.append(_identity_changes(found.model_identity, expected.model_identity))
         raise ConfigError(
             f"{parts_dir} holds results made with a different {', '.join(changed)}; "
             "resume with the same settings or use a new run directory"
@@ -125,7 +149,8 @@ def probe_scenarios(
         frame.insert(1, "text", [s.text for s in batch])
         return frame
 
-    manifest = PartsManifest(model=probe.model.name, settings=probe.settings.model_dump(), words=probe.words)
+    manifest = PartsManifest(model=probe.model.name, settings=probe.settings.model_dump(), words=probe.words,
+                             model_identity=probe.model.identity())
     table = run_in_parts(
         scenarios, out_dir / PARTS_DIR, manifest, compute, probe.settings.chunk_size,
         label=f"probing {probe.model.name}", show_progress=show_progress,

@@ -76,6 +76,8 @@ def _parse_wheel_text(path: Path, text: str) -> object:
                               f"{err.msg})") from None
         except RecursionError:
             raise ConfigError(f"wheel file {path} is not a wheel: nested too deeply") from None
+        except ValueError as err:  # not a syntax error: a number of more digits than Python reads
+            raise ConfigError(f"wheel file {path} is not valid JSON ({str(err).split(';')[0]})") from None
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as err:
@@ -86,6 +88,11 @@ def _parse_wheel_text(path: Path, text: str) -> object:
         raise ConfigError(f"wheel file {path} is not valid YAML ({' '.join(str(err).split())})") from None
     except RecursionError:
         raise ConfigError(f"wheel file {path} is not a wheel: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as err:
+        # PyYAML's constructors raise these for a value its grammar accepts but Python cannot build:
+        # a date such as 2001-13-01, or `!!int abc`.
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"wheel file {path} is not valid YAML (a value cannot be read: {reason})") from None
 
 
 # Group colours for wheels read from a file without colours (the authors' emotion_taxonomy.json):

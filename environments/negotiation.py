@@ -9,7 +9,10 @@ Termination is the structured `status` field; a closing step asks the customer w
 
 from __future__ import annotations
 
+import contextvars
 import operator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -92,11 +95,45 @@ def _dialogue_length(state: NegotiationState) -> int:
 
 
 def _emit(kind: str, **payload: Any) -> None:
+    """Send a custom stream event; only from a node's own thread (see `_emitter` for callbacks)."""
+    _emitter()(kind, **payload)
+
+
+def _emitter() -> Callable[..., None]:
+    """`emit(kind, **payload)`, callable from any thread: for callbacks such as `on_token`.
+
+    LangGraph's stream writer finds its run through context variables, which exist only in the node's
+    own thread, and `on_token` runs where the backend streams: on BatchingBackend's worker thread, for
+    an in-process model. So the writer and the node's context are taken here, in the node's thread,
+    and each event is written inside that context. One Context cannot be entered by two threads at
+    once, hence the lock. Outside a streaming run there is no writer, and events go nowhere.
+    """
     try:
         writer = get_stream_writer()
     except RuntimeError:  # invoked outside a streaming run
-        return
-    writer({"event": kind, **payload})
+        return lambda kind, **payload: None
+    context = contextvars.copy_context()
+    lock = threading.Lock()
+
+    def emit(kind: str, **payload: Any) -> None:
+        with lock:
+            context.run(writer, {"event": kind, **payload})
+
+    return emit
+
+
+class _TokenEvents:
+    """An agent turn's `on_token`: each piece as a "token" event, and a "restart" event when a stream that
+    broke off midway starts again (RetryingBackend calls `restart`), so the view can start its block anew."""
+
+    def __init__(self, emit: Callable[..., None], speaker: Role, trial: int | None):
+        self.emit, self.speaker, self.trial = emit, speaker, trial
+
+    def __call__(self, text: str) -> None:
+        self.emit("token", speaker=self.speaker, text=text, trial=self.trial)
+
+    def restart(self, reason: str) -> None:
+        self.emit("restart", speaker=self.speaker, reason=reason, trial=self.trial)
 
 
 def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], role: Role) -> dict:
@@ -112,13 +149,14 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     else:
         model = ctx.salesperson_model if role == "salesperson" else ctx.customer_model
         trial = state.get("trial")
-        _emit("start", speaker=role, turn=turn_number, trial=trial)
+        emit = _emitter()  # taken here, in the node's thread: tokens may stream from the batcher's thread
+        emit("start", speaker=role, turn=turn_number, trial=trial)
         reply = call_structured(
             model, build(scenario, state.get("turns", [])), schema, max_retries=ctx.max_parse_retries,
             config=turn_config(ctx, trial, turn_number),
-            on_token=lambda text: _emit("token", speaker=role, text=text, trial=trial),
-            on_retry=lambda attempt, of, reason: _emit("retry", speaker=role, attempt=attempt, of=of, reason=reason,
-                                                       trial=trial),
+            on_token=_TokenEvents(emit, role, trial),
+            on_retry=lambda attempt, of, reason: emit("retry", speaker=role, attempt=attempt, of=of, reason=reason,
+                                                      trial=trial),
             context={"sum_tolerance": ctx.report_sum_tolerance},
         )
         parsed = reply.parsed

@@ -148,7 +148,9 @@ def write_manifest(
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if models:
-        manifest["models"] = {role: {**model.describe(), "usage": usage_of(model)} for role, model in models.items()}
+        # `identity`: the config the model was built from with device and dtype as it ran them (not `auto`).
+        manifest["models"] = {role: {**model.describe(), "identity": model.identity(), "usage": usage_of(model)}
+                              for role, model in models.items()}
     if timings is not None:
         manifest["node_wall_time_s"] = timings.summary()
     if started is not None:

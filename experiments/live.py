@@ -120,6 +120,8 @@ class LiveView:
             self.console.print(Text(event["text"], style="dim"), end="", soft_wrap=True, highlight=False)
         elif kind == "retry":
             self._retry(event)
+        elif kind == "restart":
+            self._restart(event)
         elif kind == "turn":
             self._turn(event["record"])
         elif kind == "probe":
@@ -161,6 +163,18 @@ class LiveView:
         # A replayed transcript may not know how many attempts the run allowed (its config is gone): no "/of" then.
         of = f"/{event['of']}" if event.get("of") is not None else ""
         line = f"retry {event.get('attempt')}{of}: {event.get('reason', '')}"
+        if self.live:
+            self._end_line()
+            self.console.print(Text(line, style="yellow"), highlight=False)
+            self._resumes = speaker
+        else:
+            log.info("trial %s %s %s", event.get("trial"), speaker, line)
+
+    def _restart(self, event: dict) -> None:
+        """A stream that broke off midway (a dropped connection) runs again from the start: the pieces shown so
+        far end here, and the repeat streams as a block of its own, so no text is read twice in one line."""
+        speaker = event.get("speaker", "?")
+        line = f"stream broke off ({event.get('reason', '')}); again from the start"
         if self.live:
             self._end_line()
             self.console.print(Text(line, style="yellow"), highlight=False)

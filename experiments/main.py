@@ -4,6 +4,8 @@ Every user error ends the same way: one line `error: ...` on stderr and exit cod
 experiment (an `EmolabError`) are caught around the task; errors of Hydra's config composition
 (an unknown `model=nope`, an override of a key that does not exist) happen before the task runs,
 so `main` catches those around the whole Hydra app and adds Hydra's list of available options.
+A model that failed for a transient reason through every retry (a server that is down, hangs or keeps
+dropping its streams) ends the same way: the input is fine, and what the run wrote is kept for a resume.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.text import Text
@@ -77,6 +80,23 @@ def app(cfg: DictConfig) -> object:
         # Bad input is the user's to fix: one clear line, no traceback.
         _report(str(err))
         sys.exit(USER_ERROR)
+    except Exception as err:
+        from emotion_probe.backends.wrappers import is_transient
+
+        if not is_transient(err):
+            raise  # a bug: keep its traceback
+        # A model server that stayed down, dropped its streams or timed out through every retry (conf/retry):
+        # nothing is wrong with the input, and every step finished before is on disk. One line, as for bad input.
+        _report(f"the model did not answer: {type(err).__name__}: {' '.join(str(err).split())} "
+                f"(retried as conf/retry allows); what was written is kept, {_resume_hint()}")
+        sys.exit(USER_ERROR)
+
+
+def _resume_hint() -> str:
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
+    return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
 
 
 def split_hydra_error(err: CompactHydraException) -> tuple[str, str]:

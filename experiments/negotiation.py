@@ -56,6 +56,7 @@ from environments.negotiation import (
     matching_over_conversation,
 )
 from environments.timing import NodeTimings
+from experiments.callbacks import claim_run_dir
 from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live, summary_table
 from experiments.negotiation_metrics import (
@@ -277,6 +278,8 @@ def run(cfg: DictConfig) -> dict:
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, list(NegotiationSettings.model_fields)), "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     out_dir = output_dir(cfg)
+    # Checkpointed trials are picked up by thread id alone: refuse a dir whose trials ran with other settings.
+    claim_run_dir(cfg, out_dir)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
     probe = EmotionProbe(probe_model, probe_settings.wheel, **probe_settings.model_dump(exclude={"wheel"})) \
         if settings.probe_messages else None

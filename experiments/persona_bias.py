@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
         return frame
 
     # The bootstrap only reads the finished table: changing it must not invalidate probed parts.
-    manifest = PartsManifest(model=model.name, words=wheel.words,
+    manifest = PartsManifest(model=model.name, model_identity=model.identity(), words=wheel.words,
                              settings={**probe.settings.model_dump(), **settings.model_dump(exclude={"bootstrap"})})
     table = run_in_parts(scenarios, out_dir / "recognition_parts", manifest, compute, probe_settings.chunk_size,
                          label=f"{persona.name} on {model.name}", show_progress=cfg.progress)

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from skip_policy import pytest_configure  # noqa: F401  (no skips in CI: tests/skip_policy.py)
 
 # Tests never reach for the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -242,9 +242,30 @@ def test_input_ending_mid_trial_stops_cleanly_and_a_rerun_resumes(tmp_path):
                                                                          (2, "salesperson")]
     assert not (run_dir / "summary.json").exists()
 
-    # The rerun asks turn 3 again from its start, and calls no model for the turns checkpointed before it
-    # (an empty script would fail loudly).
-    result = _emolab(run_dir, TURN_3 + CLOSING, [])
+    # The rerun (with the same settings, script included: a resume with other settings is refused) asks
+    # turn 3 again from its start, and calls no model for the turns checkpointed before it.
+    result = _emolab(run_dir, TURN_3 + CLOSING, [SALES, SALES])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "customer, trial 0, turn 3" in result.stdout and "turn 1 (" not in result.stdout
     _assert_finished_deal(run_dir)  # each (turn, speaker) once
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["models"]["salesperson"]["usage"]["calls"].get("generate", 0) == 0
+
+
+def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _emolab(run_dir, TURN_1 + TURN_3[:1], [SALES, SALES])
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def written() -> dict[str, bytes]:  # the run's outputs (Hydra's own log may gain lines, and .hydra/ is Hydra's)
+        return {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file() and path.suffix != ".log"}
+
+    before = written()
+    assert {"transcript.jsonl", "checkpoints.sqlite", "run_settings.json"} <= set(before)
+    # Another script is another model: resuming its checkpointed turns would mix two models in one trial.
+    result = _emolab(run_dir, TURN_3 + CLOSING, [SALES])
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {run_dir} holds a run with other settings"), lines
+    assert "Traceback" not in result.stderr
+    assert written() == before

@@ -7,7 +7,7 @@ import time
 
 import openai
 import pytest
-from loopback import Hang, Raw, ScriptedServer, Stream, chat_chunks
+from loopback import Hang, Raw, Reply, ScriptedServer, Stream, chat_chunks
 
 from emotion_probe.backends.openai_backend import OpenAIBackend
 from emotion_probe.backends.wrappers import is_transient
@@ -48,3 +48,28 @@ def test_a_server_that_hangs_times_out_as_a_transient_error(request):
         OpenAIBackend(model="m", base_url=server.url, max_retries=0, timeout=0.5).generate(HELLO)
     assert 0.4 < time.monotonic() - started < 10
     assert is_transient(timed_out.value)
+
+
+@pytest.mark.parametrize("respond", [
+    lambda path, body: Reply(200, {"id": "chat", "object": "chat.completion", "choices": []}),
+    lambda path, body: Reply(200, {"id": "chat", "object": "chat.completion", "choices": [{"index": 0}]}),
+])
+def test_json_of_the_wrong_shape_is_one_clear_error(request, respond):
+    # The openai client builds its objects without checking them, so this used to end in an IndexError
+    # or AttributeError from deep inside the backend.
+    server = _server(request, respond)
+    with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with JSON of an "
+                                          r"unexpected shape \((IndexError|AttributeError): ") as raised:
+        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO)
+    assert not is_transient(raised.value)
+
+
+def test_a_stream_chunk_of_the_wrong_shape_is_one_clear_error(request):
+    chunks = chat_chunks("m", ["Hel"])
+    chunks.insert(1, {**chunks[0], "choices": [{"index": 0, "delta": {"content": 5}, "finish_reason": None}]})
+    server = _server(request, lambda path, body: Stream(chunks))
+    pieces: list[str] = []
+    with pytest.raises(EmolabError, match=r"answered with JSON of an unexpected shape \(TypeError: delta\.content "
+                                          r"is a int, not text\)"):
+        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO, on_token=pieces.append)
+    assert pieces == ["Hel"]

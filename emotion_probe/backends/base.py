@@ -87,6 +87,10 @@ class ScoreResult:
     exact: bool
 
 
+#: Receives a reply's text piece by piece as it streams, possibly from another thread (BatchingBackend
+#: streams from its worker). It may also have a `restart(reason)` method: a layer that repeats a call
+#: after pieces went out (RetryingBackend, when a stream dropped midway) calls it before the repeat,
+#: which then streams from the start; without one, a repeat streams only what goes past the pieces sent.
 TokenCallback = Callable[[str], None]
 
 
@@ -104,6 +108,10 @@ class BatchFeed(Protocol):
     def finished(self, index: int, generation: Generation) -> None: ...
 
     def stepped(self, rows: int) -> None: ...
+
+
+#: describe() keys that record how a backend is wrapped or what it has done so far, not what it computes.
+_NOT_IDENTITY = frozenset({"wrapped_by", "response_cache"})
 
 
 class ModelBackend(ABC):
@@ -150,6 +158,15 @@ class ModelBackend(ABC):
     def describe(self) -> dict[str, object]:
         """What a run manifest records about this backend (no secrets)."""
         return {"backend": type(self).__name__, "name": self.name, "parameters": self.num_parameters()}
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this backend's answers, for the keys that keep results apart (probe parts, a resume).
+
+        By default what `describe()` says, less the wrapper bookkeeping, which changes nothing computed.
+        A stack built by `emotion_probe.backends.stack.wrap_backend` answers with the resolved model
+        config it was built from instead (the name alone would let two devices or dtypes share results).
+        """
+        return {key: value for key, value in self.describe().items() if key not in _NOT_IDENTITY}
 
 
 def as_messages(messages: Sequence[ChatMessage | dict]) -> list[ChatMessage]:

@@ -278,6 +278,12 @@ class OpenAIBackend(ModelBackend):
             "max_concurrency": self.max_concurrency,
         }
 
+    def identity(self) -> dict[str, Any]:
+        # What the server answered so far (the scoring path it fell back to) is a record, not an identity:
+        # it changes during a run, and a resume must not be refused for it.
+        return {key: value for key, value in super().identity().items()
+                if key not in ("last_score_method", "score_methods", "echo_alignment")}
+
     # ------------------------------------------------------------- plumbing
     @property
     def _client(self):
@@ -376,16 +382,25 @@ class OpenAIBackend(ModelBackend):
                 raise
             raise explained from None
 
+    def _unexpected_shape(self, err: Exception) -> EmolabError:
+        # The openai client builds its objects from any JSON without checking them, so a body of the wrong
+        # shape ({"choices": []}) fails only when read: a broken server, like a body that is not JSON.
+        return EmolabError(f"{self.name}: the server at {self._endpoint} answered with JSON of an unexpected shape "
+                           f"({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+
     async def _chat(self, request: dict[str, Any]) -> Generation:
         response = await self._client.chat.completions.create(**request)
-        choice = response.choices[0]
-        usage = response.usage
-        return Generation(
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            finish_reason=choice.finish_reason,
-        )
+        try:
+            choice = response.choices[0]
+            usage = response.usage
+            return Generation(
+                text=choice.message.content or "",
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                finish_reason=choice.finish_reason,
+            )
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+            raise self._unexpected_shape(err) from None
 
     def _generate_streamed(self, request: dict[str, Any], on_token: TokenCallback) -> Generation:
         # on_token runs here, in the caller's thread, not on the loop: callers rely on their own
@@ -410,22 +425,30 @@ class OpenAIBackend(ModelBackend):
         usage = None
         try:
             async for chunk in stream:
-                usage = getattr(chunk, "usage", None) or usage
-                if not chunk.choices:
-                    continue
-                delta = chunk.choices[0].delta.content or ""
+                try:
+                    usage = getattr(chunk, "usage", None) or usage
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta.content or ""
+                    finish_reason = chunk.choices[0].finish_reason or finish_reason
+                    if not isinstance(delta, str):
+                        raise TypeError(f"delta.content is a {type(delta).__name__}, not text")
+                except (AttributeError, IndexError, KeyError, TypeError) as err:
+                    raise self._unexpected_shape(err) from None
                 if delta:
                     text.append(delta)
                     put(delta)
-                finish_reason = chunk.choices[0].finish_reason or finish_reason
         finally:
             await stream.close()
-        return Generation(
-            text="".join(text),
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            finish_reason=finish_reason,
-        )
+        try:
+            return Generation(
+                text="".join(text),
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                finish_reason=finish_reason,
+            )
+        except (AttributeError, ValueError) as err:  # usage without its counts, or counts that are not numbers
+            raise self._unexpected_shape(err) from None
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompts: Sequence[str], continuations: Sequence[str], *, word_boundary: bool = False) -> ScoreResult:

@@ -18,7 +18,7 @@ from emotion_probe.backends.base import ModelBackend
 from emotion_probe.backends.cache import CachingBackend, GenerateCaching
 from emotion_probe.backends.wrappers import CountingBackend, RetryingBackend, usage_of
 
-__all__ = ["CacheSettings", "RetrySettings", "response_cache_path", "usage_of", "wrap_backend"]
+__all__ = ["CacheSettings", "RetrySettings", "resolved_model_config", "response_cache_path", "usage_of", "wrap_backend"]
 
 #: Names the response cache file when `cache.path` is null; tests point it at a temporary file.
 CACHE_PATH_ENV = "EMOLAB_RESPONSE_CACHE"
@@ -56,6 +56,42 @@ def response_cache_path(configured: str | os.PathLike[str] | None) -> Path:
     return cache_root() / "responses.sqlite"
 
 
+#: Model-config keys a backend resolves when it loads (TransformersBackend: `auto` becomes the device it
+#: found, and the dtype that device gets). Left as `auto`, they would let CPU float32 and GPU bfloat16
+#: answers share one cache key or one resumed run, and their logprobs differ.
+PLACEMENT_KEYS = ("device", "dtype")
+
+
+def resolved_model_config(config: dict[str, Any], backend: ModelBackend | None = None) -> dict[str, Any]:
+    """`config` (a resolved `model:` node, as a dict) with `device` and `dtype` as the backend runs them.
+
+    With `backend` (already loaded), what it reports in describe(); without, what it would pick on this
+    machine (`auto`: cuda if available, else cpu; bfloat16 on cuda, float32 on cpu), so a resume check
+    can run before the model loads. Spellings are made canonical too (fp32 -> float32). Configs without
+    these keys (scripted, openai) are returned unchanged, without importing torch.
+    """
+    resolved = dict(config)
+    present = [key for key in PLACEMENT_KEYS if isinstance(resolved.get(key), str)]
+    if not present:
+        return resolved
+    described = backend.describe() if backend is not None else {}
+    if all(isinstance(described.get(key), str) for key in present):
+        resolved.update({key: described[key] for key in present})
+        return resolved
+    from emotion_probe.backends.transformers_backend import _pick_device, _pick_dtype
+    from emotion_probe.errors import ConfigError
+
+    device = _pick_device(resolved["device"] if "device" in present else "auto")  # TransformersBackend's default
+    if "device" in present:
+        resolved["device"] = device
+    if "dtype" in present:
+        try:
+            resolved["dtype"] = str(_pick_dtype(resolved["dtype"], device)).removeprefix("torch.")
+        except ConfigError:
+            pass  # an unknown dtype: the backend refuses it when it loads, with this same message
+    return resolved
+
+
 def wrap_backend(
     provider: ModelBackend,
     *,
@@ -66,10 +102,12 @@ def wrap_backend(
     """CachingBackend(CountingBackend(RetryingBackend(provider))), leaving out the layers that are off.
 
     `identity` is what makes two backends the same for the cache: pass the resolved model config
-    (a dict), so that a different model, path, server or script never shares answers. Counting is
+    (a dict), so that a different model, path, server or script never shares answers. Its `device` and
+    `dtype` are resolved first (`resolved_model_config`), so `auto` on a GPU and `auto` on a CPU differ. Counting is
     always present, so `usage_of(result)` always reports calls and tokens. A retry layer with one
     attempt would do nothing, so it is left out too.
     """
+    identity = resolved_model_config(identity, provider)
     backend = provider
     if retry is not None and retry.max_attempts > 1:
         backend = RetryingBackend(
@@ -78,4 +116,6 @@ def wrap_backend(
     backend = CountingBackend(backend)
     if cache is not None and cache.enabled:
         backend = CachingBackend(backend, response_cache_path(cache.path), identity, generate=cache.generate)
+    # Probe parts and resume checks ask the stack who it is: the config, not the name alone.
+    backend.pinned_identity = identity
     return backend

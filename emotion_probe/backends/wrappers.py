@@ -29,6 +29,9 @@ T = TypeVar("T")
 class BackendWrapper(ModelBackend):
     """Delegates everything to `inner`; subclasses override what they change."""
 
+    #: The resolved model config this stack was built from, set by stack.wrap_backend; None = ask `inner`.
+    pinned_identity: dict[str, Any] | None = None
+
     def __init__(self, inner: ModelBackend):
         self.inner = inner
         self.name = inner.name
@@ -71,6 +74,9 @@ class BackendWrapper(ModelBackend):
     def describe(self) -> dict[str, object]:
         inner = self.inner.describe()
         return {**inner, "wrapped_by": [*inner.get("wrapped_by", []), type(self).__name__]}
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self.pinned_identity) if self.pinned_identity is not None else self.inner.identity()
 
     def usage(self) -> dict[str, Any]:
         """This layer's own accounting (counters only); `usage_of` merges every layer's."""
@@ -204,6 +210,45 @@ def retry_after_seconds(err: BaseException, now: Callable[[], float] = time.time
     return max(0.0, when.timestamp() - now())
 
 
+class _RepeatedStream:
+    """The `on_token` of a call RetryingBackend may repeat, so that no consumer is shown a text twice.
+
+    A stream that drops midway is a transient error: the call runs again from the start and streams its
+    text again. A consumer that can take back what it showed (a callback with a `restart(reason)`
+    method, as the negotiation's live events have: base.TokenCallback) is told before the repeat and
+    then gets every piece of it. Any other consumer gets only the text past what it already has; a
+    repeat that says the same (greedy, or seeded) thus reads as one unbroken stream.
+    """
+
+    def __init__(self, callback: TokenCallback):
+        self.callback = callback
+        self._restart = getattr(callback, "restart", None)
+        self._lock = threading.Lock()
+        self._shown = 0  # characters the consumer has, across attempts
+        self._attempt = 0  # characters this attempt has streamed
+
+    def __call__(self, piece: str) -> None:
+        with self._lock:
+            start, self._attempt = self._attempt, self._attempt + len(piece)
+            if self._attempt <= self._shown:
+                return  # a repeat, still inside what the consumer was shown
+            new = piece[max(0, self._shown - start):]
+            self._shown = self._attempt
+        self.callback(new)
+
+    def repeat(self, reason: str) -> None:
+        """The call failed and runs again from the start."""
+        with self._lock:
+            if self._attempt == 0:
+                return  # nothing reached the consumer: nothing to take back
+            self._attempt = 0
+            restart = self._restart
+            if restart is not None:
+                self._shown = 0
+        if restart is not None:
+            restart(reason)
+
+
 class RetryingBackend(BackendWrapper):
     """Retries transient failures (`is_transient`) with exponential backoff and jitter.
 
@@ -244,7 +289,7 @@ class RetryingBackend(BackendWrapper):
         backoff = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
         return backoff * self._rng.uniform(0.5, 1.0)
 
-    def _retry(self, call: Callable[[], T], what: str) -> T:
+    def _retry(self, call: Callable[[], T], what: str, streams: Sequence[_RepeatedStream] = ()) -> T:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return call()
@@ -256,14 +301,22 @@ class RetryingBackend(BackendWrapper):
                     self.retries += 1
                 log.warning("%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
                             attempt, self.max_attempts - 1, delay)
+                for stream in streams:  # told now, so a live view shows the restart while we wait
+                    stream.repeat(f"{type(err).__name__}: {err}")
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
     def generate(self, messages, config=None, on_token=None) -> Generation:
-        return self._retry(lambda: self.inner.generate(messages, config, on_token), "generate")
+        if on_token is None:
+            return self._retry(lambda: self.inner.generate(messages, config, None), "generate")
+        stream = _RepeatedStream(on_token)
+        return self._retry(lambda: self.inner.generate(messages, config, stream), "generate", [stream])
 
     def _generate_batch(self, conversations, config=None, on_tokens=None) -> list[Generation]:
-        return self._retry(lambda: self.inner.generate_batch(conversations, config, on_tokens), "generate_batch")
+        streams = [None if callback is None else _RepeatedStream(callback)
+                   for callback in (on_tokens or [None] * len(conversations))]
+        return self._retry(lambda: self.inner.generate_batch(conversations, config, streams), "generate_batch",
+                           [stream for stream in streams if stream is not None])
 
     def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
         return self._retry(lambda: self.inner.score(prompts, continuations, word_boundary=word_boundary), "score")
