@@ -107,7 +107,7 @@ def problems(text: str, emotion: str, seen: set[str]) -> list[str]:
     return found
 
 
-def label_consistency(distributions, labels: list[str], wheel, top: int = 2):
+def label_consistency(distributions, labels: list[str], wheel, top: int = 2, calibrate: bool = True):
     """Does each labelled scenario read as its word's primary? One row per scenario.
 
     A model's next-word distribution over the wheel [N, K] is summed into primaries [N, P]
@@ -115,6 +115,10 @@ def label_consistency(distributions, labels: list[str], wheel, top: int = 2):
     with the most mass. The paper's labels are only as good as this: a "mortification" scenario that
     reads as fear trains no one to see shame. The verdict is the model's, so it is as good as the
     model: flags from a small model are prompts for a human to read the text, not proof.
+
+    With `calibrate`, each primary's mass is first divided by its mean over the set, so a model's
+    blanket preference does not decide the verdict: SmolLM2-135M puts anger and sadness in the top
+    two of almost every scenario, and uncalibrated every fear, joy and love scenario would fail.
 
     Returns a DataFrame: label, primary, read_as (the primary with the most mass), rank (1 = the
     label's primary has the most mass) and passes.
@@ -125,6 +129,9 @@ def label_consistency(distributions, labels: list[str], wheel, top: int = 2):
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     mass = wheel.primary_mass(np.asarray(distributions, dtype=float))  # [N, P]
+    if calibrate:
+        mean = mass.mean(axis=0)  # [P]
+        mass = mass / np.where(mean > 0, mean, 1.0)  # a primary no scenario gets stays 0
     primaries = list(wheel.primaries)
     label_primary = [wheel.primary_of(label) for label in labels]
     own = mass[np.arange(len(labels)), [primaries.index(p) for p in label_primary]]  # [N]

@@ -38,6 +38,7 @@ class LabelCheck(BaseModel):
     enabled: bool = Field(description="run the check on labelled sets")
     top: int = Field(ge=1, description="a scenario passes when its primary is among this many top primaries")
     min_share: float = Field(ge=0, le=1, description="words with a smaller share of passing scenarios are listed")
+    calibrate: bool = Field(description="divide each primary's mass by its mean over the set first")
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -63,13 +64,13 @@ def _check_labels(table: pd.DataFrame, wheel: EmotionWheel, settings: LabelCheck
         return
     labelled = table[table["emotion"].isin(wheel.index)]
     checked = label_consistency(labelled[wheel.words].astype(float).to_numpy(), list(labelled["emotion"]), wheel,
-                                top=settings.top)
+                                top=settings.top, calibrate=settings.calibrate)
     checked.insert(0, "id", list(labelled["id"]))
     checked.to_csv(out_dir / "label_check.csv", index=False)
     flagged = words_to_rewrite(checked, settings.min_share)
     Console().print(
         f"label check: {int(checked['passes'].sum())} of {len(checked)} scenarios read as their primary "
-        f"(top {settings.top}); {len(flagged)} words below {settings.min_share:.0%}"
+        f"(top {settings.top}{', calibrated' if settings.calibrate else ''}); {len(flagged)} words below {settings.min_share:.0%}"
         + (f": {', '.join(flagged[:12])}{' ...' if len(flagged) > 12 else ''}" if flagged else "")
         + f"; wrote {out_dir / 'label_check.csv'}", soft_wrap=True)
 

@@ -36,13 +36,31 @@ def test_a_scenario_passes_when_its_primary_ranks_in_the_top(shaver):
         # labelled grief (sadness), read as sadness
         _distribution(shaver, {"sorrow": 0.9, "fear": 0.1}),
     ])
-    checked = label_consistency(rows, ["mortification", "hysteria", "grief"], shaver, top=2)
+    checked = label_consistency(rows, ["mortification", "hysteria", "grief"], shaver, top=2, calibrate=False)
     assert list(checked["primary"]) == ["fear", "fear", "sadness"]
     assert list(checked["read_as"]) == ["sadness", "joy", "sadness"]
     assert list(checked["rank"]) == [2, 3, 1]
     assert list(checked["passes"]) == [True, False, True]
-    strict = label_consistency(rows, ["mortification", "hysteria", "grief"], shaver, top=1)
+    strict = label_consistency(rows, ["mortification", "hysteria", "grief"], shaver, top=1, calibrate=False)
     assert list(strict["passes"]) == [False, False, True]
+
+
+def test_calibration_takes_out_a_blanket_preference(shaver):
+    # A model that gives sadness 0.6 to every scenario and a little to the scenario's own primary:
+    # uncalibrated, every scenario reads as sadness; divided by the set's mean, each reads as its own.
+    rows = np.stack([
+        _distribution(shaver, {"sorrow": 0.6, "glee": 0.3, "rage": 0.1}),    # joy scenario
+        _distribution(shaver, {"sorrow": 0.6, "rage": 0.3, "glee": 0.1}),    # anger scenario
+        _distribution(shaver, {"sorrow": 0.8, "glee": 0.1, "rage": 0.1}),    # sadness scenario
+    ])
+    labels = ["glee", "rage", "grief"]
+    raw = label_consistency(rows, labels, shaver, top=1, calibrate=False)
+    assert list(raw["read_as"]) == ["sadness", "sadness", "sadness"]
+    calibrated = label_consistency(rows, labels, shaver, top=1)
+    # Means: sadness 2/3, joy 1/6, anger 1/6. Joy row: 0.9 vs 1.8 vs 0.6 -> joy; anger row -> anger;
+    # sadness row: 1.2 vs 0.6 vs 0.6 -> sadness.
+    assert list(calibrated["read_as"]) == ["joy", "anger", "sadness"]
+    assert list(calibrated["passes"]) == [True, True, True]
 
 
 def test_words_below_the_share_are_listed_worst_first():
