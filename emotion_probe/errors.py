@@ -16,6 +16,10 @@ class ConfigError(EmolabError, ValueError):
     """A config value, data file or argument is invalid; the message names it."""
 
 
+class NotSupported(EmolabError):
+    """The model cannot do what the run asks of it (e.g. score continuations on a chat-only provider)."""
+
+
 class TokenizationMismatch(EmolabError):
     """A continuation does not tokenize as a clean extension of its prompt."""
 

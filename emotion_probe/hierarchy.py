@@ -21,7 +21,7 @@ parameter), and two chance levels for wheel alignment (`shuffled_alignment`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import networkx as nx
@@ -442,7 +442,14 @@ class Hierarchy:
     metrics: dict[str, float]
     threshold: float
     method: str
-    extra: dict = field(default_factory=dict)
+    #: method=paper only: the (parent, child, P(parent | child)) pairs that passed the conditional rule,
+    #: before the authors' cleanup; None for the other methods.
+    candidates: list[tuple[str, str, float]] | None = None
+
+    @property
+    def isolated(self) -> list[str]:
+        """Nodes left without an edge (the paper method's two-parent rule can leave them so)."""
+        return [n for n in self.graph if self.graph.degree(n) == 0]
 
     def matching_frame(self) -> pd.DataFrame:
         """matching as a labelled table: rows = given word a, columns = b, values P(b | a)."""
@@ -530,16 +537,12 @@ def build_hierarchy(
     scores = _Scores(P, wheel, method, rows)
     graph, candidates = scores.graph(threshold)
     edges = list(graph.edges())
-    extra: dict = {}
-    if candidates is not None:
-        extra["candidates"] = candidates
-        extra["isolated"] = [n for n in graph if graph.degree(n) == 0]
     metrics = tree_metrics(graph, wheel, baseline_samples, seed)
     mean, std, p_value = frequency_matched_alignment(edges, wheel, P.sum(axis=0), frequency_bins,
                                                      baseline_samples, seed)
     metrics.update(frequency_matched_alignment_mean=mean, frequency_matched_alignment_std=std,
                    frequency_matched_p_value=p_value)
-    return Hierarchy(wheel.words, scores.matching, graph, edges, metrics, threshold, method, extra)
+    return Hierarchy(wheel.words, scores.matching, graph, edges, metrics, threshold, method, candidates)
 
 
 # --------------------------------------------------------------------------- uncertainty and sensitivity

@@ -191,5 +191,3 @@ class EmotionWheel:
         """The colour of the word's primary group."""
         return self.group_colors[self.primary_of(word)]
 
-    def is_primary(self, word: str) -> bool:
-        return self.primary_of(word) == word

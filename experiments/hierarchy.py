@@ -84,8 +84,8 @@ def run(cfg: DictConfig) -> dict:
     bootstrap = _bootstrap(P, wheel, settings, ranked, cfg.seed, cfg.progress) if resample else None
     result.matching_frame().to_parquet(out_dir / "matching.parquet")
     result.edges_frame(bootstrap).to_csv(out_dir / "edges.csv", index=False)
-    if "candidates" in result.extra:  # the paper method's pairs before its graph cleanup
-        pd.DataFrame(result.extra["candidates"], columns=["parent", "child", "p_parent_given_child"]).to_csv(
+    if result.candidates is not None:  # the paper method's pairs before its graph cleanup
+        pd.DataFrame(result.candidates, columns=["parent", "child", "p_parent_given_child"]).to_csv(
             out_dir / "candidate_edges.csv", index=False)
     metrics = {
         "model": model.name,

@@ -104,7 +104,7 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
         model = loaded[key]
         # Always through the batcher, even at concurrency=1, so every run's manifest has the same
         # record of generation batch sizes (the batcher waits at most a few ms for company).
-        if generates and hasattr(model, "generate_batch"):
+        if generates and model.batches_natively:
             if key not in batched:
                 batched[key] = BatchingBackend(model, max_batch=max(concurrency, 1))
             model = batched[key]

@@ -193,7 +193,7 @@ def test_batched_generation_goes_through_the_cache_and_the_counter(tmp_path):
     assert pieces == ["reply to one"]  # a cached reply is replayed to its caller's callback
     assert inner.asked == [("generate_batch", ["one", "two"]), ("generate_batch", ["three"])]
     assert usage_of(stack)["calls"] == {"generate": 3} and usage_of(stack)["completion_tokens"] == 9
-    assert not hasattr(wrap_backend(ScriptedBackend(), identity={}, cache=None, retry=None), "generate_batch")
+    assert wrap_backend(ScriptedBackend(), identity={}, cache=None, retry=None).batches_natively is False
 
 
 # ------------------------------------------------------------------- concurrency

@@ -93,12 +93,12 @@ def test_two_parent_rule_keeps_the_first_inserted_parent_and_isolates_the_other(
     P, ranked = _rows(wheel, TWO_PARENTS)
     result = build_hierarchy(P, wheel, threshold=0.3, method="paper", ranked=ranked, baseline_samples=10)
     # Candidates in the authors' order: children by first co-occurrence, parents by each child's neighbours.
-    assert [(p, c) for p, c, _ in result.extra["candidates"]] == [
+    assert [(p, c) for p, c, _ in result.candidates] == [
         ("joy", "hope"), ("pride", "hope"), ("joy", "fear"), ("worry", "dread")]
-    assert [round(prob, 6) for _, _, prob in result.extra["candidates"]] == [0.333333, 0.666667, 1.0, 1.0]
+    assert [round(prob, 6) for _, _, prob in result.candidates] == [0.333333, 0.666667, 1.0, 1.0]
     assert sorted(result.edges) == [("joy", "fear"), ("joy", "hope"), ("worry", "dread")]
     assert "pride" in result.graph and result.graph.degree("pride") == 0
-    assert result.extra["isolated"] == ["pride"]
+    assert result.isolated == ["pride"]
     m = result.metrics
     assert (m["nodes"], m["edges"], m["isolated"], m["roots"], m["leaves"]) == (6, 3, 1, 3, 3)
     assert m["total_path_length"] == 3
@@ -113,7 +113,7 @@ def test_row_order_decides_which_parent_survives(wheel):
     P, ranked = _rows(wheel, swapped)
     result = build_hierarchy(P, wheel, method="paper", ranked=ranked, baseline_samples=10)
     assert sorted(result.edges) == [("joy", "fear"), ("pride", "hope"), ("worry", "dread")]
-    assert result.extra["isolated"] == []
+    assert result.isolated == []
 
 
 def test_rank_order_within_a_row_decides_first_co_occurrence(wheel):

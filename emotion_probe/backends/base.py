@@ -1,14 +1,16 @@
-"""The one model interface every part of emolab talks to.
+"""The one model interface every part of emolab talks to, in the inspect_ai style.
 
-Two verbs, as in inspect_ai's model API:
-- `generate(messages, config)`: a chat completion (agents use this).
-- `score(prompts, continuations)`: exact log P(continuation | prompt) for every
-  pair, the basis of the emotion probe.
-plus `top_tokens(prompts, k)`, the next-token top-k that the paper's
-approximation and chat-only servers offer.
+One abstract verb, `generate(messages, config)`: a chat completion (agents use this). Everything
+else is a hook with a default, which a provider overrides where it can do better:
+- `score(prompts, continuations)`: exact log P(continuation | prompt) for every pair, the basis of
+  the emotion probe (default: `NotSupported`, one clear line);
+- `top_tokens(prompts, k)`: the next-token top-k that the paper's method and chat-only servers
+  offer (default: `NotSupported`);
+- `generate_batch(conversations, configs)`: several chats at once (default: one `generate` after
+  another; `batches_natively` says a provider decodes the rows together, as TransformersBackend does).
 
-Retry, call accounting and caching are wrappers around this interface
-(`emotion_probe.backends.wrappers`), never flags inside a provider.
+Retry, call accounting, caching and batching are wrappers around this interface
+(`emotion_probe.backends.wrappers`, `cache`, `batching`), never flags inside a provider.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from emotion_probe.errors import NotSupported
 
 Role = Literal["system", "user", "assistant"]
 
@@ -129,7 +133,25 @@ class ModelBackend(ABC):
     ) -> Generation:
         """Chat completion. `on_token` receives text pieces as they stream, where the backend streams."""
 
-    @abstractmethod
+    #: True when `generate_batch` decodes its rows together (one forward pass per step), so that
+    #: concurrent callers gain from being gathered into one batch (BatchingBackend); False when it is
+    #: the default loop below.
+    batches_natively: bool = False
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[ChatMessage | dict]],
+        config: GenerateConfig | Sequence[GenerateConfig] | None = None,
+        on_tokens: Sequence[TokenCallback | None] | None = None,
+    ) -> list[Generation]:
+        """Several chat completions; `config` is one for every row or one per row. Default: one after another."""
+        if config is None or isinstance(config, GenerateConfig):
+            configs = [config] * len(conversations)
+        else:
+            configs = list(config)
+        callbacks = list(on_tokens or [None] * len(conversations))
+        return [self.generate(as_messages(c), cfg, cb) for c, cfg, cb in zip(conversations, configs, callbacks)]
+
     def score(
         self,
         prompts: Sequence[str],
@@ -142,10 +164,13 @@ class ModelBackend(ABC):
         With `word_boundary`, each continuation's probability is multiplied by the
         probability that a new word (or punctuation, or end of text) follows it.
         """
+        raise NotSupported(f"model {self.name!r} ({type(self).__name__}) cannot score continuations; probe with a "
+                           "model that exposes token probabilities (transformers, or a server with logprobs)")
 
-    @abstractmethod
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
         """The k most likely next tokens after each prompt, as {token text: logprob}."""
+        raise NotSupported(f"model {self.name!r} ({type(self).__name__}) cannot list its next-token top-k; "
+                           "probe.method=paper needs a model that exposes token probabilities")
 
     def num_parameters(self) -> int | None:
         """Parameter count, for scaling plots; None where the backend cannot know."""

@@ -208,7 +208,9 @@ class TransformersBackend(ModelBackend):
     - ``naive``: every prompt + continuation as its own sequence (the reference).
     """
 
-    #: generate_batch takes a BatchFeed: requests join a running batch (BatchingBackend uses it).
+    #: generate_batch decodes its rows together, and takes a BatchFeed: requests join a running batch
+    #: (BatchingBackend uses both).
+    batches_natively = True
     continuous_batching = True
 
     def __init__(

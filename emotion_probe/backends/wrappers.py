@@ -46,16 +46,17 @@ class BackendWrapper(ModelBackend):
         return self.inner.top_tokens(prompts, k)
 
     @property
-    def generate_batch(self) -> Callable[..., list[Generation]]:
-        """The inner backend's batched generation, passed through this layer (absent when the inner one has none).
+    def batches_natively(self) -> bool:  # type: ignore[override]
+        return self.inner.batches_natively
 
-        BatchingBackend looks for `generate_batch`; without this property the lookup would reach
-        through `__getattr__` to the provider itself and skip every wrapper in between (the cache,
-        the call accounting), so batched calls would be neither cached nor counted.
-        """
-        if not hasattr(self.inner, "generate_batch"):
-            raise AttributeError(f"{type(self.inner).__name__} has no generate_batch")
-        return self._generate_batch
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[Any]],
+        config: GenerateConfig | Sequence[GenerateConfig] | None = None,
+        on_tokens: Sequence[TokenCallback | None] | None = None,
+    ) -> list[Generation]:
+        """Through this layer (`_generate_batch`, which a wrapper overrides to cache, count or retry), to the inner backend."""
+        return self._generate_batch(conversations, config, on_tokens)
 
     def _generate_batch(
         self,
