@@ -45,12 +45,31 @@ def _load_jobs(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
     return jobs
 
 
+def _jobs_wheel(sweep_dir: Path, fallback: str) -> EmotionWheel:
+    """The wheel the jobs probed with (each job's .hydra/config.yaml), not this command's own
+    `probe.wheel`: a sweep run with probe.wheel=ekman must be read with Ekman's words. Jobs that
+    disagree are refused; `fallback` serves only when no job recorded its config."""
+    import yaml
+
+    used = set()
+    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
+        config = metrics_path.parent / ".hydra" / "config.yaml"
+        if (metrics_path.parent / "predictions.parquet").is_file() and config.is_file():
+            wheel = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("probe") or {}).get("wheel")
+            if isinstance(wheel, str):
+                used.add(wheel)
+    if len(used) > 1:
+        raise ConfigError(f"sweep_dir: the jobs probed with different wheels ({', '.join(sorted(used))}); "
+                          "report each wheel's jobs separately")
+    return EmotionWheel.load(used.pop() if used else fallback)
+
+
 def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    wheel = EmotionWheel.load(cfg.probe.wheel)
     jobs = _load_jobs(sweep_dir)
+    wheel = _jobs_wheel(sweep_dir, cfg.probe.wheel)
     out_dir = output_dir(cfg)
     console = Console()
     result = write_persona_report(jobs, wheel, cfg.pairs, cfg.pie_emotions, out_dir, console, test=cfg.test)
