@@ -183,18 +183,23 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    rows = [{**load_metrics(path).model_dump(), "job_dir": str(path.parent)}
-            for path in sorted(sweep_dir.rglob("metrics.json"))]
-    if not rows:
-        raise ConfigError(f"sweep_dir: no metrics.json under {sweep_dir}; run a hierarchy sweep first")
+    from experiments.report import job_dirs_of  # the report imports this module
+
     out_dir = output_dir(cfg)
+    rows = [{**load_metrics(path / "metrics.json").model_dump(), "job_dir": str(path)}
+            for path in job_dirs_of(sweep_dir, "experiments.hierarchy.run", exclude=out_dir)
+            if (path / "metrics.json").is_file()]
+    if not rows:
+        raise ConfigError(f"sweep_dir: no hierarchy job with a metrics.json under {sweep_dir}; run a hierarchy "
+                          "sweep first")
     frame = write_scaling(rows, out_dir)
     table = Table(title=f"Hierarchy metrics across {len(frame)} runs")
     for column in ["model", "parameters", "edges", "nodes", "total_path_length", "average_depth", "wheel_alignment"]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for _, row in frame.iterrows():
-        table.add_row(str(row["model"]), f"{row['parameters']:,}", str(row["edges"]), str(row["nodes"]),
-                      str(row["total_path_length"]), f"{row['average_depth']:.2f}", f"{row['wheel_alignment']:.2f}")
+        table.add_row(str(row["model"]), _number(row["parameters"], ",.0f"), str(row["edges"]), str(row["nodes"]),
+                      str(row["total_path_length"]), _number(row["average_depth"], ".2f"),
+                      _number(row["wheel_alignment"], ".2f"))
     Console().print(table)
     Console().print(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}")
     return frame
@@ -206,6 +211,14 @@ def load_metrics(path: Path) -> HierarchyMetrics:
         return HierarchyMetrics.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as err:
         raise ConfigError(f"{path}: {first_validation_problem(err)}") from None
+
+
+def _number(value: object, spec: str) -> str:
+    """A table cell: "-" for a value a job could not have (no parameter count behind an API, no alignment
+    without edges)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, spec)
 
 
 def write_scaling(rows: list[dict], out_dir: Path) -> pd.DataFrame:
@@ -222,24 +235,32 @@ def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
               ("total_path_length", "total path length"), ("average_depth", "average depth"),
               ("wheel_alignment", "wheel alignment")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    # A model behind an API has no parameter count: then the models stand side by side, in order.
+    by_size = frame["parameters"].notna().all()
+    x = frame["parameters"].astype(float) if by_size else pd.Series(np.arange(len(frame), dtype=float))
     for ax, (column, label) in zip(axes, panels):
-        ax.plot(frame["parameters"], frame[column], marker="o")
+        y = pd.to_numeric(frame[column], errors="coerce")  # None (e.g. no alignment without edges) -> NaN, a gap
+        ax.plot(x, y, marker="o")
         if {f"{column}_ci_low", f"{column}_ci_high"} <= set(frame.columns):
             # Bootstrap intervals where the job computed them (hierarchy.bootstrap > 0); none elsewhere.
             value = frame[column].astype(float)
             low = (value - frame[f"{column}_ci_low"].astype(float)).fillna(0).clip(lower=0)
             high = (frame[f"{column}_ci_high"].astype(float) - value).fillna(0).clip(lower=0)
-            ax.errorbar(frame["parameters"], value, yerr=np.vstack([low.to_numpy(), high.to_numpy()]), fmt="none",
+            ax.errorbar(x, value, yerr=np.vstack([low.to_numpy(), high.to_numpy()]), fmt="none",
                         ecolor="C0", capsize=2)
-        for _, row in frame.iterrows():
-            ax.annotate(row["model"], (row["parameters"], row[column]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+        for position, value, model in zip(x, y, frame["model"]):
+            if np.isfinite(value):
+                ax.annotate(model, (position, value), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if column == "wheel_alignment":
-            ax.plot(frame["parameters"], frame["shuffled_alignment_mean"], ls="--", marker="x", color="grey",
+            ax.plot(x, pd.to_numeric(frame["shuffled_alignment_mean"], errors="coerce"), ls="--", marker="x", color="grey",
                     label="shuffled labels")
             ax.legend(fontsize=7, frameon=False)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
+        if by_size:
+            ax.set_xscale("log")
+            ax.set_xlabel("parameters")
+        else:
+            ax.set_xticks(x.to_numpy(), list(frame["model"]), rotation=30, fontsize=6)
+            ax.set_xlabel("model (parameter counts unknown)")
         ax.set_title(label, fontsize=10)
     fig.tight_layout()
     for suffix in (".png", ".svg"):

@@ -30,10 +30,18 @@ from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
 
 
+def _persona_job_dirs(sweep_dir: Path) -> list[Path]:
+    from experiments.report import job_dirs_of  # the report imports this module
+
+    return job_dirs_of(sweep_dir, "experiments.persona_bias.run")
+
+
 def _load_jobs(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
     jobs = {}
-    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
-        predictions = metrics_path.parent / "predictions.parquet"
+    for job_dir in _persona_job_dirs(sweep_dir):
+        metrics_path, predictions = job_dir / "metrics.json", job_dir / "predictions.parquet"
+        if not metrics_path.is_file():
+            continue  # a job that did not finish
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         if "persona" not in metrics or not predictions.is_file():
             continue  # another experiment's job
@@ -52,9 +60,9 @@ def _jobs_wheel(sweep_dir: Path, fallback: str) -> EmotionWheel:
     import yaml
 
     used = set()
-    for metrics_path in sorted(sweep_dir.rglob("metrics.json")):
-        config = metrics_path.parent / ".hydra" / "config.yaml"
-        if (metrics_path.parent / "predictions.parquet").is_file() and config.is_file():
+    for job_dir in _persona_job_dirs(sweep_dir):
+        config = job_dir / ".hydra" / "config.yaml"
+        if (job_dir / "predictions.parquet").is_file() and config.is_file():
             wheel = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("probe") or {}).get("wheel")
             if isinstance(wheel, str):
                 used.add(wheel)

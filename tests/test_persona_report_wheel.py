@@ -15,8 +15,8 @@ def _job(root: Path, name: str, wheel: str | None) -> None:
     (job / ".hydra").mkdir(parents=True)
     (job / "metrics.json").write_text("{}")
     (job / "predictions.parquet").write_bytes(b"")
-    if wheel is not None:
-        (job / ".hydra" / "config.yaml").write_text(f"probe:\n  wheel: {wheel}\n")
+    config = "task: experiments.persona_bias.run\n" + (f"probe:\n  wheel: {wheel}\n" if wheel is not None else "")
+    (job / ".hydra" / "config.yaml").write_text(config)
 
 
 def test_the_jobs_wheel_wins_over_the_commands_own(tmp_path):
@@ -35,3 +35,41 @@ def test_jobs_on_different_wheels_are_refused(tmp_path):
 def test_the_commands_wheel_serves_only_when_no_job_recorded_one(tmp_path):
     _job(tmp_path, "0", None)
     assert _jobs_wheel(tmp_path, fallback="plutchik").name == "plutchik"
+
+
+def test_other_experiments_jobs_in_the_sweep_are_not_read(tmp_path):
+    _job(tmp_path, "0", "ekman")
+    other = tmp_path / "1"
+    (other / ".hydra").mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    (other / "predictions.parquet").write_bytes(b"")
+    (other / ".hydra" / "config.yaml").write_text("task: experiments.hierarchy.run\nprobe:\n  wheel: plutchik\n")
+    assert _jobs_wheel(tmp_path, fallback="shaver").name == "ekman"
+
+
+def test_the_hierarchy_report_reads_only_hierarchy_jobs_of_a_mixed_sweep(tmp_path):
+    import numpy as np
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from experiments import hierarchy
+
+    def cfg(*overrides):
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("I won.\nIt rained.\n")
+    sweep = tmp_path / "sweep"
+    run = cfg("experiment=hierarchy", "model=scripted", f"scenarios={prompts}", "hierarchy.bootstrap=0",
+              "hierarchy.baseline_samples=10", "progress=false", f"paths.output_dir={sweep / '0'}")
+    OmegaConf.update(run, "model.continuation_logprobs", {" joy": float(np.log(0.5)), " hope": float(np.log(0.5))},
+                     force_add=True)
+    hierarchy.run(run)
+    (sweep / "0" / ".hydra").mkdir(exist_ok=True)
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("task: experiments.hierarchy.run\n")
+    # A persona_bias job beside it: its metrics.json is not a hierarchy's, and reading it would fail.
+    _job(sweep, "1", "shaver")
+    frame = hierarchy.report(cfg("experiment=hierarchy_report", f"sweep_dir={sweep}",
+                                 f"paths.output_dir={tmp_path / 'report'}"))
+    assert list(frame["job_dir"]) == [str(sweep / "0")]
