@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from emotion_probe.backends.base import ChatMessage
+from emotion_probe.models.base import ChatMessage
 
 PRIMARIES = ("love", "joy", "surprise", "anger", "sadness", "fear")
 #: The longest message a turn may carry. The grammar enforces it, so a constrained reply always

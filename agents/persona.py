@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from emotion_probe.backends.base import ChatMessage
+from emotion_probe.models.base import ChatMessage
 from emotion_probe.wheel import EmotionWheel
 
 # The authors' layout (phys-ai/Emotion-Hierarchy-LLMs): the persona sentence starts a new line after

@@ -7,7 +7,7 @@ import re
 
 from pydantic import BaseModel, Field, ValidationError
 
-from emotion_probe.backends.base import ChatMessage, GenerateConfig, ModelBackend
+from emotion_probe.models.base import ChatMessage, GenerateConfig, ModelBackend
 from emotion_probe.errors import first_validation_problem
 
 SYSTEM_PROMPT = (

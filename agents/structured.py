@@ -11,7 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from emotion_probe.backends.base import ChatMessage, GenerateConfig, ModelBackend, TokenCallback
+from emotion_probe.models.base import ChatMessage, GenerateConfig, ModelBackend, TokenCallback
 from emotion_probe.errors import first_validation_problem
 
 Schema = TypeVar("Schema", bound=BaseModel)

@@ -25,9 +25,9 @@ from pathlib import Path
 import yaml
 
 from agents.negotiation import CustomerTurn, NegotiationScenario, customer_messages
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.backends.batching import BatchingBackend
-from emotion_probe.backends.smollm2 import load_smollm2
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.models.wrappers.batching import BatchingBackend
+from emotion_probe.models.providers.smollm2 import load_smollm2
 
 SCENARIO = NegotiationScenario.model_validate(
     yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "scenario" / "acorn.yaml").read_text()))

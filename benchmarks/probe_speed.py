@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from emotion_probe import EmotionProbe, EmotionWheel
-from emotion_probe.backends.smollm2 import load_smollm2
-from emotion_probe.backends.trie import left_pad
+from emotion_probe.models.providers.smollm2 import load_smollm2
+from emotion_probe.models.trie import left_pad
 from emotion_probe.scenarios import load_scenarios
 
 

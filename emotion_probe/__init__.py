@@ -4,7 +4,7 @@ This package knows nothing of agents or environments; they build on it.
 Heavy libraries (torch, transformers, openai) load only when a backend is built.
 """
 
-from emotion_probe.backends import ModelBackend, load_model
+from emotion_probe.models import ModelBackend, load_model
 from emotion_probe.errors import ConfigError, EmolabError
 from emotion_probe.probe import EmotionProbe
 from emotion_probe.wheel import EmotionWheel

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from emotion_probe.backends.base import ModelBackend
+from emotion_probe.models.base import ModelBackend
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.wheel import EmotionWheel
 

@@ -32,8 +32,8 @@ from agents.negotiation import (
 )
 from agents.price import parse_price
 from agents.structured import call_structured, recover_message
-from emotion_probe.backends.base import GenerateConfig, ModelBackend
-from emotion_probe.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.models.base import GenerateConfig, ModelBackend
+from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 from emotion_probe.probe import EmotionProbe
 from environments.timing import NodeTimings, timed
 

@@ -18,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agents.persona import PersonaAgent
-from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe
 from emotion_probe.scenarios import Scenario
 from environments.timing import NodeTimings, timed

@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agents.scenario_writer import prompt_id, request_scenarios
-from emotion_probe.backends.base import GenerateConfig, ModelBackend
+from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.scenario_checks import normalized, problems
 
 

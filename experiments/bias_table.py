@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.bias import accuracy, compare_predictions
+from emotion_probe.analysis.bias import accuracy, compare_predictions
 from emotion_probe.errors import ConfigError, first_validation_problem
 from experiments.common import output_dir
 

@@ -62,7 +62,7 @@ def job_fingerprint(cfg: DictConfig) -> str:
 
     Takes the job's config with or without its hydra node (callbacks get it, the task does not).
     Every model config in it has `device: auto` and `dtype: auto` resolved to what this machine runs
-    (emotion_probe.backends.stack.resolved_model_config): a job finished on a GPU in bfloat16 is not
+    (emotion_probe.models.wrappers.stack.resolved_model_config): a job finished on a GPU in bfloat16 is not
     the same job as one on a CPU in float32, though their configs read the same.
     """
     kept = [key for key in cfg if key not in ("hydra", *VOLATILE_KEYS)]
@@ -78,7 +78,7 @@ def _placed(node: Any) -> Any:
         return node
     node = {key: _placed(value) for key, value in node.items()}
     if "_target_" in node:
-        from emotion_probe.backends.stack import resolved_model_config
+        from emotion_probe.models.wrappers.stack import resolved_model_config
 
         node = resolved_model_config(node)
     return node

@@ -16,14 +16,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
 
-from emotion_probe.backends import instantiate_backend
-from emotion_probe.backends.base import ModelBackend
+from emotion_probe.models import instantiate_backend
+from emotion_probe.models.base import ModelBackend
 from emotion_probe.errors import ConfigError, first_validation_problem
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from emotion_probe.backends.stack import CacheSettings, RetrySettings
+    from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
 
     from emotion_probe.probe import EmotionProbe
 
@@ -42,7 +42,7 @@ class RunLayers:
     """The wrappers a run puts around every model it builds, from its `cache` and `retry` groups.
 
     Validated once per run; `wrap` stacks cache (outermost, so hits cost nothing) -> call
-    accounting -> retry around a backend (emotion_probe.backends.stack.wrap_backend).
+    accounting -> retry around a backend (emotion_probe.models.wrappers.stack.wrap_backend).
     """
 
     cache: CacheSettings
@@ -50,13 +50,13 @@ class RunLayers:
 
     @classmethod
     def from_config(cls, run_cfg: DictConfig) -> RunLayers:
-        from emotion_probe.backends.stack import CacheSettings, RetrySettings
+        from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
 
         return cls(validated(CacheSettings, run_cfg.cache, "cache"), validated(RetrySettings, run_cfg.retry, "retry"))
 
     def wrap(self, backend: ModelBackend, node: DictConfig) -> ModelBackend:
         """`backend`, built from the `model:` config `node`, with the layers around it; the resolved node keys the cache."""
-        from emotion_probe.backends.stack import wrap_backend
+        from emotion_probe.models.wrappers.stack import wrap_backend
 
         identity = OmegaConf.to_container(node, resolve=True)
         return wrap_backend(backend, identity=identity, cache=self.cache, retry=self.retry)
@@ -135,7 +135,7 @@ def write_manifest(
     """
     from importlib.metadata import version
 
-    from emotion_probe.backends.wrappers import usage_of
+    from emotion_probe.models.wrappers.core import usage_of
 
     manifest: dict[str, Any] = {
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -201,7 +201,7 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
     Every input is checked before the (slow) model load, so a typo fails in a second.
     """
     from emotion_probe.probe import EmotionProbe, ProbeSettings
-    from emotion_probe.runner import probe_scenarios
+    from emotion_probe.engines.local import probe_scenarios
     from emotion_probe.scenarios import load_scenarios
     from emotion_probe.wheel import EmotionWheel
 

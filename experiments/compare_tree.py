@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.hierarchy import edge_agreement, tree_from_nested, tree_metrics
-from emotion_probe.plots import draw_trees
+from emotion_probe.analysis.hierarchy import edge_agreement, tree_from_nested, tree_metrics
+from emotion_probe.analysis.plots import draw_trees
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir, write_json_atomic
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from emotion_probe.backends.base import GenerateConfig
+from emotion_probe.models.base import GenerateConfig
 from emotion_probe.scenario_checks import normalized
 from emotion_probe.scenarios import load_scenarios
 from emotion_probe.wheel import EmotionWheel

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError, first_validation_problem
-from emotion_probe.hierarchy import (
+from emotion_probe.analysis.hierarchy import (
     BOOTSTRAP_METRICS,
     HierarchyBootstrap,
     bootstrap_hierarchy,
@@ -27,7 +27,7 @@ from emotion_probe.hierarchy import (
     nested_tree,
     threshold_sweep,
 )
-from emotion_probe.plots import draw_tree
+from emotion_probe.analysis.plots import draw_tree
 from emotion_probe.probe import RANKED_COLUMN
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 
@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict:
     seen = ~np.isnan(P).any(axis=1)
     if not seen.all():
         log.warning("dropping %d scenarios where no wheel word was seen", int((~seen).sum()))
-    # The paper probe's rank order decides the authors' insertion order (see emotion_probe.hierarchy).
+    # The paper probe's rank order decides the authors' insertion order (see emotion_probe.analysis.hierarchy).
     ranked = None
     if settings.method == "paper" and RANKED_COLUMN in table.columns:
         ranked = [[str(word) for word in words] for words, keep in zip(table[RANKED_COLUMN], seen) if keep]

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents.negotiation import PRIMARIES
-from emotion_probe.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 
 log = logging.getLogger("emolab.negotiation")
 COLORS = {"salesperson": "cyan", "customer": "magenta", "probe": "yellow", "closing": "green"}

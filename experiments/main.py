@@ -81,7 +81,7 @@ def app(cfg: DictConfig) -> object:
         _report(str(err))
         sys.exit(USER_ERROR)
     except Exception as err:
-        from emotion_probe.backends.wrappers import is_transient
+        from emotion_probe.models.wrappers.core import is_transient
 
         if not is_transient(err):
             raise  # a bug: keep its traceback

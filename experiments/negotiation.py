@@ -44,8 +44,8 @@ from agents.human import (
     wants_to_quit,
 )
 from agents.negotiation import PRIMARIES, NegotiationScenario
-from emotion_probe.backends.base import GenerateConfig, ModelBackend
-from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.models.base import GenerateConfig, ModelBackend
+from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.errors import ConfigError
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from agents.persona import PersonaAgent, PersonaSpec
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.bias import (
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.analysis.bias import (
     argmax_labels,
     bootstrap_recognition,
     calibrated_argmax,
@@ -22,9 +22,9 @@ from emotion_probe.bias import (
 )
 from emotion_probe.errors import ConfigError
 from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe, ProbeSettings
-from emotion_probe.runner import PartsManifest, run_in_parts, with_labels
+from emotion_probe.engines.local import PartsManifest, run_in_parts, with_labels
 from emotion_probe.scenarios import Scenario, load_scenarios
-from emotion_probe.stats import resample_rows
+from emotion_probe.analysis.stats import resample_rows
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.bias import (
+from emotion_probe.analysis.bias import (
     collapse_confusion,
     compare_paired_predictions,
     compare_predictions,
@@ -167,7 +167,7 @@ def write_persona_report(
     personas are not both in `jobs` are skipped. Both personas of a pair normally read the same
     scenarios, so their comparisons are paired: McNemar's exact test for the accuracy difference
     (accuracy_tests.csv) and, with test="sign", an exact sign test per emotion (see
-    `emotion_probe.bias.compare_paired_predictions`); test="fisher" keeps the unpaired Fisher test.
+    `emotion_probe.analysis.bias.compare_paired_predictions`); test="fisher" keeps the unpaired Fisher test.
     A pair that did not read the same scenarios cannot be paired: an error with test="sign", and no
     McNemar rows with test="fisher".
     """

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.text import Text
 
 from agents.negotiation import AGENT_TURNS, NegotiationScenario
-from emotion_probe.backends.base import ChatMessage
-from emotion_probe.backends.chat_template import load_chat_template
+from emotion_probe.models.base import ChatMessage
+from emotion_probe.models.chat_template import load_chat_template
 from experiments.common import validated
 from experiments.negotiation import CustomerPersona, with_customer_persona
 

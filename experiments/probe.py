@@ -1,7 +1,7 @@
 """`emolab experiment=probe`: next-word emotion distributions for a scenario file.
 
 `engine=local` probes in this process, chunk by chunk and resumably (`experiments.common.probe_scenario_file`).
-`engine=ray` shards the same chunks over Ray workers with Ray Data (`emotion_probe.ray_probe`); both
+`engine=ray` shards the same chunks over Ray workers with Ray Data (`emotion_probe.engines.ray`); both
 write the same `distributions.parquet` and a run manifest.
 """
 
@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
-from emotion_probe.backends.wrappers import usage_of
-from emotion_probe.ray_probe import RaySettings
+from emotion_probe.models.wrappers.core import usage_of
+from emotion_probe.engines.ray import RaySettings
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import RunLayers, output_dir, probe_scenario_file, validated, write_manifest
 
@@ -77,7 +77,7 @@ def _check_labels(table: pd.DataFrame, wheel: EmotionWheel, settings: LabelCheck
 
 def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings, label_check: LabelCheck) -> pd.DataFrame:
     from emotion_probe.probe import ProbeSettings
-    from emotion_probe.ray_probe import probe_scenarios_on_ray
+    from emotion_probe.engines.ray import probe_scenarios_on_ray
     from emotion_probe.scenarios import load_scenarios
 
     # Every input is checked here, before Ray starts and before any worker loads the model.

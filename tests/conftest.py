@@ -37,7 +37,7 @@ def free_port() -> int:
 def llama_server_url(tmp_path_factory):
     """A real llama.cpp (llama-cpp-python) OpenAI-compatible server on loopback, serving the embedded GGUF as "smollm2"."""
     pytest.importorskip("llama_cpp.server", reason="needs the server extra: make setup-server")
-    from emotion_probe.backends.smollm2 import find_embedded_gguf
+    from emotion_probe.models.providers.smollm2 import find_embedded_gguf
 
     port = free_port()
     # A file, not a pipe: llama.cpp logs enough at start-up to fill a pipe nobody reads, and block.
@@ -70,7 +70,7 @@ def llama_server_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from emotion_probe.backends.smollm2 import load_smollm2
+    from emotion_probe.models.providers.smollm2 import load_smollm2
 
     return load_smollm2()
 

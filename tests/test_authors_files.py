@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.hierarchy import edge_agreement, nested_tree, tree_from_nested
+from emotion_probe.analysis.hierarchy import edge_agreement, nested_tree, tree_from_nested
 from emotion_probe.scenarios import load_scenarios
 from experiments.bias_table import load_confusion
 from experiments.common import validated

@@ -4,8 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.models.wrappers.batching import BatchingBackend
 
 pytestmark = pytest.mark.embedded
 

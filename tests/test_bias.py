@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import fisher_exact
 
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.bias import (
+from emotion_probe.analysis.bias import (
     accuracy,
     calibrate,
     collapse_confusion,
@@ -105,7 +105,7 @@ def test_bias_table_on_the_paper_counts(tmp_path):
 
 # ------------------------------------------------------------- calibration with unseen words
 def test_content_free_prior_leaves_out_inputs_that_named_no_word():
-    from emotion_probe.bias import content_free_prior
+    from emotion_probe.analysis.bias import content_free_prior
 
     # A NaN row (exact method) and an all-zero row (paper method: no word in the top k) say nothing.
     rows = np.array([[0.5, 0.5, 0.0], [np.nan] * 3, [0.0] * 3, [1.0, 0.0, 0.0]])
@@ -115,7 +115,7 @@ def test_content_free_prior_leaves_out_inputs_that_named_no_word():
 
 
 def test_unseen_words_are_floored_at_the_smallest_seen_prior():
-    from emotion_probe.bias import calibrated_argmax, floor_unseen
+    from emotion_probe.analysis.bias import calibrated_argmax, floor_unseen
 
     prior = np.array([0.7, 0.3, 0.0, 0.0])
     assert floor_unseen(prior).tolist() == [0.7, 0.3, 0.3, 0.3]
@@ -135,6 +135,6 @@ def test_unseen_words_are_floored_at_the_smallest_seen_prior():
 
 
 def test_argmax_of_a_nan_row_is_none():
-    from emotion_probe.bias import argmax_labels
+    from emotion_probe.analysis.bias import argmax_labels
 
     assert argmax_labels(np.array([[0.2, 0.8], [np.nan, np.nan], [0.0, 0.0]]), ["a", "b"]) == ["b", None, None]

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion_probe.backends.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
-from emotion_probe.backends.cache import CachingBackend, ResponseCacheError
-from emotion_probe.backends.scripted import ScriptedBackend
-from emotion_probe.backends.stack import CacheSettings, RetrySettings, response_cache_path, usage_of, wrap_backend
-from emotion_probe.backends.wrappers import CountingBackend, RetryingBackend
+from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
+from emotion_probe.models.wrappers.cache import CachingBackend, ResponseCacheError
+from emotion_probe.models.providers.scripted import ScriptedBackend
+from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings, response_cache_path, usage_of, wrap_backend
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
 from emotion_probe.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -30,7 +30,7 @@ CACHE_ON = CacheSettings(enabled=True, path=None, generate="deterministic")
 
 def _scripted_stack(path: Path, responses: list[str], generate: str = "deterministic"):
     """What experiments build: the scripted backend, with its config as the cache identity."""
-    identity = {"_target_": "emotion_probe.backends.scripted.ScriptedBackend", "responses": responses,
+    identity = {"_target_": "emotion_probe.models.providers.scripted.ScriptedBackend", "responses": responses,
                 "continuation_logprobs": {" joy": -1.0, " fear": -2.0}}
     provider = ScriptedBackend(responses, continuation_logprobs=identity["continuation_logprobs"])
     stack = wrap_backend(provider, identity=identity, cache=CacheSettings(enabled=True, path=str(path), generate=generate),
@@ -226,8 +226,8 @@ def test_threads_share_one_cache(tmp_path):
 
 WRITER = """
 import pathlib, sys, time
-from emotion_probe.backends.cache import CachingBackend
-from emotion_probe.backends.scripted import ScriptedBackend
+from emotion_probe.models.wrappers.cache import CachingBackend
+from emotion_probe.models.providers.scripted import ScriptedBackend
 path, go, worker = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
 while not go.exists():  # start together, so that both open and write the new file at the same moment
     time.sleep(0.005)

@@ -10,8 +10,8 @@ from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from emotion_probe import ConfigError, load_model
-from emotion_probe.backends import model_config_names
-from emotion_probe.backends.smollm2 import ensure_converted
+from emotion_probe.models import model_config_names
+from emotion_probe.models.providers.smollm2 import ensure_converted
 from emotion_probe.probe import ProbeSettings
 from experiments.common import build_model, validated
 

@@ -20,8 +20,8 @@ from agents.negotiation import (
 )
 from agents.persona import PersonaAgent, PersonaSpec
 from agents.scenario_writer import batch_schema, writer_messages
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.backends.batching import BatchingBackend
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.wheel import EmotionWheel
 
 pytestmark = pytest.mark.embedded

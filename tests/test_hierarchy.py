@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.hierarchy import (
+from emotion_probe.analysis.hierarchy import (
     build_hierarchy,
     cooccurrence,
     matching_matrix,
@@ -131,7 +131,7 @@ def test_bad_inputs(planted_wheel):
 
 
 def test_tree_figure_is_written(planted_wheel, tmp_path):
-    from emotion_probe.plots import draw_tree, layered_positions
+    from emotion_probe.analysis.plots import draw_tree, layered_positions
 
     result = build_hierarchy(_planted_distributions(planted_wheel), planted_wheel)
     positions = layered_positions(result.graph)

@@ -10,9 +10,9 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe import ConfigError, EmotionProbe
-from emotion_probe.backends.scripted import ScriptedBackend
-from emotion_probe.backends.stack import CacheSettings, resolved_model_config, wrap_backend
-from emotion_probe.runner import probe_scenarios
+from emotion_probe.models.providers.scripted import ScriptedBackend
+from emotion_probe.models.wrappers.stack import CacheSettings, resolved_model_config, wrap_backend
+from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario
 from experiments.callbacks import job_fingerprint
 
@@ -121,7 +121,7 @@ def test_the_run_manifest_records_the_resolved_identity(tmp_path):
 
 
 def test_what_a_server_answered_so_far_is_no_part_of_its_identity():
-    from emotion_probe.backends.openai_backend import OpenAIBackend
+    from emotion_probe.models.providers.openai import OpenAIBackend
 
     backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", max_retries=0)
     before = backend.identity()

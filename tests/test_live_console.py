@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from emotion_probe.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 from experiments.live import LiveView
 
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}

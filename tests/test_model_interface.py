@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emotion_probe.backends.base import ChatMessage, GenerateConfig, Generation, ModelBackend
-from emotion_probe.backends.stack import RetrySettings, wrap_backend
+from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend
+from emotion_probe.models.wrappers.stack import RetrySettings, wrap_backend
 from emotion_probe.errors import EmolabError, NotSupported
 
 

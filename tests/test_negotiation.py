@@ -20,7 +20,7 @@ from agents.negotiation import (
 from agents.price import parse_price
 from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionProbe
-from emotion_probe.backends.scripted import ScriptedBackend
+from emotion_probe.models.providers.scripted import ScriptedBackend
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.common import validated
 from experiments.negotiation import trial_metrics

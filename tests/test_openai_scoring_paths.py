@@ -15,7 +15,7 @@ import pytest
 from loopback import Reply, ScriptedServer, chat_reply, echo_reply
 
 from emotion_probe import ConfigError, EmotionProbe
-from emotion_probe.backends.openai_backend import CHAT_TOP_LOGPROBS_MAX, EchoUnavailable, OpenAIBackend
+from emotion_probe.models.providers.openai import CHAT_TOP_LOGPROBS_MAX, EchoUnavailable, OpenAIBackend
 
 NOT_FOUND = Reply(404, {"error": {"message": "no completions here", "type": "test", "code": None}})
 CHAT_TOP = {" happiness": -0.5, " fear": -1.5, " sadness": -2.0, " the": -2.5}
@@ -38,7 +38,7 @@ def chat_only(request):
 def test_fallback_to_chat_is_warned_and_recorded(chat_only, caplog):
     backend = OpenAIBackend(model="m", base_url=chat_only.url, max_retries=0)
     probe = EmotionProbe(backend, "ekman")
-    with caplog.at_level(logging.WARNING, logger="emotion_probe.backends.openai_backend"):
+    with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         dist = probe.distribution(["I won the final.", "My dog died."])
     # Both steps down are said: echo (exact) to top_logprobs, and completions to chat.
     assert "exact echo scoring unavailable" in caplog.text
@@ -93,7 +93,7 @@ def test_paper_method_refuses_a_top_k_above_the_chat_cap(chat_only, via):
 def test_fallback_scoring_cuts_top_logprobs_to_the_cap_with_a_warning(chat_only, caplog):
     backend = OpenAIBackend(model="m", base_url=chat_only.url, max_retries=0, probe_method="top_logprobs",
                             top_logprobs=50)
-    with caplog.at_level(logging.WARNING, logger="emotion_probe.backends.openai_backend"):
+    with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         result = backend.score(["I feel"], [" happiness", " calm"])
     assert "model.top_logprobs=50 is cut to 20" in caplog.text
     assert result.logprobs.tolist() == [[-0.5, -np.inf]]
@@ -149,7 +149,7 @@ def test_echo_with_no_verdict_is_accepted_with_a_warning_and_counted(request, ca
     server = _echo_server(dict.fromkeys(continuations, "none"))
     request.addfinalizer(server.close)
     backend = OpenAIBackend(model="m", base_url=server.url, max_retries=0, probe_method="echo")
-    with caplog.at_level(logging.WARNING, logger="emotion_probe.backends.openai_backend"):
+    with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         result = backend.score(["I feel"], continuations)
     assert result.exact and result.logprobs.tolist() == [[-2.0, -2.0]]
     assert "no echo response could be checked for alignment" in caplog.text

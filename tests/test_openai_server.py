@@ -17,8 +17,8 @@ from scipy.stats import spearmanr
 
 from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
-from emotion_probe.backends.base import ChatMessage, GenerateConfig
-from emotion_probe.backends.openai_backend import EchoUnavailable, OpenAIBackend
+from emotion_probe.models.base import ChatMessage, GenerateConfig
+from emotion_probe.models.providers.openai import EchoUnavailable, OpenAIBackend
 
 pytestmark = [pytest.mark.server, pytest.mark.embedded]
 

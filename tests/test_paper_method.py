@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
-from emotion_probe.backends.scripted import ScriptedBackend
-from emotion_probe.bias import recognition_summary
-from emotion_probe.hierarchy import (
+from emotion_probe.models.providers.scripted import ScriptedBackend
+from emotion_probe.analysis.bias import recognition_summary
+from emotion_probe.analysis.hierarchy import (
     average_root_to_leaf_depth,
     build_hierarchy,
     paper_cooccurrence,

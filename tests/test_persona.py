@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
-from emotion_probe.backends.scripted import ScriptedBackend
+from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.scenarios import Scenario
 from environments.recognition import RecognitionContext, build_recognition_graph
 from experiments.common import validated

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.backends.transformers_backend import _PrefixStore
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.models.providers.transformers import _PrefixStore
 
 
 def _layers(length: int, value: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -47,7 +47,7 @@ def test_the_least_recently_used_entry_goes_first_past_the_budget():
 
 @pytest.mark.embedded
 def test_a_conversation_gives_the_same_replies_with_and_without_the_prefix_cache(smollm2):
-    from emotion_probe.backends.smollm2 import load_smollm2
+    from emotion_probe.models.providers.smollm2 import load_smollm2
 
     cached = load_smollm2(prefix_cache_mb=64)
     uncached = load_smollm2(prefix_cache_mb=0)

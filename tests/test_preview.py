@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from agents.negotiation import CustomerTurn, SalespersonTurn
-from emotion_probe.backends.base import GenerateConfig
-from emotion_probe.backends.chat_template import load_chat_template
-from emotion_probe.backends.scripted import ScriptedBackend
+from emotion_probe.models.base import GenerateConfig
+from emotion_probe.models.chat_template import load_chat_template
+from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.errors import ConfigError
 from experiments import negotiation as negotiation_experiment
 from experiments.preview import compact_json, preview

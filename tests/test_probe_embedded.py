@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from emotion_probe import ConfigError, EmotionProbe
-from emotion_probe.backends.trie import ContinuationTrie
+from emotion_probe.models.trie import ContinuationTrie
 
 pytestmark = pytest.mark.embedded
 

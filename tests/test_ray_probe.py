@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.ray_probe import RAY_INSTALL_HINT, RaySettings, import_ray
+from emotion_probe.engines.ray import RAY_INSTALL_HINT, RaySettings, import_ray
 from experiments.common import validated
 
 EMOLAB = [sys.executable, "-m", "experiments.main"]
@@ -53,7 +53,7 @@ def _scenarios(tmp_path: Path) -> Path:
 
 
 def _emolab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    from emotion_probe.backends.smollm2 import cache_root
+    from emotion_probe.models.providers.smollm2 import cache_root
 
     # A private HOME shows whether Ray wrote a token into ~/.ray; the converted model stays where it is.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path / "home"), "EMOLAB_CACHE": str(cache_root())}

@@ -21,10 +21,10 @@ import openai
 import pytest
 
 from agents.negotiation import CustomerTurn
-from emotion_probe.backends.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
-from emotion_probe.backends.openai_backend import OpenAIBackend, strict_json_schema
-from emotion_probe.backends.stack import RetrySettings, usage_of, wrap_backend
-from emotion_probe.backends.wrappers import RetryingBackend, is_transient, retry_after_seconds
+from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
+from emotion_probe.models.providers.openai import OpenAIBackend, strict_json_schema
+from emotion_probe.models.wrappers.stack import RetrySettings, usage_of, wrap_backend
+from emotion_probe.models.wrappers.core import RetryingBackend, is_transient, retry_after_seconds
 from emotion_probe.errors import ConfigError, EmolabError
 
 HELLO = [ChatMessage(role="user", content="Say hello.")]

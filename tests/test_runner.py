@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from emotion_probe import ConfigError, EmotionProbe
-from emotion_probe.backends.scripted import ScriptedBackend
-from emotion_probe.backends.wrappers import CountingBackend
-from emotion_probe.runner import probe_scenarios
+from emotion_probe.models.providers.scripted import ScriptedBackend
+from emotion_probe.models.wrappers.core import CountingBackend
+from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario, load_scenarios
 
 LOGPROBS = {" anger": -1.0, " disgust": -2.0, " fear": -3.0, " happiness": -0.5, " sadness": -4.0, " surprise": -5.0}

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from agents.scenario_writer import parse_batch
-from emotion_probe.backends.scripted import ScriptedBackend
+from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.scenario_checks import leaked_form, problems, sentence_count
 from emotion_probe.scenarios import load_scenarios
 from experiments.generate_scenarios import run

@@ -9,8 +9,8 @@ import openai
 import pytest
 from loopback import Hang, Raw, Reply, ScriptedServer, Stream, chat_chunks
 
-from emotion_probe.backends.openai_backend import OpenAIBackend
-from emotion_probe.backends.wrappers import is_transient
+from emotion_probe.models.providers.openai import OpenAIBackend
+from emotion_probe.models.wrappers.core import is_transient
 from emotion_probe.errors import EmolabError
 
 HELLO = [{"role": "user", "content": "Say hello."}]

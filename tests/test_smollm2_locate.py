@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from emotion_probe import ConfigError
-from emotion_probe.backends import smollm2
+from emotion_probe.models.providers import smollm2
 
 
 def test_missing_package_says_how_to_install(monkeypatch):

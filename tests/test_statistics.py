@@ -21,13 +21,13 @@ from rich.console import Console
 from scipy.stats import binomtest, bootstrap
 
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.bias import (
+from emotion_probe.analysis.bias import (
     bootstrap_recognition,
     compare_paired_predictions,
     compare_predictions,
     mcnemar_exact,
 )
-from emotion_probe.hierarchy import (
+from emotion_probe.analysis.hierarchy import (
     bootstrap_hierarchy,
     build_hierarchy,
     frequency_matched_alignment,
@@ -35,7 +35,7 @@ from emotion_probe.hierarchy import (
     shuffled_alignment,
     threshold_sweep,
 )
-from emotion_probe.stats import percentile_interval, resample_rows, sign_test, upper_tail_p
+from emotion_probe.analysis.stats import percentile_interval, resample_rows, sign_test, upper_tail_p
 
 
 def _cfg(*overrides: str):
@@ -202,7 +202,7 @@ def test_edge_stability_matches_the_chance_of_drawing_its_only_row(fragile, meth
 def test_paper_bootstrap_keeps_file_order_within_a_resample(tmp_path, monkeypatch):
     """The authors' two-parent rule keeps the parent met first, row by row. A resample that draws row 1
     before row 0 must still build rows in file order: hope keeps joy (row 0), never pride (row 1)."""
-    from emotion_probe import hierarchy
+    from emotion_probe.analysis import hierarchy
 
     wheel = _wheel(tmp_path, "six", [("joy", ["hope", "pride"]), ("fear", ["worry", "dread"])])
     rows = [[("joy", 0.5), ("hope", 0.25)], [("pride", 0.5), ("hope", 0.5)], [("joy", 0.5), ("fear", 0.5)],

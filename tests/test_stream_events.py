@@ -9,9 +9,9 @@ import threading
 from rich.console import Console
 
 from agents.negotiation import NegotiationScenario
-from emotion_probe.backends.batching import BatchingBackend
-from emotion_probe.backends.scripted import ScriptedBackend
-from emotion_probe.backends.wrappers import CountingBackend, RetryingBackend
+from emotion_probe.models.wrappers.batching import BatchingBackend
+from emotion_probe.models.providers.scripted import ScriptedBackend
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.live import LiveView
 

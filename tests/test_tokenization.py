@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_probe.backends.transformers_backend import TransformersBackend
+from emotion_probe.models.providers.transformers import TransformersBackend
 from emotion_probe.errors import EmolabError, TokenizationMismatch
 
 # Characters of every test text, plus merges. "ab" is a merge, so a prompt ending in "a" followed by a

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from emotion_probe.backends.transformers_backend import TransformersBackend
-from emotion_probe.backends.trie import ContinuationTrie, pack_prompts_with_trie, trie_paths
+from emotion_probe.models.providers.transformers import TransformersBackend
+from emotion_probe.models.trie import ContinuationTrie, pack_prompts_with_trie, trie_paths
 
 CONTINUATIONS = [(5,), (5, 7), (5, 7, 9), (6, 8), (6, 8, 3, 4), (11,), (6, 2)]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from emotion_probe.backends.base import ChatMessage, as_messages
+from emotion_probe.models.base import ChatMessage, as_messages
 from emotion_probe.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def _transformers_tokenizer(where: str, path: str, gguf_file: str | None = None,
 
 
 def _embedded_tokenizer(where: str, cache_dir: str | None = None, **_: Any) -> ChatTemplate:
-    from emotion_probe.backends.smollm2 import load_embedded_tokenizer
+    from emotion_probe.models.providers.smollm2 import load_embedded_tokenizer
 
     tokenizer, source = load_embedded_tokenizer(cache_dir)
     return ChatTemplate(tokenizer, source)
@@ -71,9 +71,9 @@ def _embedded_tokenizer(where: str, cache_dir: str | None = None, **_: Any) -> C
 #: Backends that build their prompts in this process, by the `_target_` of their config, and how to read
 #: just their tokenizer. Other backends (OpenAI-compatible servers, the scripted one) send plain messages.
 _LOCAL_PROMPTS = {
-    "emotion_probe.backends.smollm2.load_smollm2": _embedded_tokenizer,
-    "emotion_probe.backends.smollm2.load_smollm2_random_init": _embedded_tokenizer,
-    "emotion_probe.backends.transformers_backend.TransformersBackend": _transformers_tokenizer,
+    "emotion_probe.models.providers.smollm2.load_smollm2": _embedded_tokenizer,
+    "emotion_probe.models.providers.smollm2.load_smollm2_random_init": _embedded_tokenizer,
+    "emotion_probe.models.providers.transformers.TransformersBackend": _transformers_tokenizer,
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     BatchFeed,
     ChatMessage,
     GenerateConfig,
@@ -20,8 +20,8 @@ from emotion_probe.backends.base import (
     ScoreResult,
     TokenCallback,
 )
-from emotion_probe.backends.chat_template import prompt_token_ids, render_chat
-from emotion_probe.backends.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
+from emotion_probe.models.chat_template import prompt_token_ids, render_chat
+from emotion_probe.models.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
 from emotion_probe.errors import ConfigError, TokenizationMismatch
 
 
@@ -345,7 +345,7 @@ class TransformersBackend(ModelBackend):
         return [row.result() for row in sorted(finished, key=lambda row: row.index)]
 
     def _rows(self, conversations: list, configs: list[GenerateConfig], callbacks: list, first_index: int) -> list[_Row]:
-        # The same two steps as emolab's prompt preview (emotion_probe.backends.chat_template), so it shows what runs.
+        # The same two steps as emolab's prompt preview (emotion_probe.models.chat_template), so it shows what runs.
         prompt_ids = prompt_token_ids(self.tokenizer, [render_chat(self.tokenizer, c) for c in conversations])
         rows = []
         for offset, (ids, config, callback) in enumerate(zip(prompt_ids, configs, callbacks)):

@@ -57,7 +57,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     ChatMessage,
     GenerateConfig,
     Generation,

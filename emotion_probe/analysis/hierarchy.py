@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.stats import CONFIDENCE, percentile_interval, resample_rows, upper_tail_p
+from emotion_probe.analysis.stats import CONFIDENCE, percentile_interval, resample_rows, upper_tail_p
 from emotion_probe.wheel import EmotionWheel
 
 Method = Literal["exact", "paper"]
@@ -266,7 +266,7 @@ def shuffled_alignment(
     """Chance level: alignment after randomly permuting which primary each word belongs to.
 
     Returns the mean and standard deviation over `samples` permutations and the one-sided Monte
-    Carlo p-value of the observed alignment (`emotion_probe.stats.upper_tail_p`); NaNs without
+    Carlo p-value of the observed alignment (`emotion_probe.analysis.stats.upper_tail_p`); NaNs without
     edges or with samples=0.
     """
     if not edges or samples <= 0:

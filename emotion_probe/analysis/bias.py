@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, fisher_exact
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.stats import CONFIDENCE, percentile_interval, sign_test
+from emotion_probe.analysis.stats import CONFIDENCE, percentile_interval, sign_test
 
 
 def confusion_matrix(true: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> np.ndarray:
@@ -170,7 +170,7 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[
 
     Only the discordant scenarios speak to a difference: `a_only` (A right, B wrong) and `b_only`;
     under H0 each is A's with probability 1/2, so p is the two-sided binomial p of a_only out of
-    a_only + b_only (`emotion_probe.stats.sign_test`).
+    a_only + b_only (`emotion_probe.analysis.stats.sign_test`).
     """
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
@@ -198,7 +198,7 @@ def bootstrap_recognition(
     `recognition_summary` defines them (over the answered rows of each resample).
 
     `rows` holds one bootstrap sample of row indices per line ([resamples, N], from
-    `emotion_probe.stats.resample_rows`), so a caller can reuse one set of resamples for several
+    `emotion_probe.analysis.stats.resample_rows`), so a caller can reuse one set of resamples for several
     prediction columns of the same scenarios. A resample with no answered row has no accuracy and is
     left out of the interval.
     """

@@ -10,7 +10,7 @@ else is a hook with a default, which a provider overrides where it can do better
   another; `batches_natively` says a provider decodes the rows together, as TransformersBackend does).
 
 Retry, call accounting, caching and batching are wrappers around this interface
-(`emotion_probe.backends.wrappers`, `cache`, `batching`), never flags inside a provider.
+(`emotion_probe.models.wrappers.core`, `cache`, `batching`), never flags inside a provider.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class ModelBackend(ABC):
         """What decides this backend's answers, for the keys that keep results apart (probe parts, a resume).
 
         By default what `describe()` says, less the wrapper bookkeeping, which changes nothing computed.
-        A stack built by `emotion_probe.backends.stack.wrap_backend` answers with the resolved model
+        A stack built by `emotion_probe.models.wrappers.stack.wrap_backend` answers with the resolved model
         config it was built from instead (the name alone would let two devices or dtypes share results).
         """
         return {key: value for key, value in self.describe().items() if key not in _NOT_IDENTITY}

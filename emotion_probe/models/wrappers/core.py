@@ -2,7 +2,7 @@
 
 Wrappers implement the same interface, so they nest freely:
     model = CountingBackend(RetryingBackend(load_model("openai", model="gpt-4o-mini")))
-`emotion_probe.backends.stack.wrap_backend` builds the standard stack from config, and
+`emotion_probe.models.wrappers.stack.wrap_backend` builds the standard stack from config, and
 `usage_of(model)` reads the accounting of every layer for a run manifest.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import timezone
 from typing import Any, TypeVar
 
-from emotion_probe.backends.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback
+from emotion_probe.models.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback
 from emotion_probe.errors import ConfigError, EmolabError
 
 log = logging.getLogger(__name__)

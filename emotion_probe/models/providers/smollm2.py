@@ -103,7 +103,7 @@ def load_embedded_tokenizer(cache_dir: str | Path | None = None) -> tuple[Any, s
 
 def load_smollm2(cache_dir: str | None = None, **backend_kwargs: Any):
     """Build a TransformersBackend on the embedded SmolLM2 (converted on first use)."""
-    from emotion_probe.backends.transformers_backend import TransformersBackend
+    from emotion_probe.models.providers.transformers import TransformersBackend
 
     backend_kwargs.setdefault("name", "smollm2-135m-instruct")
     return TransformersBackend(path=str(ensure_converted(cache_dir)), **backend_kwargs)
@@ -127,7 +127,7 @@ def load_smollm2_random_init(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from emotion_probe.backends.transformers_backend import TransformersBackend
+    from emotion_probe.models.providers.transformers import TransformersBackend
 
     source = ensure_converted(cache_dir)
     config = AutoConfig.from_pretrained(source)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from emotion_probe.backends.stack import CacheSettings, RetrySettings
+from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
 from emotion_probe.errors import ConfigError, EmolabError
 from emotion_probe.probe import (
     FIRST_WORD_COLUMN,
@@ -34,7 +34,7 @@ from emotion_probe.probe import (
     EmotionProbe,
     ProbeSettings,
 )
-from emotion_probe.runner import ID_COLUMNS, with_labels
+from emotion_probe.engines.local import ID_COLUMNS, with_labels
 from emotion_probe.scenarios import Scenario
 from emotion_probe.wheel import EmotionWheel
 
@@ -131,8 +131,8 @@ class ProbeWorker:
         cache: CacheSettings | None,
         retry: RetrySettings | None,
     ):
-        from emotion_probe.backends import load_model
-        from emotion_probe.backends.stack import wrap_backend
+        from emotion_probe.models import load_model
+        from emotion_probe.models.wrappers.stack import wrap_backend
 
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.startup_error: EmolabError | None = None
@@ -147,7 +147,7 @@ class ProbeWorker:
             self.startup_error = err
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from emotion_probe.backends.wrappers import usage_of
+        from emotion_probe.models.wrappers.core import usage_of
 
         if self.startup_error is not None:
             raise self.startup_error

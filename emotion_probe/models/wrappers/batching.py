@@ -19,14 +19,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     ChatMessage,
     GenerateConfig,
     Generation,
     TokenCallback,
     as_messages,
 )
-from emotion_probe.backends.wrappers import BackendWrapper
+from emotion_probe.models.wrappers.core import BackendWrapper
 
 
 @dataclass
@@ -109,7 +109,7 @@ class BatchingBackend(BackendWrapper):
 
 class _Feed:
     """Continuous batching: requests that arrive while a batch decodes join it between steps, and each
-    caller gets its reply the moment its row finishes (emotion_probe.backends.base.BatchFeed)."""
+    caller gets its reply the moment its row finishes (emotion_probe.models.base.BatchFeed)."""
 
     def __init__(self, batcher: BatchingBackend, first: list[_Request]):
         self.batcher = batcher

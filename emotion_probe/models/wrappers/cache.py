@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     ChatMessage,
     GenerateConfig,
     Generation,
@@ -35,7 +35,7 @@ from emotion_probe.backends.base import (
     TokenCallback,
     as_messages,
 )
-from emotion_probe.backends.wrappers import BackendWrapper
+from emotion_probe.models.wrappers.core import BackendWrapper
 from emotion_probe.errors import ConfigError, EmolabError
 
 GenerateCaching = Literal["deterministic", "always", "never"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     ChatMessage,
     GenerateConfig,
     Generation,

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from emotion_probe.backends.base import ModelBackend
-from emotion_probe.backends.cache import CachingBackend, GenerateCaching
-from emotion_probe.backends.wrappers import CountingBackend, RetryingBackend, usage_of
+from emotion_probe.models.base import ModelBackend
+from emotion_probe.models.wrappers.cache import CachingBackend, GenerateCaching
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, usage_of
 
 __all__ = ["CacheSettings", "RetrySettings", "resolved_model_config", "response_cache_path", "usage_of", "wrap_backend"]
 
@@ -51,7 +51,7 @@ def response_cache_path(configured: str | os.PathLike[str] | None) -> Path:
     from_env = os.environ.get(CACHE_PATH_ENV)
     if from_env:
         return Path(from_env).expanduser()
-    from emotion_probe.backends.smollm2 import cache_root
+    from emotion_probe.models.providers.smollm2 import cache_root
 
     return cache_root() / "responses.sqlite"
 
@@ -78,7 +78,7 @@ def resolved_model_config(config: dict[str, Any], backend: ModelBackend | None =
     if all(isinstance(described.get(key), str) for key in present):
         resolved.update({key: described[key] for key in present})
         return resolved
-    from emotion_probe.backends.transformers_backend import _pick_device, _pick_dtype
+    from emotion_probe.models.providers.transformers import _pick_device, _pick_dtype
     from emotion_probe.errors import ConfigError
 
     device = _pick_device(resolved["device"] if "device" in present else "auto")  # TransformersBackend's default

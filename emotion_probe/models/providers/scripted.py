@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emotion_probe.backends.base import (
+from emotion_probe.models.base import (
     ChatMessage,
     GenerateConfig,
     Generation,

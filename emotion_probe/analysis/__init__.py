@@ -1,0 +1,1 @@
+"""What the probe's outputs mean: the emotion hierarchy, recognition and bias statistics, plots."""
