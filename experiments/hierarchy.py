@@ -27,7 +27,7 @@ from emotion_probe.analysis.hierarchy import (
     nested_tree,
     threshold_sweep,
 )
-from emotion_probe.analysis.plots import draw_tree
+from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 
@@ -141,10 +141,7 @@ def _plot_sweep(sweep: pd.DataFrame, threshold: float, out_base: Path, title: st
         ax.axvline(threshold, color="grey", ls=":", lw=1)
         ax.set_xlabel("threshold")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    for suffix in (".png", ".svg"):
-        fig.savefig(out_base.with_suffix(suffix), dpi=150 if suffix == ".png" else None)
-    plt.close(fig)
+    save_png_and_svg(fig, out_base)
 
 
 def _print_metrics(metrics: dict, out_dir: Path) -> None:
@@ -262,7 +259,4 @@ def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
             ax.set_xticks(x.to_numpy(), list(frame["model"]), rotation=30, fontsize=6)
             ax.set_xlabel("model (parameter counts unknown)")
         ax.set_title(label, fontsize=10)
-    fig.tight_layout()
-    for suffix in (".png", ".svg"):
-        fig.savefig(out_base.with_suffix(suffix), dpi=150 if suffix == ".png" else None)
-    plt.close(fig)
+    save_png_and_svg(fig, out_base)

@@ -162,19 +162,16 @@ class LiveView:
         speaker = event.get("speaker", "?")
         # A replayed transcript may not know how many attempts the run allowed (its config is gone): no "/of" then.
         of = f"/{event['of']}" if event.get("of") is not None else ""
-        line = f"retry {event.get('attempt')}{of}: {event.get('reason', '')}"
-        if self.live:
-            self._end_line()
-            self.console.print(Text(line, style="yellow"), highlight=False)
-            self._resumes = speaker
-        else:
-            log.info("trial %s %s %s", event.get("trial"), speaker, line)
+        self._notice(event, speaker, f"retry {event.get('attempt')}{of}: {event.get('reason', '')}")
 
     def _restart(self, event: dict) -> None:
         """A stream that broke off midway (a dropped connection) runs again from the start: the pieces shown so
         far end here, and the repeat streams as a block of its own, so no text is read twice in one line."""
         speaker = event.get("speaker", "?")
-        line = f"stream broke off ({event.get('reason', '')}); again from the start"
+        self._notice(event, speaker, f"stream broke off ({event.get('reason', '')}); again from the start")
+
+    def _notice(self, event: dict, speaker: str, line: str) -> None:
+        """A yellow line between attempts; the next attempt's text then streams as a block of its own."""
         if self.live:
             self._end_line()
             self.console.print(Text(line, style="yellow"), highlight=False)

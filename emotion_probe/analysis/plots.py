@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -92,6 +93,11 @@ def draw_trees(trees: list[tuple[nx.DiGraph, str]], wheel: EmotionWheel, out_bas
         ax.set_title(title or f"Emotion hierarchy ({graph.number_of_edges()} edges)")
         ax.axis("off")
         ax.margins(x=0.05, y=0.2)
+    return save_png_and_svg(fig, out_base)
+
+
+def save_png_and_svg(fig: Any, out_base: Path) -> list[Path]:
+    """Lay out, write `out_base`.png (150 dpi, for reports) and .svg (for papers), and close the figure."""
     fig.tight_layout()
     written = []
     for suffix in (".png", ".svg"):
