@@ -122,8 +122,20 @@ class _PrefixStore:
             while self._bytes > self.budget_bytes:
                 self._bytes -= self._entries.popitem(last=False)[1][2]
 
+    def count(self, reused: int, computed: int) -> None:
+        with self._lock:
+            self.hits_tokens += reused
+            self.prefill_tokens += computed
+
     def stats(self) -> dict[str, int]:
         return {"prefix_cache_hit_tokens": self.hits_tokens, "prefill_tokens": self.prefill_tokens}
+
+
+def _left_pad(mask: Any, width: int) -> Any:
+    """An attention mask [B, T] widened to [B, width] with zeros (hidden) before its first column."""
+    import torch
+
+    return torch.cat([mask.new_zeros((mask.shape[0], width - mask.shape[1])), mask], dim=1)
 
 
 def _growing_layer_class() -> type:
@@ -134,18 +146,28 @@ def _growing_layer_class() -> type:
     one allocates room for the reply once and writes one column per step; attention reads views.
     Built lazily: transformers is imported only when a backend is.
     """
+    import torch
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
-        def __init__(self, keys: Any, values: Any, room: int):
+        def __init__(self, parts: list[tuple[Any, Any]], width: int, room: int):
+            """Stack batches of keys and values [b, H, T_i, D] on the batch axis, each left-padded with
+            zeros to `width` (the attention mask hides the padding; zeros, since 0 x garbage can be NaN),
+            with `room` more steps after them: one copy, however many parts."""
             super().__init__()
-            batch, heads, length, dim = keys.shape  # [B, H, T, D]
-            self._keys = keys.new_empty((batch, heads, length + room, dim))
-            self._values = values.new_empty((batch, heads, length + room, values.shape[-1]))
-            self._keys[:, :, :length] = keys
-            self._values[:, :, :length] = values
-            self.length = length
-            self.device = keys.device
+            first_keys, first_values = parts[0]
+            batch = sum(keys.shape[0] for keys, _ in parts)
+            heads, dim = first_keys.shape[1], first_keys.shape[3]
+            self._keys = first_keys.new_zeros((batch, heads, width + room, dim))
+            self._values = first_values.new_zeros((batch, heads, width + room, first_values.shape[3]))
+            offset = 0
+            for keys, values in parts:
+                rows, length = keys.shape[0], keys.shape[2]
+                self._keys[offset : offset + rows, :, width - length : width] = keys
+                self._values[offset : offset + rows, :, width - length : width] = values
+                offset += rows
+            self.length = width
+            self.device = first_keys.device
             self.is_initialized = True
             self._views()
 
@@ -157,8 +179,7 @@ def _growing_layer_class() -> type:
             new = key_states.shape[-2]
             if self.length + new > self._keys.shape[2]:  # out of room: double it (rare: room covers a reply)
                 more = max(self._keys.shape[2], new)
-                self._keys = torch_cat_time(self._keys, more)
-                self._values = torch_cat_time(self._values, more)
+                self._keys, self._values = grow(self._keys, more), grow(self._values, more)
             self._keys[:, :, self.length : self.length + new] = key_states
             self._values[:, :, self.length : self.length + new] = value_states
             self.length += new
@@ -169,12 +190,8 @@ def _growing_layer_class() -> type:
             self._keys, self._values = self._keys[indices], self._values[indices]
             self._views()
 
-    def torch_cat_time(tensor: Any, more: int) -> Any:
-        import torch
-
-        shape = list(tensor.shape)
-        shape[2] = more
-        return torch.cat([tensor, tensor.new_empty(shape)], dim=2)
+    def grow(tensor: Any, more: int) -> Any:  # [B, H, T, D] -> [B, H, T + more, D]
+        return torch.cat([tensor, tensor.new_zeros((*tensor.shape[:2], more, tensor.shape[3]))], dim=2)
 
     return GrowingLayer
 
@@ -274,6 +291,16 @@ class TransformersBackend(ModelBackend):
                     f"(it must be a local directory or an HF id already in the cache; nothing is downloaded): {err}"
                 ) from None
         self.model = model.to(self.device).eval()
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        #: Every layer keeps every key (no sliding window): only such a cache can be cut at any prefix,
+        #: stacked with another batch's, or written in place. Others keep transformers' own cache, and
+        #: go without the prefix store and without joining a running batch.
+        self._plain_cache = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+        if not self._plain_cache:
+            self._prefix_store = None
+            self.continuous_batching = False
         self.tokenizer = tokenizer
         self._torch = torch
         self._tries: dict[tuple, ContinuationTrie] = {}
@@ -373,8 +400,8 @@ class TransformersBackend(ModelBackend):
         finished: list[_Row] = []
         next_index = len(rows)
         active = rows
-        cache, mask, positions, logits = self._prefill([row.prompt_ids for row in active])
-        cache = self._with_room(cache, active)
+        prefilled, mask, positions, logits = self._prefill([row.prompt_ids for row in active])
+        cache = self._decoding_cache(prefilled, mask.shape[1], active)
         bitmask = None
         while active:
             if feed is not None:
@@ -432,59 +459,51 @@ class TransformersBackend(ModelBackend):
                 new_rows = self._rows([c for c, _, _ in joining], [c for _, c, _ in joining],
                                       [cb for _, _, cb in joining], first_index=next_index)
                 next_index += len(new_rows)
-                new_cache, new_mask, new_positions, new_logits = self._prefill([row.prompt_ids for row in new_rows])
+                prefilled, new_mask, new_positions, new_logits = self._prefill([row.prompt_ids for row in new_rows])
                 if active:
-                    cache, mask = self._join_caches(cache, mask, new_cache, new_mask)
+                    width = max(mask.shape[1], new_mask.shape[1])
+                    running = [(layer.keys, layer.values) for layer in cache.layers]
+                    cache = self._decoding_cache([running, *self._parts(prefilled)], width, active + new_rows)
+                    mask = torch.cat([_left_pad(mask, width), _left_pad(new_mask, width)])
                     positions = torch.cat([positions, new_positions])
                     logits = torch.cat([logits, new_logits])
                 else:
-                    cache, mask, positions, logits = new_cache, new_mask, new_positions, new_logits
+                    mask, positions, logits = new_mask, new_positions, new_logits
+                    cache = self._decoding_cache(prefilled, mask.shape[1], new_rows)
                 active = active + new_rows
-                cache = self._with_room(cache, active)
         return finished
-
-    def _join_caches(self, cache: Any, mask: Any, other: Any, other_mask: Any) -> tuple[Any, Any]:
-        """Stack two batches' KV caches [B, H, T, D] on the batch axis, left-padding the shorter in time."""
-        torch = self._torch
-        width = max(mask.shape[1], other_mask.shape[1])
-
-        def pad(tensor: Any, length: int) -> Any:  # zeros before the first real entry, on the time axis
-            if tensor.shape[2] == length:
-                return tensor
-            shape = list(tensor.shape)
-            shape[2] = length - tensor.shape[2]
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=2)
-
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=[
-            (torch.cat([pad(layer.keys, width), pad(other_layer.keys, width)]),
-             torch.cat([pad(layer.values, width), pad(other_layer.values, width)]))
-            for layer, other_layer in zip(cache.layers, other.layers)
-        ])
-
-        def pad_mask(m: Any) -> Any:
-            return torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1)
-
-        return cache, torch.cat([pad_mask(mask), pad_mask(other_mask)])
 
     @cached_property
     def _growing_layer(self) -> type:
         return _growing_layer_class()
 
-    def _with_room(self, cache: Any, rows: list[_Row]) -> Any:
-        """The decoding cache, each layer given room for the longest reply still to come (written in place)."""
-        if not all(type(layer).__name__ in ("DynamicLayer", "GrowingLayer") for layer in cache.layers):
-            return cache  # sliding-window or other special layers: keep transformers' own
+    @staticmethod
+    def _parts(prefilled: Any) -> list[list[tuple[Any, Any]]]:
+        """What `_prefill` gave, as batches of [(keys, values)] per layer: a cache is one batch."""
+        return prefilled if isinstance(prefilled, list) else [[(layer.keys, layer.values) for layer in prefilled.layers]]
+
+    def _decoding_cache(self, prefilled: Any, width: int, rows: list[_Row]) -> Any:
+        """The cache to decode with: every batch of `prefilled` left-padded to `width`, stacked, and given
+        room for the longest reply still to come, in one copy (GrowingLayer). A model whose cache is not
+        plain keeps the one transformers built (it never joins, so there is only that one)."""
+        if not self._plain_cache:
+            return prefilled
+        from transformers import DynamicCache
+
+        parts = self._parts(prefilled)
         room = max(row.config.max_tokens - len(row.tokens) for row in rows) + 1
-        cache.layers = [self._growing_layer(layer.keys, layer.values, room) for layer in cache.layers]
+        cache = DynamicCache()
+        cache.layers = [self._growing_layer([batch[layer] for batch in parts], width, room)
+                        for layer in range(len(parts[0]))]
         return cache
 
     #: Rows must share at least this many leading tokens before their prefix is computed once.
     MIN_SHARED_PREFIX = 16
 
     def _prefill(self, prompt_ids: list[list[int]]) -> tuple[Any, Any, Any, Any]:
-        """Run the prompts through the model; return (cache, attention mask [B, T], last positions [B, 1], logits [B, V]).
+        """Run the prompts through the model; return (keys and values, attention mask [B, T], last positions
+        [B, 1], logits [B, V]). The keys and values are a cache, or one [(keys, values)] per layer for each
+        row (see `_parts`); `_decoding_cache` makes one cache of them.
 
         With the prefix store, each prompt starts from the cached keys and values of its longest
         prefix seen before and runs only the rest, at batch 1 (the rest is short: a turn's two new
@@ -511,29 +530,16 @@ class TransformersBackend(ModelBackend):
             out = self.model(input_ids=torch.tensor([ids[reused:]], device=self.device),
                              position_ids=torch.arange(reused, len(ids), device=self.device)[None],
                              use_cache=True, logits_to_keep=1, **extra)
-            cache = self._cache_of(out)
-            row = [(layer.keys, layer.values) for layer in cache.layers]  # each [1, H, T_i, D]
-            store.hits_tokens += reused
-            store.prefill_tokens += len(ids) - reused
-            # Only plain full-attention layers can be cut at any length (not sliding windows).
-            if all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
-                store.add(ids, row)
+            row = [(layer.keys, layer.values) for layer in self._cache_of(out).layers]  # each [1, H, T_i, D]
+            store.count(reused=reused, computed=len(ids) - reused)
+            store.add(ids, row)
             rows.append(row)
             last_logits.append(out.logits[:, -1].float())
         width = max(len(ids) for ids in prompt_ids)
-
-        def pad(tensor: Any) -> Any:  # zeros before the first real entry, on the time axis
-            shape = list(tensor.shape)
-            shape[2] = width - tensor.shape[2]
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=2) if shape[2] else tensor
-
-        stacked = [
-            (torch.cat([pad(row[layer][0]) for row in rows]), torch.cat([pad(row[layer][1]) for row in rows]))
-            for layer in range(len(rows[0]))
-        ]  # each [B, H, width, D]
         lengths = torch.tensor([len(ids) for ids in prompt_ids], device=self.device)
         mask = (torch.arange(width, device=self.device)[None] >= (width - lengths)[:, None]).long()  # [B, width]
-        return DynamicCache(ddp_cache_data=stacked), mask, (lengths - 1)[:, None], torch.cat(last_logits)
+        # The rows stay apart: _decoding_cache stacks them, padded, in the one copy it makes anyway.
+        return rows, mask, (lengths - 1)[:, None], torch.cat(last_logits)
 
     def _prefill_batched(self, prompt_ids: list[list[int]]) -> tuple[Any, Any, Any, Any]:
         """`_prefill` without the prefix store: every prompt in one forward pass.
