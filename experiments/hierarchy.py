@@ -180,12 +180,12 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    from experiments.report import job_dirs_of  # the report imports this module
+    from experiments.report import jobs_of  # the report imports this module
 
     out_dir = output_dir(cfg)
-    rows = [{**load_metrics(path / "metrics.json").model_dump(), "job_dir": str(path)}
-            for path in job_dirs_of(sweep_dir, "experiments.hierarchy.run", exclude=out_dir)
-            if (path / "metrics.json").is_file()]
+    rows = [{**load_metrics(job.path / "metrics.json").model_dump(), "job_dir": str(job.path)}
+            for job in jobs_of(sweep_dir, "experiments.hierarchy.run", exclude=out_dir)
+            if (job.path / "metrics.json").is_file()]
     if not rows:
         raise ConfigError(f"sweep_dir: no hierarchy job with a metrics.json under {sweep_dir}; run a hierarchy "
                           "sweep first")

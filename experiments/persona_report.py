@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -29,17 +30,21 @@ from emotion_probe.errors import ConfigError
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
 
-
-def _persona_job_dirs(sweep_dir: Path) -> list[Path]:
-    from experiments.report import job_dirs_of  # the report imports this module
-
-    return job_dirs_of(sweep_dir, "experiments.persona_bias.run")
+if TYPE_CHECKING:  # the report imports this module: no import of it at run time here
+    from experiments.report import Job
 
 
-def _load_jobs(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
+def _persona_jobs(sweep_dir: Path) -> list[Job]:
+    """The sweep's persona_bias jobs, found as the sweep report finds them."""
+    from experiments.report import jobs_of  # the report imports this module
+
+    return jobs_of(sweep_dir, "experiments.persona_bias.run")
+
+
+def _load_jobs(found: list[Job], sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
     jobs = {}
-    for job_dir in _persona_job_dirs(sweep_dir):
-        metrics_path, predictions = job_dir / "metrics.json", job_dir / "predictions.parquet"
+    for job in found:
+        metrics_path, predictions = job.path / "metrics.json", job.path / "predictions.parquet"
         if not metrics_path.is_file():
             continue  # a job that did not finish
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
@@ -53,19 +58,12 @@ def _load_jobs(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
     return jobs
 
 
-def _jobs_wheel(sweep_dir: Path, fallback: str) -> EmotionWheel:
-    """The wheel the jobs probed with (each job's .hydra/config.yaml), not this command's own
-    `probe.wheel`: a sweep run with probe.wheel=ekman must be read with Ekman's words. Jobs that
-    disagree are refused; `fallback` serves only when no job recorded its config."""
-    import yaml
-
-    used = set()
-    for job_dir in _persona_job_dirs(sweep_dir):
-        config = job_dir / ".hydra" / "config.yaml"
-        if (job_dir / "predictions.parquet").is_file() and config.is_file():
-            wheel = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("probe") or {}).get("wheel")
-            if isinstance(wheel, str):
-                used.add(wheel)
+def _jobs_wheel(found: list[Job], fallback: str) -> EmotionWheel:
+    """The wheel the jobs probed with (their saved config), not this command's own `probe.wheel`: a sweep
+    run with probe.wheel=ekman must be read with Ekman's words. Jobs that disagree are refused;
+    `fallback` serves only when no job recorded its config."""
+    used = {wheel for job in found if (job.path / "predictions.parquet").is_file()
+            and isinstance(wheel := (job.config.get("probe") or {}).get("wheel"), str)}
     if len(used) > 1:
         raise ConfigError(f"sweep_dir: the jobs probed with different wheels ({', '.join(sorted(used))}); "
                           "report each wheel's jobs separately")
@@ -76,8 +74,9 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    jobs = _load_jobs(sweep_dir)
-    wheel = _jobs_wheel(sweep_dir, cfg.probe.wheel)
+    found = _persona_jobs(sweep_dir)
+    jobs = _load_jobs(found, sweep_dir)
+    wheel = _jobs_wheel(found, cfg.probe.wheel)
     out_dir = output_dir(cfg)
     console = Console()
     result = write_persona_report(jobs, wheel, cfg.pairs, cfg.pie_emotions, out_dir, console, test=cfg.test)

@@ -390,11 +390,11 @@ def find_jobs(sweep_dir: Path, exclude: Path) -> tuple[list[Job], SweepManifest 
     return sorted(jobs, key=lambda job: _natural_key(job.name)), sweep_manifest
 
 
-def job_dirs_of(sweep_dir: Path, task: str, exclude: Path | None = None) -> list[Path]:
-    """The run dirs under sweep_dir of jobs that ran `task` (e.g. "experiments.hierarchy.run"), found the
+def jobs_of(sweep_dir: Path, task: str, exclude: Path | None = None) -> list[Job]:
+    """The jobs on disk under sweep_dir that ran `task` (e.g. "experiments.hierarchy.run"), found the
     way the sweep report finds every job: the per-experiment reports share this one discovery, so a
     mixed sweep's persona_bias jobs never pass for hierarchy jobs because both wrote a metrics.json."""
-    return [job.path for job in find_jobs(sweep_dir, exclude or sweep_dir / ".no-report-dir")[0]
+    return [job for job in find_jobs(sweep_dir, exclude or sweep_dir / ".no-report-dir")[0]
             if job.path is not None and job.task == task]
 
 

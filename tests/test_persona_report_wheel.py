@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emotion_probe.errors import ConfigError
-from experiments.persona_report import _jobs_wheel
+from experiments.persona_report import _jobs_wheel, _persona_jobs
 
 
 def _job(root: Path, name: str, wheel: str | None) -> None:
@@ -22,19 +22,19 @@ def _job(root: Path, name: str, wheel: str | None) -> None:
 def test_the_jobs_wheel_wins_over_the_commands_own(tmp_path):
     _job(tmp_path, "0", "ekman")
     _job(tmp_path, "1", "ekman")
-    assert _jobs_wheel(tmp_path, fallback="shaver").name == "ekman"
+    assert _jobs_wheel(_persona_jobs(tmp_path), fallback="shaver").name == "ekman"
 
 
 def test_jobs_on_different_wheels_are_refused(tmp_path):
     _job(tmp_path, "0", "ekman")
     _job(tmp_path, "1", "plutchik")
     with pytest.raises(ConfigError, match="different wheels \\(ekman, plutchik\\)"):
-        _jobs_wheel(tmp_path, fallback="shaver")
+        _jobs_wheel(_persona_jobs(tmp_path), fallback="shaver")
 
 
 def test_the_commands_wheel_serves_only_when_no_job_recorded_one(tmp_path):
     _job(tmp_path, "0", None)
-    assert _jobs_wheel(tmp_path, fallback="plutchik").name == "plutchik"
+    assert _jobs_wheel(_persona_jobs(tmp_path), fallback="plutchik").name == "plutchik"
 
 
 def test_other_experiments_jobs_in_the_sweep_are_not_read(tmp_path):
@@ -44,7 +44,7 @@ def test_other_experiments_jobs_in_the_sweep_are_not_read(tmp_path):
     (other / "metrics.json").write_text("{}")
     (other / "predictions.parquet").write_bytes(b"")
     (other / ".hydra" / "config.yaml").write_text("task: experiments.hierarchy.run\nprobe:\n  wheel: plutchik\n")
-    assert _jobs_wheel(tmp_path, fallback="shaver").name == "ekman"
+    assert _jobs_wheel(_persona_jobs(tmp_path), fallback="shaver").name == "ekman"
 
 
 def test_the_hierarchy_report_reads_only_hierarchy_jobs_of_a_mixed_sweep(tmp_path):
