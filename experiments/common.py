@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import subprocess
 import time
@@ -12,12 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ValidationError
 
 from emotion_probe.models import instantiate_backend
 from emotion_probe.models.base import ModelBackend
+from emotion_probe.analysis.stats import json_safe
 from emotion_probe.errors import ConfigError, first_validation_problem
 
 if TYPE_CHECKING:
@@ -159,31 +158,6 @@ def write_manifest(
     path = out_dir / "manifest.json"
     write_json_atomic(path, manifest)
     return path
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every NaN and infinity replaced by None, recursively, and numpy scalars and arrays
-    made plain Python: what strict JSON can hold.
-
-    Python's json writes NaN as a bare `NaN` token, which is not JSON: jq, JavaScript's JSON.parse
-    and many other readers reject the whole file. A missing statistic (no deal, too few trials)
-    is null instead. Other objects pass through unchanged (a caller's `default=` still sees them).
-    """
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is not None and type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
-        return None
-    return value
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ from environments.timing import NodeTimings
 from experiments.callbacks import claim_run_dir
 from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live, summary_table
-from experiments.negotiation_metrics import (
+from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     correlation_caption,
     draw_fit,
@@ -67,7 +67,7 @@ from experiments.negotiation_metrics import (
     error_price_correlation,
     trial_row,
 )
-from experiments.negotiation_metrics import trial_metrics as trial_metrics  # re-exported for existing importers
+from emotion_probe.analysis.negotiation import trial_metrics as trial_metrics  # re-exported for existing importers
 
 log = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ from experiments.callbacks import JOB_FILE, JobRecord, read_job_record
 from experiments.common import output_dir, validated
 from experiments.hierarchy import load_metrics as load_hierarchy_metrics
 from experiments.hierarchy import write_scaling
-from experiments.negotiation_metrics import correlation_caption, draw_fit, error_price_correlation
+from emotion_probe.analysis.negotiation import correlation_caption, draw_fit, error_price_correlation
 from experiments.persona_report import write_persona_report
 
 #: The experiments this report reads, by the task their config runs (an experiment file may be

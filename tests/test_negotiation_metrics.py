@@ -18,7 +18,7 @@ from emotion_probe.errors import ConfigError
 from experiments import negotiation as negotiation_experiment
 from experiments.common import json_safe, validated, write_json_atomic
 from experiments.negotiation import NegotiationSettings, _summary
-from experiments.negotiation_metrics import (
+from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     dumps_strict,
     error_price_correlation,

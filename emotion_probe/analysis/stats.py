@@ -1,11 +1,14 @@
-"""Small statistical helpers shared by the bias and hierarchy measures: exact paired tests and
-percentile bootstrap intervals.
+"""Small statistical helpers shared by the bias, hierarchy and negotiation measures: exact paired tests,
+percentile bootstrap intervals, and strict JSON for statistics that are missing.
 
 Every function is plain NumPy/SciPy on arrays, seeded by the caller's generator, so the same seed
 gives the same interval on any machine.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -57,3 +60,28 @@ def upper_tail_p(observed: float, null: np.ndarray) -> float:
     if null.size == 0 or not np.isfinite(observed):
         return float("nan")
     return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (1 + null.size))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN and infinity replaced by None, recursively, and numpy scalars and arrays
+    made plain Python: what strict JSON can hold.
+
+    Python's json writes NaN as a bare `NaN` token, which is not JSON: jq, JavaScript's JSON.parse
+    and many other readers reject the whole file. A missing statistic (no deal, too few trials)
+    is null instead. Other objects pass through unchanged (a caller's `default=` still sees them).
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
+        return None
+    return value

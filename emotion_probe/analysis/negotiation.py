@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
-from experiments.common import json_safe
+from emotion_probe.analysis.stats import json_safe
 
 __all__ = ["AnalysisSettings", "dumps_strict", "error_price_correlation", "json_safe", "paired_rounds",
            "trial_metrics", "trial_price", "trial_row"]
