@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,22 +19,45 @@ from pydantic import BaseModel, ValidationError
 from agents.negotiation import (
     MESSAGE_MAX_CHARS,
     PRICE_MAX,
-    PRIMARIES,
     ClosingAnswer,
-    CustomerTurn,
-    EmotionReport,
-    SalespersonTurn,
+    count_word,
+    emotion_report,
+    turn_schemas,
 )
 from agents.price import parse_price, says_no_sale
 
 #: Typed at any prompt, stops play (the trial resumes on a rerun into the same run dir).
 QUIT = ":q"
 DECISIONS = ("continue", "accept", "walk_away")
-EMOTION_FORMATS = ("six whole numbers in the order love, joy, surprise, anger, sadness, fear (e.g. 0 40 0 0 0 60), "
-                   "or name=value pairs (e.g. joy=40 fear=60; names left out are 0)")
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "SalespersonTurn": SalespersonTurn, "CustomerTurn": CustomerTurn, "ClosingAnswer": ClosingAnswer,
-}
+
+
+def _example(emotions: Sequence[str]) -> list[int]:
+    """An example report: 40 on the second emotion and 60 on the last (for Shaver's, joy and fear)."""
+    example = [0] * len(emotions)
+    if len(emotions) == 1:
+        return [100]
+    example[min(1, len(emotions) - 2)], example[-1] = 40, 60
+    return example
+
+
+def _example_pairs(emotions: Sequence[str]) -> str:
+    return " ".join(f"{name}={value}" for name, value in zip(emotions, _example(emotions)) if value)
+
+
+def emotion_formats(emotions: Sequence[str]) -> str:
+    """How to type a report over `emotions` (the run's wheel's primaries), with an example of each way."""
+    numbers = "whole numbers" if len(emotions) > 1 else "whole number"
+    return (f"{count_word(len(emotions))} {numbers} in the order {', '.join(emotions)} "
+            f"(e.g. {' '.join(map(str, _example(emotions)))}), or name=value pairs "
+            f"(e.g. {_example_pairs(emotions)}; names left out are 0)")
+
+
+def schemas(emotions: Sequence[str]) -> dict[str, type[BaseModel]]:
+    """The schemas a person's turn is checked with, by the name the graph's interrupt gives."""
+    turns = turn_schemas(tuple(emotions))
+    return {"SalespersonTurn": turns.salesperson, "CustomerTurn": turns.customer, "ClosingAnswer": ClosingAnswer}
+
+
 #: Answers to "what did you pay?" that mean nothing was bought, besides a blank and parse_price's phrases.
 _NO_PURCHASE = {"none", "no", "nothing", "n/a", "na", "-", "null", "did not buy", "didn't buy"}
 
@@ -66,18 +90,18 @@ def parse_message(text: str) -> str:
     return message
 
 
-def _number(token: str) -> float:
+def _number(token: str, emotions: Sequence[str]) -> float:
     try:
         value = float(token.strip().removesuffix("%"))
     except ValueError:
         value = math.nan
     if math.isnan(value):
-        raise InvalidAnswer(f"{token!r} is not a number; type {EMOTION_FORMATS}")
+        raise InvalidAnswer(f"{token!r} is not a number; type {emotion_formats(emotions)}")
     return value
 
 
-def _percentage(name: str, token: str) -> int:
-    value = _number(token)
+def _percentage(name: str, token: str, emotions: Sequence[str]) -> int:
+    value = _number(token, emotions)
     if value < 0:
         raise InvalidAnswer(f"{name}={token} is negative; percentages go from 0 to 100")
     if value > 100:
@@ -87,48 +111,50 @@ def _percentage(name: str, token: str) -> int:
     return int(value)
 
 
-def _named(text: str) -> dict[str, str]:
+def _named(text: str, emotions: Sequence[str]) -> dict[str, str]:
     """'joy=40 fear=60' (any order, commas or spaces, spaces around '=' allowed) as {name: token}."""
     tokens = [t for t in re.split(r"[\s,;]+", re.sub(r"\s*=\s*", "=", text.strip())) if t]
+    by_lower = {emotion.lower(): emotion for emotion in emotions}  # names are matched in any case
     found: dict[str, str] = {}
     for token in tokens:
-        name, equals, value = token.partition("=")
-        name = name.lower()
-        if not equals or not name or not value:
-            raise InvalidAnswer(f"{token!r} is not name=value; type {EMOTION_FORMATS}")
-        if name not in PRIMARIES:
-            raise InvalidAnswer(f"unknown emotion {name!r}; valid names: {', '.join(PRIMARIES)}")
+        typed, equals, value = token.partition("=")
+        if not equals or not typed or not value:
+            raise InvalidAnswer(f"{token!r} is not name=value; type {emotion_formats(emotions)}")
+        name = by_lower.get(typed.lower())
+        if name is None:
+            raise InvalidAnswer(f"unknown emotion {typed.lower()!r}; valid names: {', '.join(emotions)}")
         if name in found:
             raise InvalidAnswer(f"{name} is given twice")
         found[name] = value
     return found
 
 
-def parse_emotions(text: str) -> dict[str, int]:
-    """Whole-number percentages over the six primaries, typed as six numbers or as name=value pairs.
+def parse_emotions(text: str, emotions: Sequence[str]) -> dict[str, int]:
+    """Whole-number percentages over `emotions` (the run's wheel's primaries), typed as one number per
+    emotion in their order, or as name=value pairs.
 
     The sum need not be 100 (a report is renormalized, and its raw sum kept), but it must be above 0.
     """
     if not text.strip():
-        raise InvalidAnswer(f"no emotions given; type {EMOTION_FORMATS}")
+        raise InvalidAnswer(f"no emotions given; type {emotion_formats(emotions)}")
     if "=" in text:
-        tokens = _named(text)
+        tokens = _named(text, emotions)
     else:
         values = [t for t in re.split(r"[\s,;]+", text.strip()) if t]
         for token in values:
-            _number(token)  # "abc" is reported as not a number before the count is
-        if len(values) != len(PRIMARIES):
-            raise InvalidAnswer(f"expected {len(PRIMARIES)} numbers ({', '.join(PRIMARIES)}), got {len(values)}; "
-                                "or type name=value pairs like joy=40 fear=60")
-        tokens = dict(zip(PRIMARIES, values))
-    emotions = {name: _percentage(name, tokens[name]) if name in tokens else 0 for name in PRIMARIES}
-    if sum(emotions.values()) <= 0:
+            _number(token, emotions)  # "abc" is reported as not a number before the count is
+        if len(values) != len(emotions):
+            raise InvalidAnswer(f"expected {len(emotions)} numbers ({', '.join(emotions)}), got {len(values)}; "
+                                f"or type name=value pairs like {_example_pairs(emotions)}")
+        tokens = dict(zip(emotions, values))
+    report = {name: _percentage(name, tokens[name], emotions) if name in tokens else 0 for name in emotions}
+    if sum(report.values()) <= 0:
         raise InvalidAnswer("the percentages sum to 0; give at least one emotion a share above 0")
     try:
-        EmotionReport.model_validate(emotions)
+        emotion_report(tuple(emotions)).model_validate(report)
     except ValidationError as err:  # pragma: no cover - the checks above match the schema's
         raise InvalidAnswer(_reason(err)) from None
-    return emotions
+    return report
 
 
 def parse_decision(text: str) -> str:
@@ -178,10 +204,11 @@ def _reason(err: ValidationError) -> str:
     return f"{field}: {first['msg']}" if field else first["msg"]
 
 
-def checked_answer(schema: str, answer: dict[str, Any]) -> dict[str, Any]:
-    """The answer, once it validates under the turn's schema (the graph validates it again, the same way)."""
+def checked_answer(schema: str, answer: dict[str, Any], emotions: Sequence[str]) -> dict[str, Any]:
+    """The answer, once it validates under the turn's schema over `emotions` (the graph validates it again,
+    the same way)."""
     try:
-        SCHEMAS[schema].model_validate(answer)
+        schemas(emotions)[schema].model_validate(answer)
     except ValidationError as err:
         raise InvalidAnswer(_reason(err)) from None
     return answer

@@ -7,14 +7,22 @@ cut out of strings after the fact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from emotion_probe.models.base import ChatMessage
 
-PRIMARIES = ("love", "joy", "surprise", "anger", "sadness", "fear")
 #: The longest message a turn may carry. The grammar enforces it, so a constrained reply always
 #: has the tokens left to close its JSON within the turn's budget.
 MESSAGE_MAX_CHARS = 160
@@ -52,69 +60,139 @@ class NegotiationScenario(BaseModel):
         return budget
 
 
-def _percent(emotion: str) -> Any:
-    return Field(ge=0, le=100, description=f"percentage of {emotion}, a whole number from 0 to 100")
+def _percent(emotion: str, alias: str | None = None) -> Any:
+    return Field(ge=0, le=100, description=f"percentage of {emotion}, a whole number from 0 to 100", alias=alias)
+
+
+_COUNT_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve")
+
+
+def count_word(n: int) -> str:
+    """A count in words ("six"): prompts and the errors shown to a model carry no digits, which it copies."""
+    return _COUNT_WORDS[n] if n < len(_COUNT_WORDS) else str(n)
+
+
+def listed(emotions: Sequence[str], conjunction: str = "and") -> str:
+    """'love, joy and fear': the emotions in prose, in their order."""
+    return emotions[0] if len(emotions) == 1 else f"{', '.join(emotions[:-1])} {conjunction} {emotions[-1]}"
 
 
 class EmotionReport(BaseModel):
-    """Whole-number percentages over the six primary emotions.
+    """Whole-number percentages over the run's emotions (its wheel's primaries).
 
-    A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and its
-    raw sum is kept (`raw_sum`) so that a study can see how far off the model was. A zero sum says
+    Only the base of the per-set schemas `emotion_report(emotions)` builds, which has one field per
+    emotion. A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and
+    its raw sum is kept (`raw_sum`) so that a study can see how far off the model was. A zero sum says
     nothing and is invalid. Studies that want the sum itself checked pass a tolerance in the
     validation context: `model_validate(data, context={"sum_tolerance": 5})`.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    love: int = _percent("love")
-    joy: int = _percent("joy")
-    surprise: int = _percent("surprise")
-    anger: int = _percent("anger")
-    sadness: int = _percent("sadness")
-    fear: int = _percent("fear")
-
     @model_validator(mode="after")
     def _sum_is_usable(self, info: ValidationInfo) -> "EmotionReport":
         total = self.raw_sum
+        count = count_word(len(type(self).model_fields))
         if total <= 0:
-            raise ValueError("the six percentages sum to 0; give each emotion its share of 100")
+            raise ValueError(f"the {count} percentages sum to 0; give each emotion its share of 100")
         tolerance = (info.context or {}).get("sum_tolerance")
         if tolerance is not None and abs(total - 100) > tolerance:
-            raise ValueError(f"the six percentages sum to {total}, not 100 (tolerance {tolerance:g})")
+            raise ValueError(f"the {count} percentages sum to {total}, not 100 (tolerance {tolerance:g})")
         return self
+
+    @classmethod
+    def emotions(cls) -> tuple[str, ...]:
+        """The emotions the schema reports over, in order (as the JSON names them)."""
+        return tuple(field.alias or name for name, field in cls.model_fields.items())
 
     @property
     def raw_sum(self) -> int:
-        return sum(getattr(self, name) for name in PRIMARIES)
+        return sum(getattr(self, name) for name in type(self).model_fields)
 
     def normalized(self) -> list[float]:
-        """The six values rescaled to sum to 100, in PRIMARIES order."""
+        """The values rescaled to sum to 100, in the order of `emotions()`."""
         total = self.raw_sum
-        return [100.0 * getattr(self, name) / total for name in PRIMARIES]
+        return [100.0 * getattr(self, name) / total for name in type(self).model_fields]
+
+
+def _field_name(emotion: str, i: int) -> str:
+    # An emotion becomes a field of that name when Python and pydantic allow it; any other (a custom
+    # wheel's "self-esteem", or a name BaseModel already uses) gets a stand-in name and keeps its own
+    # as the alias, which is what the JSON and the model see.
+    usable = emotion.isidentifier() and not emotion.startswith(("_", "model_")) and not hasattr(BaseModel, emotion)
+    return emotion if usable else f"emotion_{i}"
+
+
+@cache
+def emotion_report(emotions: tuple[str, ...]) -> type[EmotionReport]:
+    """The report schema over these emotions: one whole-number percentage field per emotion, in order.
+
+    Built once per emotion set; every set's schema is named EmotionReport, so the JSON schema a
+    backend receives differs between sets only in its fields.
+    """
+    if not emotions:
+        raise ValueError("an emotion report needs at least one emotion")
+    fields: dict[str, Any] = {}
+    for i, emotion in enumerate(emotions):
+        name = _field_name(emotion, i)
+        fields[name] = (int, _percent(emotion, alias=None if name == emotion else emotion))
+    return create_model("EmotionReport", __base__=EmotionReport,
+                        __doc__=_REPORT_DOC.format(count=count_word(len(emotions))), **fields)
+
+
+# The schema's description, as a backend's structured output sees it: for the Shaver wheel's six
+# primaries, word for word what the one fixed schema said before schemas were built per wheel.
+_REPORT_DOC = """Whole-number percentages over the {count} primary emotions.
+
+    A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and its
+    raw sum is kept (`raw_sum`) so that a study can see how far off the model was. A zero sum says
+    nothing and is invalid. Studies that want the sum itself checked pass a tolerance in the
+    validation context: `model_validate(data, context={{"sum_tolerance": 5}})`.
+    """
 
 
 _MESSAGE = Field(min_length=1, max_length=MESSAGE_MAX_CHARS, description="what you say to the other side now")
 
 
-class SalespersonTurn(BaseModel):
+class _Turn(BaseModel):
     # `message` comes first: the grammar writes fields in this order, so even a reply cut short
     # has its message, and a failed turn can pass on that message and nothing else.
     message: str = _MESSAGE
-    predicted_customer_emotions: EmotionReport
 
 
-class CustomerTurn(BaseModel):
-    message: str = _MESSAGE
-    my_emotions: EmotionReport
-    decision: Literal["continue", "accept", "walk_away"]
-    price: float | None = Field(default=None, ge=0, le=PRICE_MAX, description="the agreed price, when accepting")
-
+class _CustomerChecks(_Turn):
     @model_validator(mode="after")
-    def _price_with_accept(self) -> "CustomerTurn":
+    def _price_with_accept(self) -> "_CustomerChecks":
+        # The subclass turn_schemas builds declares `decision` and `price`.
         if self.decision == "accept" and self.price is None:
             raise ValueError("price: required when decision is accept")
         return self
+
+
+class TurnSchemas(NamedTuple):
+    """The reply schemas of one emotion set."""
+
+    salesperson: type[BaseModel]
+    customer: type[BaseModel]
+
+
+@cache
+def turn_schemas(emotions: tuple[str, ...]) -> TurnSchemas:
+    """SalespersonTurn and CustomerTurn over these emotions, built once per set.
+
+    The customer's fields are declared here, after `message`, in the order the grammar writes them.
+    """
+    report = emotion_report(emotions)
+    salesperson = create_model("SalespersonTurn", __base__=_Turn, __doc__=None,
+                               predicted_customer_emotions=(report, ...))
+    customer = create_model(
+        "CustomerTurn", __base__=_CustomerChecks, __doc__=None,
+        my_emotions=(report, ...),
+        decision=(Literal["continue", "accept", "walk_away"], ...),
+        price=(float | None, Field(default=None, ge=0, le=PRICE_MAX, description="the agreed price, when accepting")),
+    )
+    return TurnSchemas(salesperson, customer)
 
 
 class ClosingAnswer(BaseModel):
@@ -135,29 +213,29 @@ class ClosingAnswer(BaseModel):
 # The prompts name each field and say what it means, in prose, and show no example values: the
 # embedded 135M model copies an example's numbers, or a field's description, instead of answering
 # (tests/test_negotiation.py checks every prompt for numbers).
-_EMOTIONS = "love, joy, surprise, anger, sadness and fear"
-# Without the second sentence the embedded model gave the same value to all six emotions in 12 of 16
-# sampled reports; with it, in 4 of 16.
+# The emotions are the run's wheel's primaries, in the wheel's order. Without the second sentence of
+# _SHARES the embedded model gave the same value to all six Shaver primaries in 12 of 16 sampled
+# reports; with it, in 4 of 16.
 _SHARES = ("as whole-number percentages that add up to 100. Most feelings are mixed, with one or two "
            "emotions much stronger than the rest.")
 
 
-def salesperson_system(scenario: NegotiationScenario) -> str:
+def salesperson_system(scenario: NegotiationScenario, emotions: Sequence[str]) -> str:
     return (
         f"You are a salesperson selling {scenario.item}. {scenario.description} "
         f"It cost you {scenario.currency}{scenario.seller_cost:g}. Sell it for the highest price you can. "
         f"{scenario.extra_instructions}\n"
         'Reply to the customer in JSON. Put your spoken reply in "message". In "predicted_customer_emotions", '
-        f"guess how much {_EMOTIONS} the customer feels now, {_SHARES}"
+        f"guess how much {listed(emotions)} the customer feels now, {_SHARES}"
     )
 
 
-def customer_system(scenario: NegotiationScenario) -> str:
+def customer_system(scenario: NegotiationScenario, emotions: Sequence[str]) -> str:
     return (
         f"You are {scenario.customer_persona}. A salesperson is trying to sell you {scenario.item}. "
         f"You can spend at most {scenario.currency}{scenario.customer_budget:g}. {scenario.extra_instructions}\n"
         'Reply to the salesperson in JSON. Put your spoken reply in "message". In "my_emotions", rate how much '
-        f"{_EMOTIONS} you feel now, {_SHARES} "
+        f"{listed(emotions)} you feel now, {_SHARES} "
         'Set "decision" to "continue" to keep talking, "accept" to buy at the price you name in "price", '
         'or "walk_away" to leave without buying; "price" is null unless you accept.'
     )
@@ -179,14 +257,14 @@ def _your_turn(view: list[ChatMessage], opening: str) -> list[ChatMessage]:
     return view if view else [ChatMessage(role="user", content=opening)]
 
 
-def salesperson_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
+def salesperson_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
     view = _your_turn(_view(turns, "salesperson"), "Greet the customer and make your first offer. Answer in JSON.")
-    return [ChatMessage(role="system", content=salesperson_system(scenario)), *view]
+    return [ChatMessage(role="system", content=salesperson_system(scenario, emotions)), *view]
 
 
-def customer_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
+def customer_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
     view = _your_turn(_view(turns, "customer"), "Greet the salesperson and ask about the item. Answer in JSON.")
-    return [ChatMessage(role="system", content=customer_system(scenario)), *view]
+    return [ChatMessage(role="system", content=customer_system(scenario, emotions)), *view]
 
 
 class AgentTurn(NamedTuple):
@@ -196,16 +274,20 @@ class AgentTurn(NamedTuple):
     schema: type[BaseModel]
 
 
-#: The one place that pairs each agent with its prompt and its schema: the negotiation graph asks with
-#: these, and `emolab experiment=preview` shows them, so the preview cannot drift from what runs.
-AGENT_TURNS: dict[str, AgentTurn] = {
-    "salesperson": AgentTurn(salesperson_messages, SalespersonTurn),
-    "customer": AgentTurn(customer_messages, CustomerTurn),
-}
+def agent_turns(emotions: Sequence[str]) -> dict[str, AgentTurn]:
+    """The one place that pairs each agent with its prompt and its schema, over the run's emotions (its
+    wheel's primaries): the negotiation graph asks with these, and `emolab experiment=preview` shows
+    them, so the preview cannot drift from what runs."""
+    emotions = tuple(emotions)
+    schemas = turn_schemas(emotions)
+    return {
+        "salesperson": AgentTurn(partial(salesperson_messages, emotions=emotions), schemas.salesperson),
+        "customer": AgentTurn(partial(customer_messages, emotions=emotions), schemas.customer),
+    }
 
 
-def closing_messages(scenario: NegotiationScenario, turns: list[dict]) -> list[ChatMessage]:
+def closing_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
     question = (f"The conversation is over. How much did you pay for {scenario.item}? "
                 'Answer with one JSON object with the field "paid": the price you paid, or null if you did not buy it.')
-    return [ChatMessage(role="system", content=customer_system(scenario)), *_view(turns, "customer"),
+    return [ChatMessage(role="system", content=customer_system(scenario, emotions)), *_view(turns, "customer"),
             ChatMessage(role="user", content=question)]

@@ -24,18 +24,22 @@ from pathlib import Path
 
 import yaml
 
-from agents.negotiation import CustomerTurn, NegotiationScenario, customer_messages
+from agents.negotiation import NegotiationScenario, customer_messages, turn_schemas
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.models.providers.smollm2 import load_smollm2
+from emotion_probe.wheel import EmotionWheel
 
 SCENARIO = NegotiationScenario.model_validate(
     yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "scenario" / "acorn.yaml").read_text()))
+#: The default run's emotions (conf/probe/default.yaml's wheel) and its customer schema.
+EMOTIONS = tuple(EmotionWheel.load("shaver").primaries)
+CustomerTurn = turn_schemas(EMOTIONS).customer
 
 
 def request(trial: int) -> list:
     opening = f"Good day, customer {trial}! This acorn is a rare find from a 300-year-old oak. Fifteen dollars."
-    return customer_messages(SCENARIO, [{"speaker": "salesperson", "text": opening}])
+    return customer_messages(SCENARIO, [{"speaker": "salesperson", "text": opening}], EMOTIONS)
 
 
 def main() -> None:

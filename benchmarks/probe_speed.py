@@ -28,6 +28,7 @@ from emotion_probe import EmotionProbe, EmotionWheel
 from emotion_probe.models.providers.smollm2 import load_smollm2
 from emotion_probe.models.trie import left_pad
 from emotion_probe.scenarios import load_scenarios
+from experiments.config import probe_settings
 
 
 def best_of(repeats: int, run) -> float:
@@ -63,8 +64,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     backend = load_smollm2()
-    wheel = EmotionWheel.load("shaver")
-    probe = EmotionProbe(backend, wheel)
+    settings = probe_settings()  # conf/probe/default.yaml, as `emolab experiment=probe` runs
+    wheel = EmotionWheel.load(settings.wheel)
+    probe = EmotionProbe(backend, wheel, settings)
     pool = [s.text for s in load_scenarios(args.scenario_file)]
     texts = list(itertools.islice(itertools.cycle(pool), args.scenarios))
     prompts = probe.prompts(texts)

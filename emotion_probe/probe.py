@@ -20,28 +20,34 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from emotion_probe.models.base import ModelBackend
-from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.errors import ConfigError
 from emotion_probe.wheel import EmotionWheel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "{text} The emotion in this sentence is"
-
 
 class ProbeSettings(BaseModel):
-    """Every tunable of the probe (the `probe:` config group), validated."""
+    """Every tunable of the probe (the `probe:` config group), validated once per run.
+
+    No field has a default: the defaults live only in conf/probe/default.yaml. From Python, get them
+    with `experiments.config.probe_settings(**overrides)`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    wheel: str = Field(default="shaver", description="bundled wheel name or path to a wheel file")
-    template: str = DEFAULT_TEMPLATE
-    method: Literal["exact", "paper"] = "exact"
-    word_boundary: bool = False
-    top_k: int = Field(default=100, ge=1)
-    chunk_size: int = Field(default=64, ge=1)
+    wheel: str = Field(description="bundled wheel name (shaver, plutchik, ekman) or path to a wheel YAML/JSON file; "
+                                   "the probe is given the wheel loaded from it")
+    template: str = Field(description="the prompt; {text} is replaced by the scenario")
+    method: Literal["exact", "paper"] = Field(
+        description="exact: every token of each word, renormalized over the wheel | paper: the authors' pipeline, "
+                    "raw probabilities of single-token words among the top-k next tokens")
+    word_boundary: bool = Field(description="method=exact: also multiply in P(word ends here), so ' hope' does not "
+                                            "count ' hopeless'")
+    top_k: int = Field(ge=1, description="method=paper: how many next tokens are searched for wheel words")
+    chunk_size: int = Field(ge=1, description="scenarios per model batch and per written Parquet part")
 
     @field_validator("template")
     @classmethod
@@ -49,6 +55,14 @@ class ProbeSettings(BaseModel):
         if "{text}" not in template:
             raise ValueError("the template must contain the placeholder {text}")
         return template
+
+    @field_validator("word_boundary")
+    @classmethod
+    def _boundary_needs_exact(cls, word_boundary: bool, info: ValidationInfo) -> bool:
+        # `method` is declared first, so it is in info.data here unless it failed validation itself.
+        if word_boundary and info.data.get("method") == "paper":
+            raise ValueError("applies to method=exact only; the paper's method has no boundary term")
+        return word_boundary
 
 
 def normalize_logprobs(logprobs: np.ndarray) -> np.ndarray:
@@ -105,33 +119,32 @@ def authors_first_word(tokens: Sequence[str], words: set[str]) -> str | None:
 class EmotionProbe:
     """Score a wheel's words as the next word after each rendered prompt.
 
-    >>> probe = EmotionProbe(load_model("smollm2"), EmotionWheel.load("shaver"))
+    `wheel` is an EmotionWheel loaded once by the caller, and `settings` a validated ProbeSettings;
+    neither is loaded or validated again here. From Python, take the config's defaults:
+
+    >>> from experiments.config import probe_settings
+    >>> from experiments.models import load_model
+    >>> settings = probe_settings()
+    >>> probe = EmotionProbe(load_model("smollm2"), EmotionWheel.load(settings.wheel), settings)
     >>> probe.distribution(["I won the lottery!"]).shape
     (1, 135)
     """
 
-    def __init__(
-        self,
-        model: ModelBackend,
-        wheel: EmotionWheel | str = "shaver",
-        template: str = DEFAULT_TEMPLATE,
-        method: Literal["exact", "paper"] = "exact",
-        word_boundary: bool = False,
-        top_k: int = 100,
-        chunk_size: int = 64,
-    ):
-        wheel_name = wheel if isinstance(wheel, str) else wheel.name
-        try:
-            self.settings = ProbeSettings(
-                wheel=wheel_name, template=template, method=method, word_boundary=word_boundary, top_k=top_k,
-                chunk_size=chunk_size,
-            )
-        except ValidationError as err:
-            raise ConfigError(first_validation_problem(err, "probe")) from None
-        if method == "paper" and word_boundary:
-            raise ConfigError("probe.word_boundary applies to method=exact only; the paper's method has no boundary term")
+    def __init__(self, model: ModelBackend, wheel: EmotionWheel, settings: ProbeSettings):
+        # Type errors, not ConfigErrors: these are mistakes in the calling code, not in a user's config.
+        if not isinstance(wheel, EmotionWheel):
+            raise TypeError(f"EmotionProbe takes an EmotionWheel, not {type(wheel).__name__}: "
+                            "load it once with EmotionWheel.load(settings.wheel) and pass the object")
+        if not isinstance(settings, ProbeSettings):
+            raise TypeError(f"EmotionProbe takes validated ProbeSettings, not {type(settings).__name__}: "
+                            "use experiments.config.probe_settings(...) or ProbeSettings.model_validate(...)")
+        # settings.wheel is what manifests and resume checks record, so it must name the wheel in use.
+        if wheel.source is not None and wheel.source != settings.wheel:
+            raise ConfigError(f"probe.wheel is {settings.wheel!r} but the probe was given the wheel loaded from "
+                              f"{wheel.source!r}; load the wheel from probe.wheel")
+        self.settings = settings
         self.model = model
-        self.wheel = EmotionWheel.load(wheel) if isinstance(wheel, str) else wheel
+        self.wheel = wheel
         self.continuations = [" " + word for word in self.wheel.words]
         #: How the last batch was scored, as the backend reported it.
         self.last_method: str | None = None

@@ -142,9 +142,12 @@ class EmotionWheel:
         self._primary_of = {group.primary: group.primary for group in spec.groups}
         self._primary_of.update({w: group.primary for group in spec.groups for w in group.words})
         self.group_colors: dict[str, str] = {group.primary: group.color for group in spec.groups}
+        #: The name or path `load` read this wheel from, as given (None for a wheel built from a spec):
+        #: EmotionProbe checks it against `probe.wheel`, which manifests record as the wheel in use.
+        self.source: str | None = None
 
     @classmethod
-    def load(cls, name_or_path: str | Path = "shaver") -> "EmotionWheel":
+    def load(cls, name_or_path: str | Path) -> "EmotionWheel":
         """Load a bundled wheel by name ("shaver", "plutchik", "ekman") or from a file path."""
         path = resolve_data_file("wheels", name_or_path)
         try:
@@ -154,10 +157,13 @@ class EmotionWheel:
         raw = _parse_wheel_text(path, text)
         try:
             if _is_taxonomy(raw):  # the authors' format, read as it is
-                return cls(TaxonomySpec.model_validate(raw).to_wheel(path.stem))
-            return cls(WheelSpec.model_validate(raw))
+                wheel = cls(TaxonomySpec.model_validate(raw).to_wheel(path.stem))
+            else:
+                wheel = cls(WheelSpec.model_validate(raw))
         except ValidationError as err:
             raise ConfigError(f"invalid wheel file {path}: {first_validation_problem(err)}") from None
+        wheel.source = str(name_or_path)
+        return wheel
 
     def __len__(self) -> int:
         return len(self.words)

@@ -4,6 +4,7 @@
 
 Each customer message is scored by the shared emotion probe; the running co-occurrence of
 the probe's primary-level distributions gives a matching matrix over the conversation.
+The emotions the agents report and predict are the run's wheel's primaries (the context's `wheel`).
 Termination is the structured `status` field; a closing step asks the customer what it paid.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -23,11 +24,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agents.negotiation import (
-    AGENT_TURNS,
     NEUTRAL_LINE,
-    PRIMARIES,
     ClosingAnswer,
     NegotiationScenario,
+    agent_turns,
     closing_messages,
 )
 from agents.price import parse_price
@@ -35,6 +35,7 @@ from agents.structured import call_structured, recover_message
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 from emotion_probe.probe import EmotionProbe
+from emotion_probe.wheel import EmotionWheel
 from environments.timing import NodeTimings, timed
 
 Status = Literal["running", "deal", "walk_away", "max_turns"]
@@ -58,7 +59,7 @@ class NegotiationState(TypedDict, total=False):
     status: Status
     agreed_price: float | None
     final_price: float | None  # what the customer says it paid, at closing
-    probe_cooccurrence: Annotated[list[list[float]], add_matrices]  # 6 x 6, over customer messages
+    probe_cooccurrence: Annotated[list[list[float]], add_matrices]  # P x P (P primaries), over customer messages
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class NegotiationContext:
     salesperson_model: ModelBackend | None
     customer_model: ModelBackend | None
     probe: EmotionProbe | None
+    #: The run's wheel, loaded once: its primaries are the emotions the agents report and predict, and
+    #: the probe's per-primary mass is taken over them.
+    wheel: EmotionWheel
     max_parse_retries: int = 2
     #: None: any report with a positive sum is renormalized to 100; a number: reports whose raw sum is
     #: further than this from 100 are invalid (and retried), for studies that want the sum itself right.
@@ -75,6 +79,17 @@ class NegotiationContext:
     generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=256))
     player: Role | None = None  # a person types this role's turns
     timings: NodeTimings | None = None  # wall time per node, for the run manifest
+
+    def __post_init__(self) -> None:
+        # One wheel per run: a probe over another wheel would score other emotions than the agents report.
+        if self.probe is not None and list(self.probe.wheel.primaries) != list(self.wheel.primaries):
+            raise ValueError(f"the probe's wheel {self.probe.wheel.name!r} has other primaries than the "
+                             f"negotiation's wheel {self.wheel.name!r}")
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        """The emotions of every report and prediction, in order: the wheel's primaries."""
+        return tuple(self.wheel.primaries)
 
 
 def turn_config(ctx: NegotiationContext, trial: int | None, turn: int) -> GenerateConfig:
@@ -140,9 +155,10 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     ctx = runtime.context
     scenario = _scenario(state)
     turn_number = _dialogue_length(state)
-    build, schema = AGENT_TURNS[role]
+    build, schema = agent_turns(ctx.emotions)[role]
     if ctx.player == role:
-        answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number})
+        answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number,
+                            "emotions": list(ctx.emotions)})
         parsed = schema.model_validate(answer)
         record = {"raw": None, "parse_status": "human", "attempts": 1, "errors": [], "latency_s": 0.0, "tokens": 0,
                   "truncated": 0}
@@ -169,6 +185,8 @@ def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], r
     # the raw reply stays in the record under `raw`, for audit.
     turn["text"] = parsed.message if parsed is not None else recover_message(record["raw"] or "") or NEUTRAL_LINE
     update: dict[str, Any] = {}
+    # The labels of the report's values, so a transcript line says what its numbers are.
+    turn["emotions"] = list(ctx.emotions)
     if role == "salesperson":
         emotions = parsed.predicted_customer_emotions if parsed else None
         turn["prediction"] = emotions.normalized() if emotions else None
@@ -206,10 +224,10 @@ def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]
     if probe is None or not last.get("text", "").strip():
         return {}
     distribution = probe.distribution([last["text"]])[0]
-    # The agents report over the six Shaver primaries; a wheel's other groups are left out.
-    mass = dict(zip(probe.wheel.primaries, probe.wheel.primary_mass(distribution)))
-    by_primary = np.array([mass.get(p, 0.0) for p in PRIMARIES])
+    # The context checked that the probe's wheel has the run's primaries, in the same order.
+    by_primary = np.asarray(probe.wheel.primary_mass(distribution), dtype=float)
     record = {"trial": state.get("trial"), "turn": last["turn"], "speaker": "probe",
+              "emotions": list(runtime.context.emotions),
               "probe": dict(zip(probe.words, np.round(distribution, 6).tolist())),
               "probe_primary": (100 * by_primary / max(by_primary.sum(), 1e-12)).round(3).tolist()}
     _emit("probe", record=record)
@@ -226,7 +244,7 @@ def closing(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> di
         paid = ClosingAnswer.model_validate(answer).paid
         status, raw = "human", None
     else:
-        reply = call_structured(ctx.customer_model, closing_messages(scenario, dialogue), ClosingAnswer,
+        reply = call_structured(ctx.customer_model, closing_messages(scenario, dialogue, ctx.emotions), ClosingAnswer,
                                 max_retries=ctx.max_parse_retries,
                                 config=turn_config(ctx, state.get("trial"), _dialogue_length(state)))
         paid = reply.parsed.paid if reply.parsed else parse_price(reply.raw)
@@ -250,9 +268,9 @@ def _opening(state: NegotiationState) -> str:
     return _scenario(state).opening_speaker
 
 
-def matching_over_conversation(state: NegotiationState) -> np.ndarray:
-    """P(b | a) between primaries, from the probe's distributions over the customer's messages."""
-    C = np.asarray(state.get("probe_cooccurrence") or np.zeros((len(PRIMARIES),) * 2))
+def matching_over_conversation(state: NegotiationState, emotions: Sequence[str]) -> np.ndarray:
+    """P(b | a) between the run's primaries (`emotions`), from the probe's distributions over the customer's messages."""
+    C = np.asarray(state.get("probe_cooccurrence") or np.zeros((len(emotions),) * 2))
     return matching_matrix(C)
 
 

@@ -22,7 +22,7 @@ from emotion_probe.errors import ConfigError, first_validation_problem
 if TYPE_CHECKING:
     import pandas as pd
 
-    from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
+    from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy
 
     from emotion_probe.probe import EmotionProbe
 
@@ -40,18 +40,20 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
 class RunLayers:
     """The wrappers a run puts around every model it builds, from its `cache` and `retry` groups.
 
-    Validated once per run; `wrap` stacks cache (outermost, so hits cost nothing) -> call
-    accounting -> retry around a backend (emotion_probe.models.wrappers.stack.wrap_backend).
+    Validated once per run (experiments.models.CacheSettings, RetrySettings) into the plain values
+    emotion_probe takes; `wrap` stacks cache (outermost, so hits cost nothing) -> call accounting ->
+    retry -> the endpoint's request limit around a backend (emotion_probe.models.wrappers.stack.wrap_backend).
     """
 
-    cache: CacheSettings
-    retry: RetrySettings
+    cache: CacheOptions | None  # None: the cache is off
+    retry: RetryPolicy
 
     @classmethod
     def from_config(cls, run_cfg: DictConfig) -> RunLayers:
-        from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
+        from experiments.models import CacheSettings, RetrySettings
 
-        return cls(validated(CacheSettings, run_cfg.cache, "cache"), validated(RetrySettings, run_cfg.retry, "retry"))
+        return cls(validated(CacheSettings, run_cfg.cache, "cache").options(),
+                   validated(RetrySettings, run_cfg.retry, "retry").policy())
 
     def wrap(self, backend: ModelBackend, node: DictConfig) -> ModelBackend:
         """`backend`, built from the `model:` config `node`, with the layers around it; the resolved node keys the cache."""
@@ -181,8 +183,8 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
 
     settings = validated(ProbeSettings, cfg.probe, "probe")
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
     out_dir = output_dir(cfg)
-    probe = EmotionProbe(build_model(cfg.model, cfg), wheel, **settings.model_dump(exclude={"wheel"}))
+    probe = EmotionProbe(build_model(cfg.model, cfg), wheel, settings)
     table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
     return probe, table, out_dir

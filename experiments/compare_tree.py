@@ -21,8 +21,10 @@ from rich.table import Table
 from emotion_probe.errors import ConfigError
 from emotion_probe.analysis.hierarchy import edge_agreement, tree_from_nested, tree_metrics
 from emotion_probe.analysis.plots import draw_trees
+from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import output_dir, write_json_atomic
+from experiments.common import output_dir, validated, write_json_atomic
+from experiments.hierarchy import HierarchySettings
 
 METRICS = ["edges", "nodes", "roots", "leaves", "isolated", "total_path_length", "average_depth",
            "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean",
@@ -63,12 +65,14 @@ def _metrics(graph: nx.DiGraph, wheel: EmotionWheel, what: str, samples: int, se
 def run(cfg: DictConfig) -> dict:
     if cfg.run_dir is None or cfg.reference is None:
         raise ConfigError("compare_tree needs run_dir=<hierarchy run> and reference=<tree .json or run dir>")
-    wheel = EmotionWheel.load(cfg.probe.wheel)
+    # Validated like every run's settings (this run reads only the wheel and the baseline sample count).
+    wheel = EmotionWheel.load(validated(ProbeSettings, cfg.probe, "probe").wheel)
+    samples = validated(HierarchySettings, cfg.hierarchy, "hierarchy").baseline_samples
     ours = load_tree(cfg.run_dir, "run_dir")
     reference = load_tree(cfg.reference, "reference")
     agreement = edge_agreement(ours, reference)
-    ours_metrics = _metrics(ours, wheel, "run_dir", cfg.hierarchy.baseline_samples, cfg.seed)
-    reference_metrics = _metrics(reference, wheel, "reference", cfg.hierarchy.baseline_samples, cfg.seed)
+    ours_metrics = _metrics(ours, wheel, "run_dir", samples, cfg.seed)
+    reference_metrics = _metrics(reference, wheel, "reference", samples, cfg.seed)
     out_dir = output_dir(cfg)
     result = {"run_dir": str(cfg.run_dir), "reference": str(cfg.reference), **agreement,
               "only_ours": sorted(set(ours.edges()) - set(reference.edges())),

@@ -20,16 +20,18 @@ from experiments.common import build_model, output_dir, validated, write_manifes
 
 
 class GeneratorSettings(BaseModel):
+    """conf/experiment/generate_scenarios.yaml; no defaults here, they live in the YAML."""
+
     model_config = ConfigDict(extra="forbid")
 
-    output: str = Field(min_length=1)
-    wheel: str = "shaver"
-    words: list[str] | None = None
-    per_emotion: int = Field(default=20, ge=1)
-    max_attempts: int = Field(default=3, ge=1)
-    max_parse_retries: int = Field(default=2, ge=0)
-    temperature: float = Field(default=0.8, ge=0)
-    max_tokens: int = Field(default=600, ge=16)
+    output: str = Field(min_length=1, description="JSONL file to append to; a rerun with the same file resumes")
+    wheel: str = Field(description="bundled wheel name or path whose words get scenarios")
+    words: list[str] | None = Field(description="only these words; null = every word of the wheel")
+    per_emotion: int = Field(ge=1, description="scenarios wanted per emotion word")
+    max_attempts: int = Field(ge=1, description="generate-and-validate rounds per word before giving up")
+    max_parse_retries: int = Field(ge=0, description="times a malformed reply is sent back with its error")
+    temperature: float = Field(ge=0, description="sampling temperature")
+    max_tokens: int = Field(ge=16, description="token budget of one reply")
 
 
 def run(cfg: DictConfig) -> dict:

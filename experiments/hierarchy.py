@@ -30,19 +30,35 @@ from emotion_probe.analysis.hierarchy import (
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
+from experiments.reporting import (
+    Block,
+    ExperimentReport,
+    JobTable,
+    Section,
+    SectionInput,
+    figures_block,
+    jobs_of,
+    register,
+    table_block,
+)
 
 log = logging.getLogger(__name__)
 
 
 class HierarchySettings(BaseModel):
+    """conf/hierarchy/*.yaml (the `hierarchy:` group); no defaults here, they live in the YAML."""
+
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
-    method: Literal["exact", "paper"] = "exact"
-    baseline_samples: int = Field(default=1000, ge=10)
-    frequency_bins: int = Field(default=10, ge=1)
-    bootstrap: int = Field(default=200, ge=0)
-    sweep_thresholds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=list)
+    threshold: float = Field(gt=0.0, lt=1.0, description="b is a parent of a when P(b | a) > threshold "
+                                                         "and P(a | b) < P(b | a)")
+    method: Literal["exact", "paper"] = Field(description="exact: co-occurrence of the full distributions | "
+                                                          "paper: the authors' pipeline, graph cleanup included")
+    baseline_samples: int = Field(ge=10, description="shuffled-label samples for each chance level of wheel alignment")
+    frequency_bins: int = Field(ge=1, description="equal-count bins of word mass for the frequency-matched chance level")
+    bootstrap: int = Field(ge=0, description="bootstrap resamples of the scenarios for intervals and edge stability; 0 = off")
+    sweep_thresholds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        description="thresholds at which to rebuild the tree for threshold_sweep.csv; [] = no sweep")
 
 
 class HierarchyMetrics(BaseModel):
@@ -180,8 +196,6 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     sweep_dir = Path(cfg.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {sweep_dir} is not a directory")
-    from experiments.report import jobs_of  # the report imports this module
-
     out_dir = output_dir(cfg)
     rows = [{**load_metrics(job.path / "metrics.json").model_dump(), "job_dir": str(job.path)}
             for job in jobs_of(sweep_dir, "experiments.hierarchy.run", exclude=out_dir)
@@ -260,3 +274,40 @@ def _plot_scaling(frame: pd.DataFrame, out_base: Path) -> None:
             ax.set_xlabel("model (parameter counts unknown)")
         ax.set_title(label, fontsize=10)
     save_png_and_svg(fig, out_base)
+
+
+# --- the hierarchy section of the sweep report -------------------------------------------------
+
+
+def hierarchy_section(part: SectionInput) -> Section:
+    jobs, entry, out_dir = part.jobs, part.loaded, part.out_dir
+    section = Section("Hierarchy", "hierarchy")
+    rows = [{"job": job.name, **frame.iloc[0].to_dict()} for job, _, frame in entry.tables]
+    if rows:
+        section.blocks.append(table_block("Tree metrics per job", pd.DataFrame(rows)))
+    known = [row for row in rows if pd.notna(row.get("parameters"))]
+    if len(rows) > 1 and len(known) == len(rows):
+        figure_dir = out_dir / "hierarchy"
+        figure_dir.mkdir(exist_ok=True)
+        write_scaling([{**row, "job_dir": row["job"]} for row in rows], figure_dir)
+        section.blocks.append(figures_block("Scaling", [figure_dir / "scaling.png"], ["metrics against parameters"]))
+    elif len(rows) > 1:
+        section.blocks.append(Block("text", text="no scaling plot: some backends do not report a parameter count"))
+    trees = [(job, job.path / "tree.png") for job in jobs if job.path is not None and (job.path / "tree.png").is_file()]
+    if trees:
+        section.blocks.append(figures_block("Emotion trees", [path for _, path in trees],
+                                            [f"job {job.name}" for job, _ in trees]))
+    section.blocks.extend(Block("text", text=note) for note in entry.notes)
+    return section
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    return pd.DataFrame([load_metrics(path).model_dump()])
+
+
+REPORT = register("experiments.hierarchy.run", ExperimentReport(
+    order=30,
+    tables=(JobTable("metrics", "metrics.json", _read_metrics,
+                     "metrics.json, one row per job (edges, nodes, depths, wheel alignment)"),),
+    section=hierarchy_section,
+))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,23 +19,23 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from agents.negotiation import PRIMARIES
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 
 log = logging.getLogger("emolab.negotiation")
 COLORS = {"salesperson": "cyan", "customer": "magenta", "probe": "yellow", "closing": "green"}
 
 
-def emotion_bars(rows: dict[str, list[float] | None]) -> Table:
-    """One row per primary, one bar column per source (self-report, prediction, probe), in percent."""
+def emotion_bars(rows: dict[str, list[float] | None], emotions: Sequence[str]) -> Table:
+    """One row per emotion (the run's primaries), one bar column per source (self-report, prediction, probe),
+    in percent."""
     table = Table(box=None, show_header=True, pad_edge=False)
     table.add_column("emotion")
     for source in rows:
         table.add_column(source)
-    for i, emotion in enumerate(PRIMARIES):
+    for i, emotion in enumerate(emotions):
         cells = []
         for values in rows.values():
-            if values is None:
+            if values is None or i >= len(values):
                 cells.append(Text("-", style="dim"))
             else:
                 cells.append(Text("█" * round(values[i] / 5), style="bold") + Text(f" {values[i]:.0f}", style="dim"))
@@ -53,22 +54,23 @@ def _heat(value: float) -> Style:
     return Style(color="black" if value > 0.5 else "white", bgcolor=Color.from_triplet(background))
 
 
-def matching_heatmap(C: np.ndarray, title: str) -> Table:
-    """The 6 x 6 matching matrix P(column | row) of a co-occurrence matrix, cells coloured by value.
+def matching_heatmap(C: np.ndarray, title: str, emotions: Sequence[str]) -> Table:
+    """The matching matrix P(column | row) between the primaries `emotions` of a co-occurrence matrix,
+    cells coloured by value.
 
     A row whose primary never co-occurred with another is undefined and shows dashes.
     """
     matching, totals = matching_matrix(C), np.asarray(C).sum(axis=1)
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_header=True)
     table.add_column("P(col | row)")
-    for emotion in PRIMARIES:
+    for emotion in emotions:
         table.add_column(emotion, justify="right")
-    for i, emotion in enumerate(PRIMARIES):
+    for i, emotion in enumerate(emotions):
         if totals[i] <= 0:
-            cells = [Text("-", style="dim") for _ in PRIMARIES]
+            cells = [Text("-", style="dim") for _ in emotions]
         else:
             cells = [Text("·", style="dim") if i == j else Text(f"{matching[i, j]:.2f}", style=_heat(matching[i, j]))
-                     for j in range(len(PRIMARIES))]
+                     for j in range(len(emotions))]
         table.add_row(emotion, *cells)
     return table
 
@@ -79,11 +81,18 @@ def _preview(text: str, limit: int = RAW_PREVIEW) -> str:
 
 
 class LiveView:
-    """Renders stream events. Streams tokens on a terminal; logs one line per turn otherwise."""
+    """Renders stream events. Streams tokens on a terminal; logs one line per turn otherwise.
 
-    def __init__(self, console: Console | None = None, live: bool | None = None):
+    `emotions` names the values of reports, predictions and the probe (the run's wheel's primaries);
+    a record that carries its own `emotions` labels is shown with those. Values that no label names
+    (a transcript written without labels, watched without its job's config) are shown by position.
+    """
+
+    def __init__(self, console: Console | None = None, live: bool | None = None,
+                 emotions: Sequence[str] | None = None):
         self.console = console or Console()
         self.live = self.console.is_terminal if live is None else live
+        self.emotions: list[str] | None = list(emotions) if emotions else None
         self._streaming = False
         self._prediction: list[float] | None = None
         self._report: list[float] | None = None
@@ -151,6 +160,7 @@ class LiveView:
         else:
             log.info("trial %s turn %s %s%s: %s", record.get("trial"), record["turn"], speaker,
                      " (unparsed)" if failed else "", record["text"][:200])
+        self._learn_labels(record)
         if speaker == "salesperson":
             self._prediction = record.get("prediction")
         else:
@@ -184,9 +194,20 @@ class LiveView:
             self.console.print()
             self._streaming = False
 
+    def _learn_labels(self, record: dict) -> None:
+        if record.get("emotions"):
+            self.emotions = list(record["emotions"])
+
+    def _labels(self, size: int) -> list[str]:
+        """The names of `size` values: the run's emotions, or positions when none name that many."""
+        if self.emotions is not None and len(self.emotions) == size:
+            return self.emotions
+        return [f"#{i + 1}" for i in range(size)]
+
     def _accumulate(self, record: dict) -> object:
         trial = record.get("trial")
-        primary = np.asarray(record.get("probe_primary") or np.zeros(len(PRIMARIES)), dtype=float)
+        self._learn_labels(record)
+        primary = np.asarray(record.get("probe_primary") or [], dtype=float)
         if primary.sum() > 0:
             C = cooccurrence((primary / primary.sum())[None, :])
             self._cooccurrence[trial] = self._cooccurrence.get(trial, np.zeros_like(C)) + C
@@ -197,12 +218,15 @@ class LiveView:
         trial = self._accumulate(record)
         if self.live:
             self._end_line()
-            self.console.print(emotion_bars({"customer says": self._report, "salesperson predicted": self._prediction,
-                                             "probe": record["probe_primary"]}))
-            C = self._cooccurrence.get(trial, np.zeros((len(PRIMARIES),) * 2))
+            rows = {"customer says": self._report, "salesperson predicted": self._prediction,
+                    "probe": record["probe_primary"]}
+            labels = self._labels(max(len(values) for values in rows.values() if values is not None))
+            self.console.print(emotion_bars(rows, labels))
+            C = self._cooccurrence.get(trial, np.zeros((len(labels),) * 2))
             n = self._probed[trial]
             plural = "s" if n != 1 else ""
-            self.console.print(matching_heatmap(C, f"matching, trial {trial}, {n} customer message{plural}"))
+            self.console.print(matching_heatmap(C, f"matching, trial {trial}, {n} customer message{plural}",
+                                                self._labels(len(C))))
 
     def _say(self, line: str, speaker: str) -> None:
         if self.live:

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from langgraph.types import Command
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.prompt import Prompt
 from rich.text import Text
@@ -43,7 +43,7 @@ from agents.human import (
     parse_paid,
     wants_to_quit,
 )
-from agents.negotiation import PRIMARIES, NegotiationScenario
+from agents.negotiation import NegotiationScenario
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.errors import ConfigError
@@ -59,6 +59,8 @@ from environments.timing import NodeTimings
 from experiments.callbacks import claim_run_dir
 from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live, summary_table
+from experiments.negotiation_report import NEGOTIATION_REPORT
+from experiments.reporting import register
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     correlation_caption,
@@ -73,18 +75,22 @@ log = logging.getLogger(__name__)
 
 
 class NegotiationSettings(BaseModel):
+    """conf/experiment/negotiation.yaml's own keys; no defaults here, they live in the YAML."""
+
     model_config = ConfigDict(extra="forbid")
 
-    trials: int = Field(default=1, ge=1)
-    concurrency: int = Field(default=1, ge=1)
-    max_parse_retries: int = Field(default=2, ge=0)
-    max_tokens: int = Field(default=256, ge=8)
-    temperature: float = Field(default=0.5, ge=0)
-    repetition_penalty: float = Field(default=1.15, gt=0)
-    player: str | None = Field(default=None, pattern="^(salesperson|customer)$")
-    probe_messages: bool = True
-    report_sum_tolerance: float | None = Field(default=None, ge=0)
-    analysis: AnalysisSettings = AnalysisSettings()
+    trials: int = Field(ge=1, description="independent negotiations to run")
+    concurrency: int = Field(ge=1, description="trials run at once (their generate() calls share batches)")
+    max_parse_retries: int = Field(ge=0, description="times an agent is shown its validation error and asked again")
+    max_tokens: int = Field(ge=8, description="token budget of one agent turn")
+    temperature: float = Field(ge=0, description="sampling temperature of both agents")
+    repetition_penalty: float = Field(gt=0, description="above 1, words a reply already used are made less likely")
+    player: str | None = Field(pattern="^(salesperson|customer)$",
+                               description="null | customer | salesperson: a person types that role's turns")
+    probe_messages: bool = Field(description="score each customer message with the emotion probe")
+    report_sum_tolerance: float | None = Field(ge=0, description="null: renormalize reports to 100 | a number: "
+                                                                 "a report further than this from 100 is invalid")
+    analysis: AnalysisSettings = Field(description="how trials are scored")
 
 
 def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBackend, ModelBackend]:
@@ -118,8 +124,9 @@ class CustomerPersona(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    description: str | None = Field(default=None, min_length=1)
+    name: str = Field(min_length=1, description="name of the persona in outputs")
+    description: str | None = Field(min_length=1, description="who the customer is, as the customer agent is "
+                                                              "told; null = the scenario's own customer_persona")
 
 
 def with_customer_persona(scenario: NegotiationScenario, persona: CustomerPersona) -> NegotiationScenario:
@@ -139,9 +146,19 @@ class CheckpointerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sqlite", "postgres"]
-    filename: str = Field(default="checkpoints.sqlite", min_length=1)
-    url_env: str | None = None
+    kind: Literal["sqlite", "postgres"] = Field(description="which checkpointer to build")
+    # Each kind sets only its own key, so the other kind's key is legitimately absent from its file.
+    filename: str | None = Field(default=None, min_length=1,
+                                 description="kind=sqlite: the SQLite file inside the job's run dir")
+    url_env: str | None = Field(default=None, description="kind=postgres: the environment variable holding the "
+                                                          "connection string")
+
+    @model_validator(mode="after")
+    def _kind_has_its_key(self) -> "CheckpointerSettings":
+        needed = "filename" if self.kind == "sqlite" else "url_env"
+        if getattr(self, needed) is None:
+            raise ValueError(f"{needed}: kind={self.kind} needs it")
+        return self
 
 
 #: Key of the advisory lock that serializes checkpoint-table setup across jobs ("emolab" in ASCII).
@@ -233,9 +250,11 @@ def _ask_turn(request: dict, console: Console) -> dict:
         return {"paid": _ask(console, "[green]what did you pay?[/] (blank = did not buy)", parse_paid, default="")}
     console.print(Text(f"{role}, {where} (:q stops)", style="bold"))
     whose = "your emotions" if role == "customer" else "the customer's emotions"
+    names = request["emotions"]  # the run's wheel's primaries, which the graph's interrupt names
     while True:
         message = _ask(console, f"[bold]{role}[/] your message", parse_message)
-        emotions = _ask(console, f"{whose}: love joy surprise anger sadness fear, or name=value", parse_emotions)
+        emotions = _ask(console, f"{whose}: {' '.join(names)}, or name=value",
+                        lambda text: parse_emotions(text, names))
         if role == "salesperson":
             answer = {"message": message, "predicted_customer_emotions": emotions}
         else:
@@ -243,7 +262,7 @@ def _ask_turn(request: dict, console: Console) -> dict:
             price = _ask(console, "price you accept", parse_accept_price) if decision == "accept" else None
             answer = {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
         try:
-            return checked_answer(schema, answer)
+            return checked_answer(schema, answer, names)
         except InvalidAnswer as err:  # the field checks above should leave nothing for the schema to refuse
             console.print(Text(f"  {err}; type the turn again (:q stops)", style="red"), soft_wrap=True)
 
@@ -277,14 +296,19 @@ def run(cfg: DictConfig) -> dict:
     checkpointer_settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, list(NegotiationSettings.model_fields)), "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
+    # Loaded once, before the (slow) models, so a bad probe.wheel fails in a second. Its primaries are the
+    # emotions the agents report and predict, with or without the probe (probe.wheel is part of the
+    # run's fingerprint, so a resume with another wheel is refused by claim_run_dir).
+    wheel = EmotionWheel.load(probe_settings.wheel)
+    emotions = list(wheel.primaries)
     out_dir = output_dir(cfg)
     # Checkpointed trials are picked up by thread id alone: refuse a dir whose trials ran with other settings.
     claim_run_dir(cfg, out_dir)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
-    probe = EmotionProbe(probe_model, probe_settings.wheel, **probe_settings.model_dump(exclude={"wheel"})) \
+    probe = EmotionProbe(probe_model, wheel, probe_settings) \
         if settings.probe_messages else None
     context = NegotiationContext(
-        salesperson_model=salesperson_model, customer_model=customer_model, probe=probe,
+        salesperson_model=salesperson_model, customer_model=customer_model, probe=probe, wheel=wheel,
         max_parse_retries=settings.max_parse_retries, player=settings.player,
         report_sum_tolerance=settings.report_sum_tolerance,
         generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed,
@@ -294,7 +318,8 @@ def run(cfg: DictConfig) -> dict:
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     console = Console()
     # Interleaved token streams from concurrent trials would be unreadable: log turns instead.
-    view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1)
+    view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1,
+                    emotions=emotions)
     transcript_path = out_dir / "transcript.jsonl"
     written = transcript_keys(transcript_path)  # lines already there, from an earlier (killed) run
 
@@ -328,15 +353,15 @@ def run(cfg: DictConfig) -> dict:
                 view.remember(snapshot.values.get("turns", []) if snapshot.values else [])
                 first_input = None if snapshot.values else initial_state(scenario, trial)
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
-            draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png")
+            draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png", wheel)
             if probe is not None:
                 (out_dir / f"matching_trial{trial}.json").write_text(
-                    dumps_strict(matching_record(values), indent=2), encoding="utf-8")
+                    dumps_strict(matching_record(values, emotions), indent=2), encoding="utf-8")
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
                     "seed": cfg.seed, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),
                     "agreed_price": values.get("agreed_price"),
-                    **trial_row(values, settings.analysis, budget=scenario.customer_budget)}
+                    **trial_row(values, settings.analysis, budget=scenario.customer_budget, emotions=emotions)}
 
         with ThreadPoolExecutor(settings.concurrency) as pool:
             rows = list(pool.map(one_trial, range(settings.trials)))
@@ -373,14 +398,15 @@ def transcript_keys(path: Path) -> set[tuple]:
     return {transcript_key(json.loads(line)) for line in data[:end].decode("utf-8").splitlines() if line.strip()}
 
 
-def matching_record(values: dict) -> dict:
-    """matching_trial<N>.json: P(column | row) between primaries over one conversation's probed customer messages.
+def matching_record(values: dict, emotions: list[str]) -> dict:
+    """matching_trial<N>.json: P(column | row) between the run's primaries (`emotions`, the labels) over one
+    conversation's probed customer messages.
 
     A row is null when its primary never co-occurred with another (no probe mass on it yet).
     """
-    C = np.asarray(values.get("probe_cooccurrence") or np.zeros((len(PRIMARIES),) * 2), dtype=float)
-    matching = matching_over_conversation(values)
-    return {"trial": values.get("trial"), "labels": list(PRIMARIES),
+    C = np.asarray(values.get("probe_cooccurrence") or np.zeros((len(emotions),) * 2), dtype=float)
+    matching = matching_over_conversation(values, emotions)
+    return {"trial": values.get("trial"), "labels": list(emotions),
             "probed_messages": sum(t.get("speaker") == "probe" for t in values.get("turns", [])),
             "matching": [row.tolist() if total > 0 else None for row, total in zip(matching, C.sum(axis=1))],
             "cooccurrence": C.tolist()}
@@ -473,8 +499,9 @@ def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
     plt.close(fig)
 
 
-def draw_trial_pies(turns: list[dict], path: Path) -> None:
-    """Per turn, the customer's self-report beside the salesperson's prediction, as in the paper's figures."""
+def draw_trial_pies(turns: list[dict], path: Path, wheel: EmotionWheel) -> None:
+    """Per turn, the customer's self-report beside the salesperson's prediction, as in the paper's figures;
+    wedges in the order and colours of the wheel's primary groups."""
     pairs, prediction = [], None
     for turn in turns:
         if turn["speaker"] == "salesperson":
@@ -484,7 +511,7 @@ def draw_trial_pies(turns: list[dict], path: Path) -> None:
             prediction = None
     if not pairs:
         return
-    colors = [EmotionWheel.load("shaver").group_colors[p] for p in PRIMARIES]
+    colors = [wheel.group_colors[p] for p in wheel.primaries]
     fig, axes = plt.subplots(2, len(pairs), figsize=(2.4 * len(pairs), 5), squeeze=False)
     for column, (turn, report, predicted) in enumerate(pairs):
         for row, (values, label) in enumerate([(report, "customer says"), (predicted, "salesperson predicts")]):
@@ -497,7 +524,11 @@ def draw_trial_pies(turns: list[dict], path: Path) -> None:
                 ax.pie(values, colors=colors, startangle=90, autopct=lambda pct: f"{pct:.0f}" if pct >= 5 else "",
                        textprops={"fontsize": 7})
             ax.set_title(f"turn {turn}: {label}", fontsize=7)
-    fig.legend(PRIMARIES, loc="lower center", ncols=6, fontsize=7, frameon=False)
+    fig.legend(wheel.primaries, loc="lower center", ncols=min(len(wheel.primaries), 8), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# Its part of the sweep report (experiments/reporting.py): trials.parquet and the negotiation section.
+REPORT = register("experiments.negotiation.run", NEGOTIATION_REPORT)

@@ -29,17 +29,22 @@ from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
 from experiments.common import build_model, output_dir, validated, write_json_atomic, write_manifest
+from experiments.persona_report import PERSONA_BIAS_REPORT
+from experiments.reporting import register
 
 log = logging.getLogger(__name__)
 
 
 class RecognitionSettings(BaseModel):
+    """conf/recognition/*.yaml (the `recognition:` group); no defaults here, they live in the YAML."""
+
     model_config = ConfigDict(extra="forbid")
 
-    free_text: bool = False
-    content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", "..."], min_length=1)
-    max_tokens: int = Field(default=16, ge=1)
-    bootstrap: int = Field(default=1000, ge=0)
+    free_text: bool = Field(description="also ask the persona in free text through the chat model")
+    content_free_inputs: list[str] = Field(min_length=1, description="inputs whose mean distribution is the "
+                                                                     "persona's prior, divided out by calibration")
+    max_tokens: int = Field(ge=1, description="token budget of a free-text answer")
+    bootstrap: int = Field(ge=0, description="bootstrap resamples of the scenarios for accuracy intervals; 0 = off")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -48,7 +53,7 @@ def run(cfg: DictConfig) -> dict:
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(RecognitionSettings, cfg.recognition, "recognition")
     wheel = EmotionWheel.load(probe_settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
     unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
     if unlabelled:
         raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
@@ -58,7 +63,8 @@ def run(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
     model = build_model(cfg.model, cfg)
     agent = PersonaAgent(persona, wheel)
-    probe = EmotionProbe(model, wheel, **{**probe_settings.model_dump(exclude={"wheel"}), "template": agent.probe_template})
+    # The persona's prompt replaces probe.template; every other setting is the run's, validated above.
+    probe = EmotionProbe(model, wheel, probe_settings.model_copy(update={"template": agent.probe_template}))
     # Contextual calibration: the persona's prior over emotions when there is nothing to read. Under
     # probe.method=paper it has zeros (words outside the top k); calibrated_argmax floors them.
     prior = content_free_prior(probe.distribution(settings.content_free_inputs))
@@ -162,3 +168,7 @@ def _accuracies(table: pd.DataFrame, wheel: EmotionWheel) -> dict[str, float]:
         for key in ("coverage", "accuracy", "primary_accuracy", "accuracy_all_rows", "primary_accuracy_all_rows"):
             result[f"{prefix}{key}"] = summary[key]
     return result
+
+
+# Its part of the sweep report (experiments/reporting.py); the section shares persona_report's tables and figures.
+REPORT = register("experiments.persona_bias.run", PERSONA_BIAS_REPORT)

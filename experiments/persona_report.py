@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -29,15 +30,28 @@ from emotion_probe.analysis.bias import (
 from emotion_probe.errors import ConfigError
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
+from experiments.reporting import (
+    Block,
+    ExperimentReport,
+    Job,
+    JobTable,
+    Loaded,
+    ReportSettings,
+    Section,
+    SectionInput,
+    figures_block,
+    job_wheel,
+    jobs_of,
+    read_json,
+    read_parquet,
+    table_block,
+    varying_keys,
+)
 
-if TYPE_CHECKING:  # the report imports this module: no import of it at run time here
-    from experiments.report import Job
 
 
 def _persona_jobs(sweep_dir: Path) -> list[Job]:
     """The sweep's persona_bias jobs, found as the sweep report finds them."""
-    from experiments.report import jobs_of  # the report imports this module
-
     return jobs_of(sweep_dir, "experiments.persona_bias.run")
 
 
@@ -307,3 +321,116 @@ def _pies(jobs: dict, wheel: EmotionWheel, emotion: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+# --- the persona_bias section of the sweep report (experiments.persona_bias registers it) --------
+
+
+class PersonaMetrics(BaseModel):
+    """A persona_bias job's metrics.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    persona: str
+    phrase: str | None
+    model: str
+    scenarios: int = Field(ge=0)
+    accuracy: float | None
+    primary_accuracy: float | None
+    calibrated_accuracy: float | None
+    calibrated_primary_accuracy: float | None
+
+
+def persona_section(part: SectionInput) -> Section:
+    """The persona_bias section of the sweep report: write_persona_report per group of jobs that agree
+    on every varying override but the persona (e.g. one group per model)."""
+    jobs, entry, settings, out_dir, console = part.jobs, part.loaded, part.settings, part.out_dir, part.console
+    section = Section("Persona bias", "persona_bias")
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    for job, name, frame in entry.tables:
+        tables.setdefault(job.name, {})[name] = frame
+    complete = [job for job in jobs if {"predictions", "metrics"} <= set(tables.get(job.name, {}))]
+    # Personas are compared within a group of jobs that agree on every other varying override (e.g. per model).
+    group_keys = [k for k in varying_keys(complete) if not k.startswith("persona")]
+    groups: dict[str, list[Job]] = {}
+    for job in complete:
+        label = ", ".join(f"{k}={job.overrides[k].text if k in job.overrides else '(unset)'}" for k in group_keys)
+        groups.setdefault(label, []).append(job)
+    for label, members in groups.items():
+        wheels = {job_wheel(job).name for job in members}
+        if len(wheels) > 1:
+            raise ConfigError(f"sweep_dir: persona_bias jobs {[j.name for j in members]} used different wheels "
+                              f"{sorted(wheels)}; compare them in separate reports")
+        wheel = job_wheel(members[0])
+        personas = [str(tables[j.name]["metrics"].loc[0, "persona"]) for j in members]
+        persona_jobs = {}
+        for job, persona in zip(members, personas):
+            # Two jobs with one persona (e.g. two seeds) keep both, told apart by their job dir.
+            key = persona if personas.count(persona) == 1 else f"{persona} (job {job.name.replace('/', '-')})"
+            persona_jobs[key] = (tables[job.name]["metrics"].iloc[0].to_dict(), tables[job.name]["predictions"])
+        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", label) if label else ""
+        group_dir = out_dir / "persona_bias" / slug if slug else out_dir / "persona_bias"
+        group_dir.mkdir(parents=True, exist_ok=True)
+        result = write_persona_report(persona_jobs, wheel, settings.pairs, settings.pie_emotions, group_dir, console)
+        prefix = f"{label}: " if label else ""
+        section.blocks.append(table_block(f"{prefix}Accuracy", result.accuracy, index=True))
+        section.blocks.append(table_block(f"{prefix}Accuracy per primary", result.per_primary, index=True))
+        section.blocks.append(figures_block(f"{prefix}Figures", result.figures))
+        for persona, counts in result.primary_confusions.items():
+            confusion = pd.DataFrame(counts, index=pd.Index(wheel.primaries, name="true \\ predicted"),
+                                     columns=wheel.primaries)
+            section.blocks.append(table_block(f"{prefix}Confusion over primaries: {persona}", confusion, index=True))
+        if not result.accuracy_tests.empty:
+            section.blocks.append(table_block(f"{prefix}Paired accuracy differences (McNemar's exact test)",
+                                              result.accuracy_tests))
+        for (a, b), comparison in result.comparisons.items():
+            for calibrated, rows in comparison.groupby("calibrated", sort=True):
+                kind = "calibrated" if calibrated else "uncalibrated"
+                rows = rows.drop(columns="calibrated")
+                n = settings.comparison_rows
+                section.blocks.append(table_block(f"{prefix}{a} vs {b} ({kind}): more often predicted for {a}",
+                                                  rows.head(n)))
+                section.blocks.append(table_block(f"{prefix}{a} vs {b} ({kind}): more often predicted for {b}",
+                                                  rows.tail(n).iloc[::-1]))
+                details = table_block("", rows)
+                section.blocks.append(Block("details", title=f"all {len(rows)} rows: {a} vs {b} ({kind})",
+                                            html=details.html))
+    incomplete = [job.name for job in jobs if job.name not in {j.name for j in complete}]
+    if incomplete:
+        section.blocks.append(Block("text", text=f"jobs without predictions.parquet and metrics.json: {incomplete}"))
+    section.blocks.extend(Block("text", text=note) for note in entry.notes)
+    return section
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    return pd.DataFrame([read_json(path, PersonaMetrics).model_dump()])
+
+
+def trim_probability_columns(loaded: Loaded, settings: ReportSettings) -> None:
+    """Keep the per-word probability columns of predictions.parquet out of results.parquet when the
+    sweep's rows times words exceed max_probability_cells (they stay in each job's predictions.parquet)."""
+    rows, words = 0, set()
+    for job, table_name, frame in loaded.tables:
+        if table_name == "predictions":
+            rows += len(frame)
+            words |= set(job_wheel(job).words)
+    if words and rows * len(words) > settings.max_probability_cells:
+        loaded.left_out["predictions"] = sorted(words)
+        loaded.notes.append(f"per-word probability columns left out of results.parquet: {rows} rows x "
+                            f"{len(words)} words exceeds max_probability_cells={settings.max_probability_cells} "
+                            "(they stay in each job's predictions.parquet)")
+
+
+PERSONA_BIAS_REPORT = ExperimentReport(
+    order=20,
+    tables=(
+        JobTable("predictions", "predictions.parquet", read_parquet,
+                 "predictions.parquet, one row per scenario (id, text, emotion, primary, predicted, "
+                 "predicted_calibrated), with one probability column per wheel word only while the sweep's "
+                 "persona_bias rows times words stay within max_probability_cells"),
+        JobTable("metrics", "metrics.json", _read_metrics,
+                 "metrics.json, one row per job (accuracy, primary_accuracy, calibrated_...)"),
+    ),
+    section=persona_section,
+    trim=trim_probability_columns,
+)

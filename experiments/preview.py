@@ -1,7 +1,7 @@
 """`emolab experiment=preview scenario=...`: what each agent is told, as its model will receive it, before any run.
 
 For each agent, the first conversation it is given, built by the same functions the negotiation graph
-calls (agents.negotiation.AGENT_TURNS), after the model's chat template and with token counts (read
+calls (agents.negotiation.agent_turns, over the primaries of `probe.wheel`), after the model's chat template and with token counts (read
 from the tokenizer alone: no weights are loaded), and the JSON schema its reply must fill. The
 scenario is validated first, as a run validates it, so a bad field fails here in a second.
 """
@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.text import Text
 
-from agents.negotiation import AGENT_TURNS, NegotiationScenario
+from agents.negotiation import NegotiationScenario, agent_turns
 from emotion_probe.models.base import ChatMessage
 from emotion_probe.models.chat_template import load_chat_template
+from emotion_probe.wheel import EmotionWheel
 from experiments.common import validated
 from experiments.negotiation import CustomerPersona, with_customer_persona
 
@@ -54,13 +55,14 @@ def preview(cfg: DictConfig) -> list[AgentPreview]:
     scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
     opener = scenario.opening_speaker
     other = "customer" if opener == "salesperson" else "salesperson"
+    turns_of = agent_turns(EmotionWheel.load(cfg.probe.wheel).primaries)  # the emotions a run reports over
     previews = []
     for role in (opener, other):
         node = cfg[role].model
         template = load_chat_template(node, where=f"{role}.model")
         placeholder = None if role == opener else f"<the {opener}'s opening message>"
         turns = [] if placeholder is None else [{"speaker": opener, "text": placeholder}]
-        build, schema = AGENT_TURNS[role]
+        build, schema = turns_of[role]
         messages = build(scenario, turns)
         prompt = tokens = None
         if template is not None:

@@ -20,6 +20,17 @@ from emotion_probe.models.wrappers.core import usage_of
 from emotion_probe.engines.ray import RaySettings
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import RunLayers, output_dir, probe_scenario_file, validated, write_manifest
+from experiments.reporting import (
+    Block,
+    ExperimentReport,
+    JobTable,
+    Section,
+    SectionInput,
+    job_wheel,
+    read_parquet,
+    register,
+    table_block,
+)
 
 
 class ProbeEngine(BaseModel):
@@ -27,7 +38,7 @@ class ProbeEngine(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["local", "ray"]
+    engine: Literal["local", "ray"] = Field(description="local: in this process, resumable | ray: sharded over Ray workers")
 
 
 class LabelCheck(BaseModel):
@@ -83,7 +94,7 @@ def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings, label_check: LabelCh
     # Every input is checked here, before Ray starts and before any worker loads the model.
     settings = validated(ProbeSettings, cfg.probe, "probe")
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.get("keep_empty", False))
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
     layers = RunLayers.from_config(cfg)
     out_dir = output_dir(cfg)
     result = probe_scenarios_on_ray(
@@ -129,3 +140,29 @@ def _print_summary(table: pd.DataFrame, wheel: EmotionWheel, scored_with: str | 
     # soft_wrap: the path stays on one line in batch logs, where it is grepped for.
     console.print(f"wrote [bold]{out_dir / 'distributions.parquet'}[/] ({len(table)} rows x {len(words)} words)",
                   soft_wrap=True)
+
+
+# --- the probe section of the sweep report -----------------------------------------------------
+
+
+def probe_section(part: SectionInput, top: int = 5) -> Section:
+    entry = part.loaded
+    section = Section("Probe", "probe")
+    rows = []
+    for job, _, frame in entry.tables:
+        words = [w for w in job_wheel(job).words if w in frame.columns]
+        means = frame[words].astype(float).mean().sort_values(ascending=False).head(top)
+        rows.append({"job": job.name, "scenarios": len(frame),
+                     f"top {top} words by mean probability": ", ".join(f"{w} {p:.3f}" for w, p in means.items())})
+    if rows:
+        section.blocks.append(table_block("Distributions per job", pd.DataFrame(rows)))
+    section.blocks.extend(Block("text", text=note) for note in entry.notes)
+    return section
+
+
+REPORT = register("experiments.probe.run", ExperimentReport(
+    order=40,
+    tables=(JobTable("distributions", "distributions.parquet", read_parquet,
+                     "distributions.parquet, one row per scenario with every word's probability"),),
+    section=probe_section,
+))

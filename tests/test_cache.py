@@ -17,7 +17,8 @@ import yaml
 from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
 from emotion_probe.models.wrappers.cache import CachingBackend, ResponseCacheError
 from emotion_probe.models.providers.scripted import ScriptedBackend
-from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings, response_cache_path, usage_of, wrap_backend
+from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy, response_cache_path, usage_of, wrap_backend
+from experiments.models import CacheSettings, RetrySettings
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
 from emotion_probe.errors import ConfigError
 
@@ -25,7 +26,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 ASK = [ChatMessage(role="user", content="How much for the acorn?")]
 GREEDY = GenerateConfig(temperature=0.0)
 SAMPLED = GenerateConfig(temperature=0.7)
-CACHE_ON = CacheSettings(enabled=True, path=None, generate="deterministic")
+CACHE_ON = CacheOptions(path=None, generate="deterministic")
 
 
 def _scripted_stack(path: Path, responses: list[str], generate: str = "deterministic"):
@@ -33,7 +34,7 @@ def _scripted_stack(path: Path, responses: list[str], generate: str = "determini
     identity = {"_target_": "emotion_probe.models.providers.scripted.ScriptedBackend", "responses": responses,
                 "continuation_logprobs": {" joy": -1.0, " fear": -2.0}}
     provider = ScriptedBackend(responses, continuation_logprobs=identity["continuation_logprobs"])
-    stack = wrap_backend(provider, identity=identity, cache=CacheSettings(enabled=True, path=str(path), generate=generate),
+    stack = wrap_backend(provider, identity=identity, cache=CacheOptions(path=str(path), generate=generate),
                          retry=None)
     return stack, provider
 
@@ -181,9 +182,9 @@ def test_top_tokens_are_cached_per_prompt(tmp_path):
 # ------------------------------------------------------------ batched generation
 def test_batched_generation_goes_through_the_cache_and_the_counter(tmp_path):
     inner = ByPrompt()
-    stack = wrap_backend(inner, identity={"model": "m"}, cache=CacheSettings(enabled=True, path=str(tmp_path / "c.sqlite"),
+    stack = wrap_backend(inner, identity={"model": "m"}, cache=CacheOptions(path=str(tmp_path / "c.sqlite"),
                                                                              generate="deterministic"),
-                         retry=RetrySettings(max_attempts=2, initial_delay_s=0, max_delay_s=0))
+                         retry=RetryPolicy(max_attempts=2, initial_delay_s=0, max_delay_s=0))
     talk = [[ChatMessage(role="user", content=text)] for text in ("one", "two")]
     assert [g.text for g in stack.generate_batch(talk, GREEDY)] == ["reply to one", "reply to two"]
     more = [*talk, [ChatMessage(role="user", content="three")]]
@@ -282,7 +283,7 @@ def test_bad_arguments_name_the_setting(tmp_path):
 
 # ------------------------------------------------------------------- the stack
 def test_settings_validate_the_shipped_config_files():
-    assert CacheSettings.model_validate(yaml.safe_load((CONF / "cache" / "default.yaml").read_text())) == CACHE_ON
+    assert CacheSettings.model_validate(yaml.safe_load((CONF / "cache" / "default.yaml").read_text())).options() == CACHE_ON
     retry = RetrySettings.model_validate(yaml.safe_load((CONF / "retry" / "default.yaml").read_text()))
     assert retry.max_attempts >= 1
     with pytest.raises(ValueError, match="generate"):
@@ -292,22 +293,22 @@ def test_settings_validate_the_shipped_config_files():
 
 
 def test_wrap_backend_layers_in_order_and_leaves_out_what_is_off(tmp_path):
-    retry = RetrySettings(max_attempts=3, initial_delay_s=1, max_delay_s=2)
+    retry = RetryPolicy(max_attempts=3, initial_delay_s=1, max_delay_s=2)
     full = wrap_backend(ByPrompt(), identity={"model": "m"}, cache=CACHE_ON, retry=retry)
     assert [type(layer).__name__ for layer in (full, full.inner, full.inner.inner)] == [
         "CachingBackend", "CountingBackend", "RetryingBackend"]
     assert isinstance(full.inner.inner.inner, ByPrompt) and full.inner.inner.max_delay == 2
     assert full.describe()["wrapped_by"] == ["RetryingBackend", "CountingBackend", "CachingBackend"]
-    bare = wrap_backend(ByPrompt(), identity={}, cache=CacheSettings(enabled=False, path=None, generate="never"),
-                        retry=RetrySettings(max_attempts=1, initial_delay_s=1, max_delay_s=1))
+    bare = wrap_backend(ByPrompt(), identity={}, cache=CacheSettings(enabled=False, path=None, generate="never").options(),
+                        retry=RetryPolicy(max_attempts=1, initial_delay_s=1, max_delay_s=1))
     assert type(bare) is CountingBackend and isinstance(bare.inner, ByPrompt)
     assert type(wrap_backend(ByPrompt(), identity={}, cache=None, retry=retry).inner) is RetryingBackend
 
 
 def test_usage_of_reports_tokens_calls_retries_and_cache(tmp_path):
     stack = wrap_backend(ByPrompt(), identity={"model": "m"},
-                         cache=CacheSettings(enabled=True, path=str(tmp_path / "c.sqlite"), generate="deterministic"),
-                         retry=RetrySettings(max_attempts=2, initial_delay_s=0, max_delay_s=0))
+                         cache=CacheOptions(path=str(tmp_path / "c.sqlite"), generate="deterministic"),
+                         retry=RetryPolicy(max_attempts=2, initial_delay_s=0, max_delay_s=0))
     stack.generate(ASK, GREEDY)
     stack.generate(ASK, GREEDY)
     stack.generate(ASK, SAMPLED)

@@ -9,11 +9,11 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
-from emotion_probe import ConfigError, load_model
-from emotion_probe.models import model_config_names
+from emotion_probe import ConfigError
 from emotion_probe.models.providers.smollm2 import ensure_converted
 from emotion_probe.probe import ProbeSettings
 from experiments.common import build_model, validated
+from experiments.models import load_model, model_config, model_config_names
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -95,6 +95,28 @@ def test_required_model_fields_are_reported():
         load_model("gpt-7")
     with pytest.raises(ConfigError, match="needs a value for: model"):
         load_model("openai")
+
+
+@pytest.mark.parametrize("name", sorted(_names("model")))
+def test_model_config_by_name_is_what_the_app_composes(name):
+    # experiments.models.model_config lets Hydra merge the defaults list, so it matches `emolab model=<name>`
+    # key for key and value for value (vllm and sglang: openai.yaml's keys under their own).
+    app = OmegaConf.to_container(_compose(f"model={name}").model)
+    assert OmegaConf.to_container(model_config(name)) == app
+
+
+def test_load_model_builds_every_config_that_needs_no_server_or_weights():
+    assert type(load_model("scripted")).__name__ == "ScriptedBackend"
+    openai_keys = set(model_config("openai"))
+    assert "max_retries" not in openai_keys  # one retry layer: conf/retry, not the client
+    for server, port in (("vllm", 8000), ("sglang", 30000)):
+        assert set(model_config(server)) == openai_keys
+        backend = load_model(server, model="served-model")  # builds a client; contacts no server
+        assert backend.endpoint == f"http://localhost:{port}/v1" and backend.probe_method == "echo"
+        assert backend.max_concurrency == model_config("openai").max_concurrency
+    # The client's retries are gone from the constructor too: an old config that sets them is refused.
+    with pytest.raises(ConfigError, match="max_retries"):
+        load_model("vllm", model="served-model", max_retries=4)
 
 
 @pytest.mark.embedded

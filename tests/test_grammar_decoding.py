@@ -11,12 +11,11 @@ import yaml
 
 from agents.negotiation import (
     ClosingAnswer,
-    CustomerTurn,
     NegotiationScenario,
-    SalespersonTurn,
     closing_messages,
     customer_messages,
     salesperson_messages,
+    turn_schemas,
 )
 from agents.persona import PersonaAgent, PersonaSpec
 from agents.scenario_writer import batch_schema, writer_messages
@@ -31,11 +30,13 @@ ACORN = NegotiationScenario.model_validate(
 TALK = [{"speaker": "salesperson", "text": "Good day! This acorn is a rare find, yours for fifteen dollars."},
         {"speaker": "customer", "text": "Fifteen? That is a lot for an acorn."}]
 PERSONA = PersonaAgent(PersonaSpec(name="female", phrase="a woman"), EmotionWheel.load("shaver"))
+SHAVER = tuple(EmotionWheel.load("shaver").primaries)  # the default wheel's primaries: the default run's emotions
+SalespersonTurn, CustomerTurn = turn_schemas(SHAVER)
 # Every schema an agent answers with, as a JSON schema, with a request that asks for it.
 SCHEMAS = {
-    "salesperson": (SalespersonTurn.model_json_schema(), salesperson_messages(ACORN, TALK)),
-    "customer": (CustomerTurn.model_json_schema(), customer_messages(ACORN, TALK[:1])),
-    "closing": (ClosingAnswer.model_json_schema(), closing_messages(ACORN, TALK)),
+    "salesperson": (SalespersonTurn.model_json_schema(), salesperson_messages(ACORN, TALK, SHAVER)),
+    "customer": (CustomerTurn.model_json_schema(), customer_messages(ACORN, TALK[:1], SHAVER)),
+    "closing": (ClosingAnswer.model_json_schema(), closing_messages(ACORN, TALK, SHAVER)),
     "scenario_writer": (batch_schema(2), writer_messages("joy", 2, [])),
     "persona": (PERSONA.answer_schema(), PERSONA.chat_messages("My sister surprised me with tickets to my favourite band.")),
 }

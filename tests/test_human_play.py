@@ -26,9 +26,12 @@ from agents.human import (
     parse_message,
     parse_paid,
 )
+from emotion_probe import EmotionWheel
 from experiments import negotiation as negotiation_experiment
 
 REPO = Path(__file__).resolve().parents[1]
+SHAVER = EmotionWheel.load("shaver").primaries
+EKMAN = EmotionWheel.load("ekman").primaries
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
 SALES = json.dumps({"message": "A fine acorn, $9.", "predicted_customer_emotions": EMOTIONS})
 
@@ -58,18 +61,36 @@ def _reason(parse, text: str) -> str:
     ("", "no emotions given"),
 ])
 def test_bad_emotions_say_why(text, reason):
-    assert reason in _reason(parse_emotions, text)
+    assert reason in _reason(lambda t: parse_emotions(t, SHAVER), text)
 
 
 def test_emotions_as_names_or_six_numbers():
     expected = {"love": 0, "joy": 40, "surprise": 0, "anger": 0, "sadness": 0, "fear": 60}
-    assert parse_emotions("joy=40 fear=60") == expected
-    assert parse_emotions("fear = 60, JOY=40") == expected  # any order, case, spacing, separator
-    assert parse_emotions("0,40,0,0,0,60") == expected
-    assert parse_emotions("0 40 0 0 0 60") == expected
-    assert parse_emotions(" 0, 40, 0, 0, 0, 60% ") == expected
+    assert parse_emotions("joy=40 fear=60", SHAVER) == expected
+    assert parse_emotions("fear = 60, JOY=40", SHAVER) == expected  # any order, case, spacing, separator
+    assert parse_emotions("0,40,0,0,0,60", SHAVER) == expected
+    assert parse_emotions("0 40 0 0 0 60", SHAVER) == expected
+    assert parse_emotions(" 0, 40, 0, 0, 0, 60% ", SHAVER) == expected
     # The sum need not be 100 (the report is renormalized, its raw sum kept), only above 0.
-    assert parse_emotions("joy=5") == {**dict.fromkeys(expected, 0), "joy": 5}
+    assert parse_emotions("joy=5", SHAVER) == {**dict.fromkeys(expected, 0), "joy": 5}
+
+
+def test_emotions_are_the_wheels_primaries_and_errors_list_them():
+    """Under Ekman's wheel a Shaver name is refused with Ekman's names, and numbers follow Ekman's order."""
+    assert _reason(lambda t: parse_emotions(t, EKMAN), "love=40 fear=60") == (
+        "unknown emotion 'love'; valid names: anger, disgust, fear, happiness, sadness, surprise")
+    assert parse_emotions("happiness=40 Disgust=60", EKMAN) == {
+        "anger": 0, "disgust": 60, "fear": 0, "happiness": 40, "sadness": 0, "surprise": 0}
+    assert parse_emotions("0 0 0 100 0 0", EKMAN)["happiness"] == 100
+    assert "expected 6 numbers (anger, disgust, fear, happiness, sadness, surprise), got 3" in _reason(
+        lambda t: parse_emotions(t, EKMAN), "1 2 3")
+    plutchik = EmotionWheel.load("plutchik").primaries
+    assert "expected 8 numbers" in _reason(lambda t: parse_emotions(t, plutchik), "0 40 0 0 0 60")
+    assert f"eight whole numbers in the order {', '.join(plutchik)}" in _reason(lambda t: parse_emotions(t, plutchik), "x")
+    answer = {"message": "Hi", "predicted_customer_emotions": parse_emotions("fear=100", EKMAN)}
+    assert checked_answer("SalespersonTurn", answer, EKMAN)
+    assert "predicted_customer_emotions.love: Field required" in _reason(
+        lambda a: checked_answer("SalespersonTurn", a, SHAVER), answer)
 
 
 @pytest.mark.parametrize(("text", "price"), [("12", 12), ("$12", 12), ("twelve dollars", 12), ("$1,200.50", 1200.5)])
@@ -103,10 +124,11 @@ def test_decision_and_message():
 
 
 def test_checked_answer_uses_the_turn_schema():
-    emotions = parse_emotions("joy=100")
+    emotions = parse_emotions("joy=100", SHAVER)
     answer = {"message": "Fine.", "my_emotions": emotions, "decision": "accept", "price": None}
-    assert "price: required when decision is accept" in _reason(lambda a: checked_answer("CustomerTurn", a), answer)
-    assert checked_answer("SalespersonTurn", {"message": "Hi", "predicted_customer_emotions": emotions})
+    assert "price: required when decision is accept" in _reason(lambda a: checked_answer("CustomerTurn", a, SHAVER),
+                                                                answer)
+    assert checked_answer("SalespersonTurn", {"message": "Hi", "predicted_customer_emotions": emotions}, SHAVER)
 
 
 # --- the console ---------------------------------------------------------------------------------
@@ -121,7 +143,8 @@ def test_ask_human_asks_again_until_each_field_is_valid(monkeypatch):
              "0 0 0 0 0 0", "hope=3", "love=10 joy=90"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(typed) + "\n"))
     console = _console()
-    answer = negotiation_experiment.ask_human({"role": "salesperson", "schema": "SalespersonTurn", "turn": 0}, console)
+    answer = negotiation_experiment.ask_human({"role": "salesperson", "schema": "SalespersonTurn", "turn": 0,
+                                               "emotions": SHAVER}, console)
     assert answer == {"message": "Welcome!", "predicted_customer_emotions": {
         "love": 10, "joy": 90, "surprise": 0, "anger": 0, "sadness": 0, "fear": 0}}
     out = console.file.getvalue()
@@ -134,7 +157,7 @@ def test_ask_human_asks_again_until_each_field_is_valid(monkeypatch):
 def test_ask_human_stops_on_quit_or_end_of_input(monkeypatch, typed):
     monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
     console = _console()
-    request = {"role": "customer", "schema": "CustomerTurn", "turn": 1}
+    request = {"role": "customer", "schema": "CustomerTurn", "turn": 1, "emotions": SHAVER}
     with pytest.raises(StopPlay) as caught:
         negotiation_experiment.ask_human(request, console)
     assert not caught.value.quiet
@@ -181,13 +204,13 @@ def test_salesperson_player_quits_and_resumes(tmp_path, monkeypatch, capsys):
 # --- end to end, as a person plays it ------------------------------------------------------------
 
 
-def _emolab(run_dir: Path, typed: list[str], sales: list[str]) -> subprocess.CompletedProcess:
+def _emolab(run_dir: Path, typed: list[str], sales: list[str], *extra: str) -> subprocess.CompletedProcess:
     responses = "[" + ",".join(f"'{s}'" for s in sales) + "]"
     return subprocess.run(
         [sys.executable, "-m", "experiments.main", "experiment=negotiation", "player=customer",
          "salesperson/model=scripted", "customer/model=scripted", "model=scripted", "probe_messages=false",
          "cache.enabled=false", "scenario.max_turns=3", f"salesperson.model.responses={responses}",
-         f"hydra.run.dir={run_dir}"],
+         f"hydra.run.dir={run_dir}", *extra],
         input="".join(f"{line}\n" for line in typed), cwd=REPO, capture_output=True, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
     )
@@ -268,4 +291,9 @@ def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {run_dir} holds a run with other settings"), lines
     assert "Traceback" not in result.stderr
+    assert written() == before
+    # Another wheel is another emotion set: its reports cannot continue the checkpointed ones.
+    result = _emolab(run_dir, TURN_3 + CLOSING, [SALES, SALES], "probe.wheel=ekman")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith(f"error: {run_dir} holds a run with other settings") and "probe.wheel=ekman" in result.stderr
     assert written() == before

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from emotion_probe import ConfigError, EmotionProbe
+from emotion_probe import ConfigError
 from emotion_probe.models.providers.scripted import ScriptedBackend
-from emotion_probe.models.wrappers.stack import CacheSettings, resolved_model_config, wrap_backend
+from emotion_probe.models.wrappers.stack import CacheOptions, resolved_model_config, wrap_backend
 from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario
 from experiments.callbacks import job_fingerprint
+from experiments.config import build_probe
 
 HELLO = [{"role": "user", "content": "hello"}]
 LOGPROBS = {" anger": -1.0, " disgust": -2.0, " fear": -3.0, " happiness": -0.5, " sadness": -4.0, " surprise": -5.0}
@@ -33,8 +34,8 @@ class Placed(ScriptedBackend):
         return {**super().describe(), "device": self.device, "dtype": self.dtype}
 
 
-def _cache(tmp_path: Path) -> CacheSettings:
-    return CacheSettings(enabled=True, path=str(tmp_path / "responses.sqlite"), generate="always")
+def _cache(tmp_path: Path) -> CacheOptions:
+    return CacheOptions(path=str(tmp_path / "responses.sqlite"), generate="always")
 
 
 def test_the_response_cache_keeps_a_gpu_answer_from_a_cpu_run(tmp_path):
@@ -93,18 +94,18 @@ def test_probe_parts_record_the_full_identity_and_refuse_another(tmp_path):
         return wrap_backend(Placed(device, dtype, continuation_logprobs=LOGPROBS), identity={**CONFIG, **config},
                             cache=None, retry=None)
 
-    probe_scenarios(EmotionProbe(stack("cpu", "float32"), "ekman", chunk_size=2), _scenarios(2), tmp_path,
+    probe_scenarios(build_probe(stack("cpu", "float32"), wheel="ekman", chunk_size=2), _scenarios(2), tmp_path,
                     show_progress=False)
     # Same name, same settings, same words: only the placement differs.
     with pytest.raises(ConfigError, match=r"different model identity \(device: 'cpu' -> 'cuda', dtype: 'float32' "
                                           r"-> 'bfloat16'\); resume with the same settings"):
-        probe_scenarios(EmotionProbe(stack("cuda", "bfloat16"), "ekman", chunk_size=2), _scenarios(4), tmp_path,
+        probe_scenarios(build_probe(stack("cuda", "bfloat16"), wheel="ekman", chunk_size=2), _scenarios(4), tmp_path,
                         show_progress=False)
     with pytest.raises(ConfigError, match=r"different model identity \(batch_size: None -> 8\)"):
-        probe_scenarios(EmotionProbe(stack("cpu", "float32", batch_size=8), "ekman", chunk_size=2), _scenarios(4),
+        probe_scenarios(build_probe(stack("cpu", "float32", batch_size=8), wheel="ekman", chunk_size=2), _scenarios(4),
                         tmp_path, show_progress=False)
     # The same identity resumes.
-    table = probe_scenarios(EmotionProbe(stack("cpu", "float32"), "ekman", chunk_size=2), _scenarios(4), tmp_path,
+    table = probe_scenarios(build_probe(stack("cpu", "float32"), wheel="ekman", chunk_size=2), _scenarios(4), tmp_path,
                             show_progress=False)
     assert table["id"].tolist() == ["s0", "s1", "s2", "s3"]
 
@@ -123,7 +124,7 @@ def test_the_run_manifest_records_the_resolved_identity(tmp_path):
 def test_what_a_server_answered_so_far_is_no_part_of_its_identity():
     from emotion_probe.models.providers.openai import OpenAIBackend
 
-    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1")
     before = backend.identity()
     backend._used("chat-top_logprobs")  # the scoring path it fell back to, recorded in the manifest
     assert backend.describe()["score_methods"] == ["chat-top_logprobs"]

@@ -13,6 +13,8 @@ from rich.console import Console
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 from experiments.live import LiveView
 
+SHAVER = ["love", "joy", "surprise", "anger", "sadness", "fear"]
+
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
 BAD = 'Sure! {"message": "Hello there'
 GOOD = json.dumps({"message": "A fine acorn, only $9.", "predicted_customer_emotions": EMOTIONS})
@@ -56,7 +58,7 @@ EVENTS = [
 
 def _render(events: list[dict], view: LiveView | None = None) -> list[str]:
     console = Console(record=True, width=100, force_terminal=False, color_system=None, file=io.StringIO())
-    view = view or LiveView(console, live=True)
+    view = view or LiveView(console, live=True, emotions=SHAVER)
     view.console = console
     for event in events:
         view.handle(event)
@@ -115,7 +117,7 @@ def test_the_matrix_runs_over_the_conversation_and_resumes_from_earlier_records(
     probes = [[0, 50, 0, 30, 0, 20], [20, 20, 20, 20, 10, 10], [0, 0, 70, 10, 10, 10]]
     records = [{"trial": 3, "turn": 2 * i + 1, "speaker": "probe", "probe_primary": p} for i, p in enumerate(probes)]
     console = Console(record=True, width=100, force_terminal=False, color_system=None, file=io.StringIO())
-    view = LiveView(console, live=True)
+    view = LiveView(console, live=True, emotions=SHAVER)
     view.remember(records[:2])  # a resumed trial: the first two were shown by the run that died
     lines = _render([{"event": "probe", "record": records[2]}], view)
     title = _index(lines, 0, lambda x: x.startswith("matching, trial 3, 3 customer messages"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend
-from emotion_probe.models.wrappers.stack import RetrySettings, wrap_backend
+from emotion_probe.models.wrappers.stack import RetryPolicy, wrap_backend
 from emotion_probe.errors import EmolabError, NotSupported
 
 
@@ -49,7 +49,7 @@ def test_wrappers_pass_generate_batch_and_batches_natively_through_every_layer()
     for inner, native in ((EchoBackend(), False), (Native(), True)):
         # Counting and retrying layers (the cache is off: it needs a file), as a run builds them.
         stack = wrap_backend(inner, identity={"name": "echo"}, cache=None,
-                             retry=RetrySettings(max_attempts=2, initial_delay_s=0, max_delay_s=0))
+                             retry=RetryPolicy(max_attempts=2, initial_delay_s=0, max_delay_s=0))
         assert stack is not inner and stack.batches_natively is native
         replies = stack.generate_batch([[{"role": "user", "content": "x"}]], [GenerateConfig(seed=3)])
         assert [r.text for r in replies] == ["x (seed 3)"]

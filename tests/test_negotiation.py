@@ -12,21 +12,25 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agents.negotiation import (
     NEUTRAL_LINE,
-    CustomerTurn,
-    EmotionReport,
     NegotiationScenario,
+    emotion_report,
     salesperson_messages,
+    turn_schemas,
 )
 from agents.price import parse_price
 from agents.structured import call_structured
-from emotion_probe import ConfigError, EmotionProbe
+from emotion_probe import ConfigError, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.common import validated
 from experiments.negotiation import trial_metrics
+from experiments.config import build_probe
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "scenario"
 ACORN = NegotiationScenario.model_validate(yaml.safe_load((CONF / "acorn.yaml").read_text()))
+SHAVER = tuple(EmotionWheel.load("shaver").primaries)
+EmotionReport = emotion_report(SHAVER)
+CustomerTurn = turn_schemas(SHAVER).customer
 
 
 def E(**values: float) -> dict:
@@ -45,10 +49,11 @@ PROBE = ScriptedBackend(continuation_logprobs={" joy": -0.5, " anger": -1.0, " f
 
 
 def _run(salesperson: list[str], customer: list[str], scenario: NegotiationScenario = ACORN, checkpointer=None,
-         thread: str = "t0"):
+         thread: str = "t0", wheel: str = "shaver", player: str | None = None):
     s, c = ScriptedBackend(responses=salesperson), ScriptedBackend(responses=customer)
-    context = NegotiationContext(salesperson_model=s, customer_model=c, probe=EmotionProbe(PROBE, "shaver"),
-                                 max_parse_retries=1)
+    probe = build_probe(PROBE, wheel=wheel)
+    context = NegotiationContext(salesperson_model=s, customer_model=c, probe=probe, wheel=probe.wheel,
+                                 max_parse_retries=1, player=player)
     graph = build_negotiation_graph(checkpointer)
     config = {"configurable": {"thread_id": thread}}
     state = graph.invoke(initial_state(scenario, 0), config, context=context)
@@ -81,9 +86,9 @@ def test_no_agent_prompt_shows_example_numbers():
 
     scenario = ACORN.model_copy(update={"seller_cost": 3, "customer_budget": 29, "description": "A glossy acorn."})
     turns = [{"speaker": "salesperson", "text": "Hello."}, {"speaker": "customer", "text": "Hi."}]
-    prompts = [*salesperson_messages(scenario, []), *salesperson_messages(scenario, turns),
-               *customer_messages(scenario, []), *customer_messages(scenario, turns),
-               *closing_messages(scenario, turns)]
+    prompts = [*salesperson_messages(scenario, [], SHAVER), *salesperson_messages(scenario, turns, SHAVER),
+               *customer_messages(scenario, [], SHAVER), *customer_messages(scenario, turns, SHAVER),
+               *closing_messages(scenario, turns, SHAVER)]
     text = "\n".join(m.content for m in prompts)
     # The only numbers are the scenario's own and the 100 the percentages add up to.
     assert set(re.findall(r"\d+", text)) == {"3", "29", "100"}
@@ -126,9 +131,8 @@ def test_failed_turns_pass_on_only_a_recovered_message_never_emotion_numbers():
 def test_structured_call_retries_with_the_error_then_records_failure():
     backend = ScriptedBackend(responses=["nope", '{"message": "hi", "predicted_customer_emotions": {"joy": 5}}',
                                          "still nope"])
-    from agents.negotiation import SalespersonTurn
-
-    reply = call_structured(backend, salesperson_messages(ACORN, []), SalespersonTurn, max_retries=2)
+    reply = call_structured(backend, salesperson_messages(ACORN, [], SHAVER), turn_schemas(SHAVER).salesperson,
+                            max_retries=2)
     assert reply.parse_status == "failed" and reply.attempts == 3 and reply.raw == "still nope"
     assert "Your reply was invalid: the reply contains no JSON object" in backend.seen[1][-1].content
     assert "predicted_customer_emotions.love" in reply.errors[1]
@@ -206,7 +210,7 @@ def test_probe_builds_a_running_matching_matrix():
                        [cust("no", fear=100), cust("yes", "accept", 2, joy=100), '{"paid": 2}'])
     probes = [t for t in state["turns"] if t["speaker"] == "probe"]
     assert len(probes) == 2 and len(probes[0]["probe"]) == 135
-    M = matching_over_conversation(state)
+    M = matching_over_conversation(state, SHAVER)
     assert M.shape == (6, 6) and np.allclose(M.sum(axis=1)[M.sum(axis=1) > 0], 1)
 
 
@@ -222,7 +226,8 @@ def test_crash_mid_trial_resumes_from_the_last_completed_step(tmp_path):
         done = graph.get_state(config).values["turns"]
         assert [t["speaker"] for t in done] == ["salesperson", "customer", "probe", "salesperson"]
         s, c = ScriptedBackend(responses=[]), ScriptedBackend(responses=[cust("ok", "accept", 4, joy=100), '{"paid": 4}'])
-        context = NegotiationContext(salesperson_model=s, customer_model=c, probe=EmotionProbe(PROBE, "shaver"))
+        probe = build_probe(PROBE, wheel="shaver")
+        context = NegotiationContext(salesperson_model=s, customer_model=c, probe=probe, wheel=probe.wheel)
         state = graph.invoke(None, config, context=context, durability="sync")
     assert state["status"] == "deal" and state["final_price"] == 4
     assert state["turns"][:4] == done  # finished steps were kept, not redone
@@ -236,3 +241,85 @@ def test_every_scenario_validates_and_bad_ones_name_the_field(tmp_path):
     broken = {**yaml.safe_load((CONF / "acorn.yaml").read_text()), "customer_budget": -3}
     with pytest.raises(ConfigError, match="^scenario.customer_budget: Input should be greater than 0"):
         validated(NegotiationScenario, broken, "scenario")
+
+
+# --- the emotion set is the wheel's primaries ------------------------------------------------------
+
+
+@pytest.mark.parametrize("wheel", ["ekman", "plutchik"])
+def test_schemas_and_prompts_follow_the_wheels_primaries(wheel):
+    from agents.negotiation import agent_turns, closing_messages
+
+    primaries = tuple(EmotionWheel.load(wheel).primaries)
+    schemas = turn_schemas(primaries)
+    assert turn_schemas(primaries) is schemas, "built once per emotion set"
+    for schema, field in ((schemas.salesperson, "predicted_customer_emotions"), (schemas.customer, "my_emotions")):
+        report = schema.model_json_schema()["$defs"]["EmotionReport"]
+        assert list(report["properties"]) == list(primaries) and report["required"] == list(primaries)
+        assert next(iter(schema.model_fields)) == "message", "the grammar writes the message first"
+        assert schema.model_fields[field].annotation is emotion_report(primaries)
+    assert list(schemas.customer.model_fields) == ["message", "my_emotions", "decision", "price"]
+    # The same checks as the default's: renormalized, a zero sum refused, whole percentages from 0 to 100.
+    report = emotion_report(primaries)
+    values = dict.fromkeys(primaries, 0)
+    assert report(**{**values, "fear": 30, "surprise": 10}).normalized()[primaries.index("fear")] == 75
+    with pytest.raises(ValueError, match=f"the {'six' if len(primaries) == 6 else 'eight'} percentages sum to 0"):
+        report(**values)
+    with pytest.raises(ValueError, match="sum to 60, not 100"):
+        report.model_validate({**values, "fear": 60}, context={"sum_tolerance": 10})
+    for bad in ({**values, "fear": 120}, {**values, "fear": 50.5}, E(joy=100)):  # E(): Shaver's names
+        with pytest.raises(ValueError):
+            report(**bad)
+    with pytest.raises(ValueError, match="price: required"):
+        schemas.customer.model_validate({"message": "ok", "my_emotions": {**values, "fear": 100}, "decision": "accept"})
+    # The prompts list the wheel's primaries, and no other emotion.
+    listed = f"{', '.join(primaries[:-1])} and {primaries[-1]}"
+    turns = agent_turns(primaries)
+    system = [turns[role].messages(ACORN, [])[0].content for role in ("salesperson", "customer")]
+    system.append(closing_messages(ACORN, [], primaries)[0].content)
+    for text in system:
+        assert f"how much {listed}" in text
+        assert "love" not in text
+    assert turns["customer"].schema is schemas.customer
+
+
+def test_the_default_wheel_keeps_its_prompt_and_schema():
+    """Shaver's six, in the words the default run has always used (the embedded model was tuned on them)."""
+    from agents.negotiation import customer_system
+
+    assert "rate how much love, joy, surprise, anger, sadness and fear you feel now" in customer_system(ACORN, SHAVER)
+    report = turn_schemas(SHAVER).customer.model_json_schema()["$defs"]["EmotionReport"]
+    assert report["description"].startswith("Whole-number percentages over the six primary emotions.")
+    assert report["properties"]["love"] == {"description": "percentage of love, a whole number from 0 to 100",
+                                            "maximum": 100, "minimum": 0, "title": "Love", "type": "integer"}
+
+
+def test_an_ekman_negotiation_reports_probes_and_labels_ekmans_primaries():
+    ekman = tuple(EmotionWheel.load("ekman").primaries)
+
+    def report(**values: int) -> dict:
+        return {**dict.fromkeys(ekman, 0), **values}
+
+    salesperson = [json.dumps({"message": "Yours for 9.", "predicted_customer_emotions": report(happiness=100)})]
+    customer = [json.dumps({"message": "Deal.", "my_emotions": report(happiness=60, surprise=40),
+                            "decision": "accept", "price": 9}), '{"paid": 9}']
+    state, _, c = _run(salesperson, customer, wheel="ekman")
+    assert "how much anger, disgust, fear, happiness, sadness and surprise" in c.seen[0][0].content
+    by_speaker = {t["speaker"]: t for t in state["turns"]}
+    assert by_speaker["salesperson"]["emotions"] == list(ekman) and by_speaker["customer"]["emotions"] == list(ekman)
+    assert by_speaker["customer"]["report"] == [0, 0, 0, 60, 0, 40]
+    assert by_speaker["salesperson"]["prediction"] == [0, 0, 0, 100, 0, 0]
+    probe = by_speaker["probe"]
+    # PROBE scores " anger" and " fear" among Ekman's words: all the mass lands on those two primaries.
+    assert probe["emotions"] == list(ekman) and len(probe["probe_primary"]) == 6
+    assert probe["probe_primary"][0] > probe["probe_primary"][2] > 0 and sum(probe["probe_primary"]) == pytest.approx(100)
+    assert np.asarray(state["probe_cooccurrence"]).shape == (6, 6)
+    metrics = trial_metrics(state["turns"], emotions=ekman)
+    assert metrics["abs_error_pp_happiness"] == 40 and metrics["abs_error_pp_surprise"] == 40
+    assert metrics["mean_abs_error_pp"] == pytest.approx(80 / 6)
+
+
+def test_a_probe_over_another_wheel_is_refused():
+    with pytest.raises(ValueError, match="the probe's wheel 'shaver' has other primaries"):
+        NegotiationContext(salesperson_model=None, customer_model=None, probe=build_probe(PROBE, wheel="shaver"),
+                           wheel=EmotionWheel.load("ekman"))

@@ -237,7 +237,7 @@ def _trials(prices, errors, statuses) -> pd.DataFrame:
 def test_summary_reports_the_correlation_over_the_price_column():
     statuses = ["deal"] * 4 + ["walk_away"]
     trials = _trials([9.0, 7.0, 8.0, 3.0, 0.0], [2.0, 6.0, 4.0, 9.0, 12.0], statuses)
-    summary = _summary(trials, SCENARIO, AnalysisSettings(), seed=0)
+    summary = _summary(trials, SCENARIO, AnalysisSettings(pairing="response", no_sale_price=0, skip_first_prediction=False), seed=0)
     expected = stats.pearsonr(trials["mean_abs_error_pp"], trials["price"])
     assert summary["correlation_n"] == 5 and summary["pearson_r"] == pytest.approx(expected.statistic)
     assert summary["deals"] == 4 and summary["walk_aways"] == 1 and summary["max_turns_reached"] == 0
@@ -249,7 +249,8 @@ def test_summary_reports_the_correlation_over_the_price_column():
 
 def test_summary_without_any_statistic_is_strict_json():
     trials = _trials([np.nan, np.nan, np.nan], [np.nan] * 3, ["walk_away"] * 3)
-    summary = _summary(trials, SCENARIO, AnalysisSettings(no_sale_price="exclude"))
+    summary = _summary(trials, SCENARIO, AnalysisSettings(pairing="response", no_sale_price="exclude",
+                                                        skip_first_prediction=False))
     loaded = _strict_loads(dumps_strict(summary))
     assert loaded["mean_price"] is None and loaded["mean_abs_error_pp"] is None and loaded["pearson_r"] is None
     assert loaded["trials_without_error"] == 3 and loaded["no_sale_price"] == "exclude"

@@ -67,6 +67,49 @@ def test_watch_replays_a_finished_transcript(tmp_path):
     assert "salesperson: Hello!" in text and "customer: Hi." in text and "probe" in text
 
 
+@pytest.mark.parametrize("wheel", ["ekman", "plutchik"])
+def test_a_run_with_another_wheel_reports_and_writes_its_primaries(tmp_path, wheel):
+    """probe.wheel picks the emotion set: prompts, transcript labels, trials.parquet columns, matching labels, figure."""
+    from emotion_probe import EmotionWheel
+
+    primaries = EmotionWheel.load(wheel).primaries
+    first, last = primaries[0], primaries[-1]
+
+    def report(**values: int) -> dict:
+        return {**dict.fromkeys(primaries, 0), **values}
+
+    cfg = _cfg(tmp_path, "salesperson/model=scripted", "customer/model=scripted", "model=scripted",
+               "cache.enabled=false", f"probe.wheel={wheel}")
+    cfg.salesperson.model.responses = [json.dumps({"message": m, "predicted_customer_emotions": report(**{first: 100})})
+                                       for m in ("$9!", "$6 then.")]
+    cfg.customer.model.responses = [
+        json.dumps({"message": "Too dear.", "my_emotions": report(**{last: 100}), "decision": "continue", "price": None}),
+        json.dumps({"message": "Fine.", "my_emotions": report(**{first: 50, last: 50}), "decision": "accept",
+                    "price": 6}),
+        '{"paid": 6}']
+    cfg.model.continuation_logprobs = {f" {first}": -1.0, f" {last}": -2.0}
+    assert negotiation_experiment.run(cfg)["deals"] == 1
+    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    turns = [x for x in lines if x["speaker"] in ("salesperson", "customer", "probe")]
+    assert turns and all(x["emotions"] == primaries for x in turns)
+    assert [x["report"] for x in lines if x["speaker"] == "customer"] == [
+        [0] * (len(primaries) - 1) + [100], [50] + [0] * (len(primaries) - 2) + [50]]
+    assert all(len(x["probe_primary"]) == len(primaries) for x in lines if x["speaker"] == "probe")
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    errors = {f"abs_error_pp_{p}" for p in primaries}
+    assert errors <= set(trials.columns) and not {c for c in trials.columns if c.startswith("abs_error_pp_")} - errors
+    # Round 1: predicted all first, reported all last; round 2: first 100 against 50/50.
+    assert trials.loc[0, f"abs_error_pp_{first}"] == 75 and trials.loc[0, f"abs_error_pp_{last}"] == 75
+    assert trials.loc[0, "mean_abs_error_pp"] == pytest.approx(150 / len(primaries))
+    matching = json.loads((tmp_path / "matching_trial0.json").read_text())
+    assert matching["labels"] == primaries and len(matching["cooccurrence"]) == len(primaries)
+    assert (tmp_path / "emotions_trial0.png").stat().st_size > 2000
+    console = Console(record=True, width=160)
+    follow(tmp_path, LiveView(console, live=True))  # no saved config here: the records' own labels name the rows
+    shown = console.export_text()
+    assert all(p in shown for p in primaries)
+
+
 @pytest.mark.embedded
 def test_a_default_negotiation_on_the_embedded_model_measures_every_trial(tmp_path):
     """Default settings (seeded, grammar on), cache off: turns parse, every trial is scored, nothing hidden shows."""

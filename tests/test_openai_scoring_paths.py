@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from loopback import Reply, ScriptedServer, chat_reply, echo_reply
 
-from emotion_probe import ConfigError, EmotionProbe
+from emotion_probe import ConfigError
 from emotion_probe.models.providers.openai import CHAT_TOP_LOGPROBS_MAX, EchoUnavailable, OpenAIBackend
+from experiments.config import build_probe
 
 NOT_FOUND = Reply(404, {"error": {"message": "no completions here", "type": "test", "code": None}})
 CHAT_TOP = {" happiness": -0.5, " fear": -1.5, " sadness": -2.0, " the": -2.5}
@@ -36,8 +37,8 @@ def chat_only(request):
 
 
 def test_fallback_to_chat_is_warned_and_recorded(chat_only, caplog):
-    backend = OpenAIBackend(model="m", base_url=chat_only.url, max_retries=0)
-    probe = EmotionProbe(backend, "ekman")
+    backend = OpenAIBackend(model="m", base_url=chat_only.url)
+    probe = build_probe(backend, wheel="ekman")
     with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         dist = probe.distribution(["I won the final.", "My dog died."])
     # Both steps down are said: echo (exact) to top_logprobs, and completions to chat.
@@ -63,7 +64,7 @@ def test_the_run_manifest_records_the_scoring_path(chat_only, tmp_path):
     scenarios.write_text(json.dumps({"id": "a", "text": "I won the final."}) + "\n", encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "experiments.main", "experiment=probe", "model=openai", "model.model=m",
-         f"model.base_url={chat_only.url}", "model.max_retries=0", "probe.wheel=ekman", f"scenarios={scenarios}",
+         f"model.base_url={chat_only.url}", "probe.wheel=ekman", f"scenarios={scenarios}",
          f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "EMOLAB_RESPONSE_CACHE": str(tmp_path / "responses.sqlite")},
@@ -77,13 +78,13 @@ def test_the_run_manifest_records_the_scoring_path(chat_only, tmp_path):
 
 @pytest.mark.parametrize("via", ["auto", "chat"])
 def test_paper_method_refuses_a_top_k_above_the_chat_cap(chat_only, via):
-    backend = OpenAIBackend(model="m", base_url=chat_only.url, max_retries=0, top_logprobs_via=via)
+    backend = OpenAIBackend(model="m", base_url=chat_only.url, top_logprobs_via=via)
     with pytest.raises(ConfigError, match=r"asked for the top 100 next tokens, .* at most 20 .* set probe.top_k <= 20"):
-        EmotionProbe(backend, "ekman", method="paper", top_k=100).distribution(["I won the final."])
+        build_probe(backend, wheel="ekman", method="paper", top_k=100).distribution(["I won the final."])
     chat_requests = [path for path, _ in chat_only.requests if path.endswith("/chat/completions")]
     assert chat_requests == []  # refused before asking: a top-20 answer must not pass for a top-100 one
     # Within the cap, the paper's method runs on the chat path.
-    probe = EmotionProbe(backend, "ekman", method="paper", top_k=20)
+    probe = build_probe(backend, wheel="ekman", method="paper", top_k=20)
     dist = probe.distribution(["I won the final."])
     # The server's own probabilities, never renormalized over the wheel (the authors' pipeline).
     assert np.allclose(np.sort(dist[dist > 0]), np.exp([-2.0, -1.5, -0.5]))
@@ -91,7 +92,7 @@ def test_paper_method_refuses_a_top_k_above_the_chat_cap(chat_only, via):
 
 
 def test_fallback_scoring_cuts_top_logprobs_to_the_cap_with_a_warning(chat_only, caplog):
-    backend = OpenAIBackend(model="m", base_url=chat_only.url, max_retries=0, probe_method="top_logprobs",
+    backend = OpenAIBackend(model="m", base_url=chat_only.url, probe_method="top_logprobs",
                             top_logprobs=50)
     with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         result = backend.score(["I feel"], [" happiness", " calm"])
@@ -132,7 +133,7 @@ def test_echo_alignment_rule(request, kinds, accepted):
     continuations = [" joy", " fear", " anger"]
     server = _echo_server(dict(zip(continuations, kinds)))
     request.addfinalizer(server.close)
-    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=0, probe_method="echo")
+    backend = OpenAIBackend(model="m", base_url=server.url, probe_method="echo")
     if accepted:
         result = backend.score(["I feel"], continuations)
         assert result.exact and result.logprobs.tolist() == [[-2.0, -2.0, -2.0]]
@@ -148,7 +149,7 @@ def test_echo_with_no_verdict_is_accepted_with_a_warning_and_counted(request, ca
     continuations = [" joy", " fear"]
     server = _echo_server(dict.fromkeys(continuations, "none"))
     request.addfinalizer(server.close)
-    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=0, probe_method="echo")
+    backend = OpenAIBackend(model="m", base_url=server.url, probe_method="echo")
     with caplog.at_level(logging.WARNING, logger="emotion_probe.models.providers.openai"):
         result = backend.score(["I feel"], continuations)
     assert result.exact and result.logprobs.tolist() == [[-2.0, -2.0]]

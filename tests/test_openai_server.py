@@ -19,6 +19,7 @@ from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.models.base import ChatMessage, GenerateConfig
 from emotion_probe.models.providers.openai import EchoUnavailable, OpenAIBackend
+from experiments.config import build_probe, probe_settings
 
 pytestmark = [pytest.mark.server, pytest.mark.embedded]
 
@@ -48,9 +49,9 @@ def test_echo_probe_agrees_with_transformers(backend, smollm2):
     # not equality. A misaligned or mis-parsed echo gives rank correlations near zero.
     wheel = EmotionWheel.load("plutchik")
     template = BOS + "{text} The emotion in this sentence is"
-    remote = EmotionProbe(backend, wheel, template=template)
+    remote = EmotionProbe(backend, wheel, probe_settings(wheel=wheel.source, template=template))
     remote_dist = remote.distribution(TEXTS)
-    local_dist = EmotionProbe(smollm2, wheel, template=template).distribution(TEXTS)
+    local_dist = EmotionProbe(smollm2, wheel, probe_settings(wheel=wheel.source, template=template)).distribution(TEXTS)
     assert remote.last_method == "completions-echo" and remote.last_exact
     for remote_row, local_row in zip(remote_dist, local_dist):
         assert 0.5 * np.abs(remote_row - local_row).sum() < 0.1
@@ -61,9 +62,9 @@ def test_echo_probe_agrees_with_transformers(backend, smollm2):
 def test_misaligned_echo_is_detected_not_reported(llama_server_url):
     strict = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="echo")
     with pytest.raises(EchoUnavailable, match="do not line up|shifted"):
-        EmotionProbe(strict, "ekman").distribution(TEXTS[:1])
+        build_probe(strict, wheel="ekman").distribution(TEXTS[:1])
     lenient = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="auto")
-    probe = EmotionProbe(lenient, "ekman", template="{text} I feel")
+    probe = build_probe(lenient, wheel="ekman", template="{text} I feel")
     dist = probe.distribution(TEXTS[:1])
     assert probe.last_exact is False and probe.last_method == "completions-top_logprobs"
     assert lenient.probe_method == "top_logprobs"
@@ -74,7 +75,7 @@ def test_chat_top_logprobs_fallback(llama_server_url):
     chat = OpenAIBackend(model="smollm2", base_url=llama_server_url, probe_method="top_logprobs", top_logprobs_via="chat")
     top = chat.top_tokens(["Reply with one word: how does winning feel?"], 5)[0]
     assert 1 <= len(top) <= 5 and all(v <= 0 for v in top.values())
-    probe = EmotionProbe(chat, "ekman")
+    probe = build_probe(chat, wheel="ekman")
     dist = probe.distribution(["I won the regional chess final!"])
     assert probe.last_method == "chat-top_logprobs" and probe.last_exact is False
     assert dist.shape == (1, 6)
@@ -125,7 +126,7 @@ def test_structured_output_round_trips_through_the_schema(llama_server_url):
 
 def test_unsupported_structured_output_names_the_setting(llama_server_url):
     # This server accepts only response_format types text and json_object (and answers others with a 500,
-    # which the client would retry: max_retries=0 keeps the test fast). The error says what to change.
-    backend = OpenAIBackend(model="smollm2", base_url=llama_server_url, structured_output="json_schema", max_retries=0)
+    # which a RetryingBackend would retry; the bare backend sends it once). The error says what to change.
+    backend = OpenAIBackend(model="smollm2", base_url=llama_server_url, structured_output="json_schema")
     with pytest.raises(ConfigError, match=r"(?s)model\.structured_output=json_schema.*set model\.structured_output to json_object"):
         call_structured(backend, MOOD_QUESTION, Mood, max_retries=0, config=GenerateConfig(max_tokens=8))

@@ -26,6 +26,7 @@ from emotion_probe.analysis.hierarchy import (
     tree_metrics,
 )
 from emotion_probe.probe import authors_first_word
+from experiments.config import probe_settings
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +247,7 @@ def test_paper_probe_keeps_raw_probabilities_and_rank_order(wheel, caplog):
     top = {" calm": np.log(0.5), " fear": np.log(0.25), " Joy": np.log(0.125), " hope": np.log(0.0625),
            "fear": np.log(0.03125), " joy": np.log(0.015625)}
     backend = ScriptedBackend(continuation_logprobs=top)
-    probe = EmotionProbe(backend, wheel, method="paper", top_k=100)
+    probe = EmotionProbe(backend, wheel, probe_settings(wheel=wheel.source, method="paper", top_k=100))
     with caplog.at_level("WARNING", logger="emotion_probe.probe"):
         frame = probe.frame(["I won."])
     row = frame.iloc[0]
@@ -258,13 +259,13 @@ def test_paper_probe_keeps_raw_probabilities_and_rank_order(wheel, caplog):
     assert probe.describe()["variant_tokens_dropped"] == 1
     assert "1 top-k tokens repeated a word" in caplog.text
     # Only the top 2 tokens: fear alone.
-    short = EmotionProbe(backend, wheel, method="paper", top_k=2).frame(["I won."]).iloc[0]
+    short = EmotionProbe(backend, wheel, probe_settings(wheel=wheel.source, method="paper", top_k=2)).frame(["I won."]).iloc[0]
     assert list(short["top_k_words"]) == ["fear"] and short["fear"] == pytest.approx(0.25) and short["joy"] == 0.0
 
 
 def test_paper_probe_rows_without_a_word_are_zero_not_nan(wheel, caplog):
     backend = ScriptedBackend(continuation_logprobs={" the": np.log(0.5), " a": np.log(0.25)})
-    probe = EmotionProbe(backend, wheel, method="paper")
+    probe = EmotionProbe(backend, wheel, probe_settings(wheel=wheel.source, method="paper"))
     with caplog.at_level("WARNING", logger="emotion_probe.probe"):
         frame = probe.frame(["one", "two"])
     assert (frame[wheel.words].to_numpy() == 0).all()

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agents.negotiation import PRICE_MAX, PRIMARIES, ClosingAnswer, CustomerTurn, SalespersonTurn
+from agents.negotiation import PRICE_MAX, ClosingAnswer, turn_schemas
 from agents.structured import parse_json_object
 from emotion_probe.errors import ConfigError
 from emotion_probe.scenarios import load_scenarios
@@ -168,6 +168,10 @@ def test_a_yaml_value_python_cannot_build_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ agent replies
+PRIMARIES = tuple(EmotionWheel.load("shaver").primaries)  # the default run's emotions
+SalespersonTurn, CustomerTurn = turn_schemas(PRIMARIES)
+
+
 def _report(values) -> st.SearchStrategy:
     return st.fixed_dictionaries({name: values for name in PRIMARIES})
 

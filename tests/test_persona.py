@@ -19,6 +19,7 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.scenarios import Scenario
 from environments.recognition import RecognitionContext, build_recognition_graph
 from experiments.common import validated
+from experiments.config import probe_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_SET = {"neutral", "male", "female", "asian", "american", "able", "disable", "income_high", "income_low",
@@ -78,7 +79,7 @@ def test_recognition_graph_records_probe_and_free_text():
                                " sadness": -3.0, " surprise": -3.0},
     )
     agent = PersonaAgent(PersonaSpec(name="age_70", phrase="a 70-year-old"), wheel)
-    probe = EmotionProbe(backend, wheel, template=agent.probe_template)
+    probe = EmotionProbe(backend, wheel, probe_settings(wheel=wheel.source, template=agent.probe_template))
     scenarios = [Scenario(id="a", text="A dog growls.", emotion="fear"), Scenario(id="b", text="A gift!", emotion="happiness")]
     graph = build_recognition_graph()
     state = graph.invoke({"scenarios": scenarios}, context=RecognitionContext(agent=agent, probe=probe, chat_model=backend))

@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from agents.negotiation import CustomerTurn, SalespersonTurn
+from agents.negotiation import turn_schemas
+from emotion_probe import EmotionWheel
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.models.chat_template import load_chat_template
 from emotion_probe.models.providers.scripted import ScriptedBackend
@@ -61,7 +62,7 @@ def test_the_preview_shows_the_first_prompt_each_agent_is_really_sent(tmp_path, 
             assert [m.role for m in agent.messages] == [m.role for m in real] == ["system", "user"]
             assert agent.messages[1].content == agent.placeholder and real[1].content in ("Yours for 15.",
                                                                                          "Hello, how much?")
-        schema = {"salesperson": SalespersonTurn, "customer": CustomerTurn}[agent.role]
+        schema = turn_schemas(tuple(EmotionWheel.load("shaver").primaries))._asdict()[agent.role]  # probe.wheel's
         assert agent.schema_name == schema.__name__ and agent.json_schema == schema.model_json_schema()
         assert agent.prompt is None and agent.tokens is None, "the scripted backend applies no chat template"
 

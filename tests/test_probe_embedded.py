@@ -5,6 +5,7 @@ import pytest
 
 from emotion_probe import ConfigError, EmotionProbe
 from emotion_probe.models.trie import ContinuationTrie
+from experiments.config import build_probe, probe_settings
 
 pytestmark = pytest.mark.embedded
 
@@ -17,7 +18,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def scoring_inputs(smollm2, shaver):
-    probe = EmotionProbe(smollm2, shaver)
+    probe = EmotionProbe(smollm2, shaver, probe_settings())
     return probe.prompts(TEXTS), probe.continuations
 
 
@@ -50,7 +51,7 @@ def test_packed_probe_equals_naive_full_sequence_scoring(smollm2, scoring_inputs
 
 
 def test_distribution_rows_sum_to_one_and_stream(smollm2, shaver):
-    probe = EmotionProbe(smollm2, shaver, chunk_size=2)
+    probe = EmotionProbe(smollm2, shaver, probe_settings(chunk_size=2))
     chunks = list(probe.iter_distributions(TEXTS))
     assert [c.shape for c in chunks] == [(2, 135), (1, 135)]
     dist = probe.distribution(TEXTS)
@@ -82,8 +83,8 @@ def test_word_boundary_lowers_words_that_prefix_longer_words(smollm2, shaver, sc
     for whole in ["unhappiness", "disappointment", "satisfaction"]:
         assert drop[column[whole]] < 0.05, (whole, drop[column[whole]])
     # After renormalisation over the wheel, the prefix words' share falls.
-    plain_dist = EmotionProbe(smollm2, shaver).distribution(TEXTS)
-    bounded_dist = EmotionProbe(smollm2, shaver, word_boundary=True).distribution(TEXTS)
+    plain_dist = EmotionProbe(smollm2, shaver, probe_settings()).distribution(TEXTS)
+    bounded_dist = EmotionProbe(smollm2, shaver, probe_settings(word_boundary=True)).distribution(TEXTS)
     np.testing.assert_allclose(bounded_dist.sum(axis=1), 1.0, atol=1e-9)
     for prefix in ["insult", "fright", "disgust"]:
         assert (bounded_dist[:, column[prefix]] < plain_dist[:, column[prefix]]).all(), prefix
@@ -91,7 +92,7 @@ def test_word_boundary_lowers_words_that_prefix_longer_words(smollm2, shaver, sc
 
 def test_paper_method_uses_single_token_words_only(smollm2, shaver):
     # A 135M model puts few emotion words among its top 100 next tokens; 1,000 finds some for every text.
-    probe = EmotionProbe(smollm2, shaver, method="paper", top_k=1000)
+    probe = EmotionProbe(smollm2, shaver, probe_settings(method="paper", top_k=1000))
     dist = probe.distribution(TEXTS)
     assert probe.last_method == "paper-top1000" and probe.last_exact is False
     # The model's own next-token probabilities, not renormalized over the wheel.
@@ -102,13 +103,13 @@ def test_paper_method_uses_single_token_words_only(smollm2, shaver):
     assert (dist[:, ~single] == 0).all(), "a multi-token word (e.g. 'enthrallment') got mass"
     assert ((dist[:, single] > 0).sum(axis=1) >= 1).all()
     # Among the words it can see, the paper's method ranks first what the exact probe ranks first.
-    exact = EmotionProbe(smollm2, shaver).distribution(TEXTS)
+    exact = EmotionProbe(smollm2, shaver, probe_settings()).distribution(TEXTS)
     assert [shaver.words[i] for i in dist.argmax(axis=1)] == [
         shaver.words[np.flatnonzero(single)[row[single].argmax()]] for row in exact]
 
 
 def test_paper_method_gives_zero_rows_with_a_warning_when_no_word_is_in_the_top_k(smollm2, shaver, caplog):
-    probe = EmotionProbe(smollm2, shaver, method="paper", top_k=100)
+    probe = EmotionProbe(smollm2, shaver, probe_settings(method="paper", top_k=100))
     with caplog.at_level("WARNING", logger="emotion_probe.probe"):
         dist = probe.distribution(TEXTS)
     assert (dist == 0).all()
@@ -117,21 +118,21 @@ def test_paper_method_gives_zero_rows_with_a_warning_when_no_word_is_in_the_top_
 
 def test_bad_inputs_get_one_clear_error(smollm2, shaver):
     with pytest.raises(ConfigError, match="text 1 is empty"):
-        EmotionProbe(smollm2, shaver).distribution(["fine", "   "])
+        EmotionProbe(smollm2, shaver, probe_settings()).distribution(["fine", "   "])
     with pytest.raises(ConfigError, match=r"placeholder \{text\}"):
-        EmotionProbe(smollm2, shaver, template="The emotion is")
+        EmotionProbe(smollm2, shaver, probe_settings(template="The emotion is"))
     with pytest.raises(ConfigError, match="takes a list of texts"):
-        EmotionProbe(smollm2, shaver).distribution("a single string")
+        EmotionProbe(smollm2, shaver, probe_settings()).distribution("a single string")
 
 
 def test_prompt_longer_than_context(smollm2, shaver):
     long_text = "word " * 9000
     with pytest.raises(ConfigError, match="longer than the model's context of 8192"):
-        EmotionProbe(smollm2, shaver).distribution([long_text])
+        EmotionProbe(smollm2, shaver, probe_settings()).distribution([long_text])
     smollm2.on_too_long = "truncate_left"
     try:
         with pytest.warns(UserWarning, match="keeping its last"):
-            dist = EmotionProbe(smollm2, "ekman").distribution([long_text])
+            dist = build_probe(smollm2, wheel="ekman").distribution([long_text])
         assert dist.shape == (1, 6)
     finally:
         smollm2.on_too_long = "error"

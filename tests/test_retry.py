@@ -3,29 +3,47 @@
 Against a real loopback HTTP server (stdlib http.server) that speaks enough of the OpenAI API
 (/v1/chat/completions, streamed or not, and /v1/completions with echo) to fail on purpose, count
 concurrent requests and record what it was sent. Plus unit tests of RetryingBackend.
+
+RetryingBackend is the one retry layer: the openai client underneath sends each request once, and in a
+scoring fan-out only the request that failed is sent again. Requests are counted at the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import openai
 import pytest
+import yaml
 
-from agents.negotiation import CustomerTurn
+from agents.negotiation import turn_schemas
 from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
 from emotion_probe.models.providers.openai import OpenAIBackend, strict_json_schema
-from emotion_probe.models.wrappers.stack import RetrySettings, usage_of, wrap_backend
+from emotion_probe.models.wrappers.concurrency import EndpointSlots
+from emotion_probe.models.wrappers.stack import RetryPolicy, usage_of, wrap_backend
 from emotion_probe.models.wrappers.core import RetryingBackend, is_transient, retry_after_seconds
 from emotion_probe.errors import ConfigError, EmolabError
+from experiments.models import RetrySettings
+from emotion_probe.wheel import EmotionWheel
+
+CustomerTurn = turn_schemas(tuple(EmotionWheel.load("shaver").primaries)).customer  # the default run's schema
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+#: conf/retry/default.yaml as shipped, with waits short enough for a test.
+SHIPPED_RETRY = RetrySettings.model_validate(
+    {**yaml.safe_load((CONF / "retry" / "default.yaml").read_text()), "initial_delay_s": 0.01, "max_delay_s": 0.01})
+SHIPPED_POLICY = SHIPPED_RETRY.policy()
 
 HELLO = [ChatMessage(role="user", content="Say hello.")]
 STREAMED_PIECES = ["Hel", "lo", " there", "!"]
@@ -149,25 +167,68 @@ def _server(request_finalizer, **settings) -> FakeOpenAIServer:
     return server
 
 
-# --------------------------------------------------------- client retries, for real
+def _stack(url: str, retry: RetryPolicy | None = SHIPPED_POLICY, **model) -> object:
+    """The stack a run builds around an OpenAIBackend (no cache)."""
+    return wrap_backend(OpenAIBackend(model="m", base_url=url, **model), identity={"model": "m", "base_url": url},
+                        cache=None, retry=retry)
+
+
+def _score_once(backend) -> None:
+    result = backend.score(["I won the final. I feel"], [" joy"])
+    assert result.method == "completions-echo" and result.logprobs.tolist() == [[-1.0]]
+
+
+# ------------------------------------------------------------ one retry layer, for real
 @pytest.mark.parametrize("verb", ["generate", "score"])
-def test_client_retries_429_and_503_honouring_retry_after(request, verb):
+def test_the_retry_layer_retries_429_and_503_honouring_retry_after(request, verb):
     server = _server(request.addfinalizer, failures=[(429, {"Retry-After": "1"}), (503, {})])
-    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=4)
+    backend = _stack(server.url)
     if verb == "generate":
         assert backend.generate(HELLO).text == "Hello there!"
     else:
-        result = backend.score(["I won the final. I feel"], [" joy"])
-        assert result.method == "completions-echo" and result.logprobs.tolist() == [[-1.0]]
+        _score_once(backend)
     arrivals = [arrived for arrived, _, _ in server.requests]
     assert len(arrivals) == 3  # 429, 503, success: nothing more, nothing less
     assert arrivals[1] - arrivals[0] >= 0.95  # the server asked for 1 s and got it
+    assert usage_of(backend)["retries"] == 2  # both retries were the retry layer's, none the client's
+
+
+@pytest.mark.parametrize("verb", ["generate", "score", "top_tokens"])
+def test_a_failing_request_is_sent_exactly_as_often_as_conf_retry_allows(request, verb):
+    # The server fails more often than any layer would try: every attempt made reaches it and is counted.
+    # Before, the client's own max_retries=4 ran under the 3 attempts of the retry layer: 15 requests.
+    attempts = SHIPPED_RETRY.max_attempts
+    server = _server(request.addfinalizer, failures=[(503, {})] * (attempts * 5 + 5))
+    backend = _stack(server.url, max_concurrency=1)
+    with pytest.raises(openai.InternalServerError):
+        {"generate": lambda: backend.generate(HELLO), "score": lambda: _score_once(backend),
+         "top_tokens": lambda: backend.top_tokens(["I won the final. I feel"], 5)}[verb]()
+    assert len(server.requests) == attempts
+    assert usage_of(backend)["retries"] == attempts - 1
+    # Without the retry layer, a request is sent once: the client underneath never retries.
+    bare = _server(request.addfinalizer, failures=[(503, {})] * 5)
+    with pytest.raises(openai.InternalServerError):
+        OpenAIBackend(model="m", base_url=bare.url).generate(HELLO)
+    assert len(bare.requests) == 1
+
+
+def test_in_a_score_fan_out_only_the_failed_request_is_sent_again(request):
+    server = _server(request.addfinalizer, failures=[(503, {})])
+    backend = _stack(server.url, max_concurrency=4)
+    prompts = [f"Scenario number {i} happened. I feel" for i in range(3)]
+    continuations = [" joy", " fear", " anger", " calm"]
+    result = backend.score(prompts, continuations)
+    np.testing.assert_array_equal(result.logprobs, np.full((3, 4), -1.0))
+    sent = Counter(body["prompt"] for _, _, body in server.requests)
+    # 12 pairs, one request each; the one that met the 503 went twice, and no other request was repeated
+    # (retrying the whole call would have sent all 12 again).
+    assert len(sent) == 12 and sorted(sent.values()) == [1] * 11 + [2]
+    assert usage_of(backend)["retries"] == 1
 
 
 def test_bad_request_is_never_retried(request):
     server = _server(request.addfinalizer, failures=[(400, {})])
-    backend = wrap_backend(OpenAIBackend(model="m", base_url=server.url, max_retries=4), identity={"model": "m"},
-                           cache=None, retry=RetrySettings(max_attempts=3, initial_delay_s=0.01, max_delay_s=0.01))
+    backend = _stack(server.url)
     with pytest.raises(openai.BadRequestError):
         backend.generate(HELLO)
     assert len(server.requests) == 1  # neither the client nor RetryingBackend tried again
@@ -175,12 +236,12 @@ def test_bad_request_is_never_retried(request):
 
 
 @pytest.mark.parametrize("headers, at_least", [({"Retry-After": "1"}, 1.0), ({"retry-after-ms": "1500"}, 1.5)])
-def test_wrapper_retries_what_the_client_gave_up_on(request, headers, at_least):
-    # With the client's own retries off, RetryingBackend must recognise the openai errors as transient
+def test_the_retry_layer_reads_the_openai_errors(request, headers, at_least):
+    # The client retries nothing, so RetryingBackend must recognise the openai errors as transient
     # and find the server's Retry-After on err.response.headers.
     server = _server(request.addfinalizer, failures=[(429, headers), (503, {})])
     waits: list[float] = []
-    backend = RetryingBackend(OpenAIBackend(model="m", base_url=server.url, max_retries=0), max_attempts=3,
+    backend = RetryingBackend(OpenAIBackend(model="m", base_url=server.url), max_attempts=3,
                               initial_delay=0.01, max_delay=0.01, sleep=waits.append)
     assert backend.generate(HELLO).text == "Hello there!"
     assert len(server.requests) == 3 and backend.retries == 2
@@ -190,21 +251,23 @@ def test_wrapper_retries_what_the_client_gave_up_on(request, headers, at_least):
 def test_timeouts_and_refused_connections_are_transient(request):
     slow = _server(request.addfinalizer, delay_s=1.0)
     with pytest.raises(openai.APITimeoutError) as timed_out:
-        OpenAIBackend(model="m", base_url=slow.url, timeout=0.2, max_retries=0).generate(HELLO)
+        OpenAIBackend(model="m", base_url=slow.url, timeout=0.2).generate(HELLO)
     assert is_transient(timed_out.value)
     closed = _server(request.addfinalizer)
     closed.close()  # nothing listens on this port any more
     with pytest.raises(openai.APIConnectionError) as refused:
-        OpenAIBackend(model="m", base_url=closed.url, max_retries=0).generate(HELLO)
+        OpenAIBackend(model="m", base_url=closed.url).generate(HELLO)
     assert is_transient(refused.value)
 
 
 # ------------------------------------------------------------ per-endpoint limit
-def test_backends_sharing_an_endpoint_share_its_concurrency_limit(request):
+def test_stacks_sharing_an_endpoint_share_its_concurrency_limit(request):
+    # Two stacks over two providers, as a run's agents and probe are; each fan-out alone would send 3
+    # requests at once, so together they would reach 6 without the shared limit.
     server = _server(request.addfinalizer, delay_s=0.03)
     prompts = [f"Scenario number {i} happened. I feel" for i in range(6)]
     continuations = [" joy", " fear", " anger", " calm"]
-    first, second = (OpenAIBackend(model="m", base_url=server.url, max_concurrency=3) for _ in range(2))
+    first, second = (_stack(server.url, max_concurrency=3) for _ in range(2))
     results: dict[str, ScoreResult] = {}
     threads = [threading.Thread(target=lambda b=b, key=key: results.__setitem__(key, b.score(prompts, continuations)))
                for key, b in (("first", first), ("second", second))]
@@ -219,6 +282,43 @@ def test_backends_sharing_an_endpoint_share_its_concurrency_limit(request):
         assert result.exact and result.method == "completions-echo"
 
 
+def test_generate_calls_from_many_threads_share_the_endpoint_limit(request):
+    server = _server(request.addfinalizer, delay_s=0.05)
+    stacks = [_stack(server.url, max_concurrency=2) for _ in range(2)]
+    replies: list[str] = []
+    threads = [threading.Thread(target=lambda b=stacks[i % 2]: replies.append(b.generate(HELLO).text)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == ["Hello there!"] * 8
+    assert server.max_in_flight == 2  # 8 callers at once, 2 slots at the endpoint: full, never beyond
+
+
+def test_endpoint_slots_serve_threads_and_event_loops_and_survive_a_cancelled_waiter():
+    slots = EndpointSlots(1)
+    slots.acquire()  # a thread holds the only slot
+
+    async def cancelled_waiter() -> None:
+        waiter = asyncio.ensure_future(slots.acquire_async())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # it waits for the thread's slot
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+
+    asyncio.run(cancelled_waiter())
+    slots.release()
+    # The cancelled waiter neither kept a slot nor stays in the queue: the next holders get it at once.
+    async def take_and_give_back() -> None:
+        await asyncio.wait_for(slots.acquire_async(), timeout=1)
+        slots.release()
+
+    asyncio.run(take_and_give_back())
+    taken = threading.Event()
+    threading.Thread(target=lambda: (slots.acquire(), taken.set()), daemon=True).start()
+    assert taken.wait(timeout=1)
+
+
 # --------------------------------------------------------------------- streaming
 def test_streamed_tokens_reach_the_callers_thread_with_usage(fake_server):
     backend = OpenAIBackend(model="m", base_url=fake_server.url)
@@ -230,7 +330,7 @@ def test_streamed_tokens_reach_the_callers_thread_with_usage(fake_server):
 
 
 def test_an_exception_in_on_token_stops_the_stream_and_frees_its_slot(fake_server):
-    backend = OpenAIBackend(model="m", base_url=fake_server.url, max_concurrency=1)
+    backend = _stack(fake_server.url, max_concurrency=1)
 
     def refuse(piece: str) -> None:
         raise KeyboardInterrupt

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotion_probe import ConfigError, EmotionProbe
+from emotion_probe import ConfigError
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.core import CountingBackend
 from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario, load_scenarios
+from experiments.config import build_probe
 
 LOGPROBS = {" anger": -1.0, " disgust": -2.0, " fear": -3.0, " happiness": -0.5, " sadness": -4.0, " surprise": -5.0}
 
@@ -31,7 +32,7 @@ class CrashAfter(CountingBackend):
 
 
 def test_table_has_id_text_labels_and_one_column_per_word(tmp_path):
-    probe = EmotionProbe(ScriptedBackend(continuation_logprobs=LOGPROBS), "ekman", chunk_size=4)
+    probe = build_probe(ScriptedBackend(continuation_logprobs=LOGPROBS), wheel="ekman", chunk_size=4)
     table = probe_scenarios(probe, _scenarios(10), tmp_path, show_progress=False)
     on_disk = pd.read_parquet(tmp_path / "distributions.parquet")
     assert list(on_disk.columns) == ["id", "text", "emotion", "primary", *probe.words]
@@ -45,11 +46,11 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     scenarios = _scenarios(10)
     crashing = CrashAfter(ScriptedBackend(continuation_logprobs=LOGPROBS), calls=2)
     with pytest.raises(KeyboardInterrupt):
-        probe_scenarios(EmotionProbe(crashing, "ekman", chunk_size=3), scenarios, tmp_path, show_progress=False)
+        probe_scenarios(build_probe(crashing, wheel="ekman", chunk_size=3), scenarios, tmp_path, show_progress=False)
     written = sorted((tmp_path / "probe_parts").glob("part-*.parquet"))
     assert len(written) == 2  # the two finished chunks survived the crash
     resumed = CountingBackend(ScriptedBackend(continuation_logprobs=LOGPROBS))
-    table = probe_scenarios(EmotionProbe(resumed, "ekman", chunk_size=3), scenarios, tmp_path, show_progress=False)
+    table = probe_scenarios(build_probe(resumed, wheel="ekman", chunk_size=3), scenarios, tmp_path, show_progress=False)
     assert resumed.calls["scored_prompts"] == 4  # only the 4 unfinished scenarios
     assert table["id"].tolist() == [s.id for s in scenarios]
     assert table["id"].is_unique
@@ -57,9 +58,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
 
 def test_resume_refuses_different_settings(tmp_path):
     backend = ScriptedBackend(continuation_logprobs=LOGPROBS)
-    probe_scenarios(EmotionProbe(backend, "ekman"), _scenarios(2), tmp_path, show_progress=False)
+    probe_scenarios(build_probe(backend, wheel="ekman"), _scenarios(2), tmp_path, show_progress=False)
     with pytest.raises(ConfigError, match="different settings"):
-        probe_scenarios(EmotionProbe(backend, "ekman", template="{text} I feel"), _scenarios(2), tmp_path, show_progress=False)
+        probe_scenarios(build_probe(backend, wheel="ekman", template="{text} I feel"), _scenarios(2), tmp_path, show_progress=False)
 
 
 def test_scenario_file_errors_name_the_line(tmp_path):

@@ -26,14 +26,14 @@ def test_a_stream_dropped_midway_is_a_transient_error_after_the_pieces_that_arri
     server = _server(request, lambda path, body: Stream(chat_chunks(body["model"], ["Hel", "lo", " there"]), drop_after=2))
     pieces: list[str] = []
     with pytest.raises(openai.APIConnectionError) as dropped:
-        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO, on_token=pieces.append)
+        OpenAIBackend(model="m", base_url=server.url).generate(HELLO, on_token=pieces.append)
     assert pieces == ["Hel", "lo"]  # what arrived was delivered; nothing was made up after the drop
     assert is_transient(dropped.value)  # so the retry layer tries again
 
 
 def test_a_body_that_is_not_json_is_one_clear_error(request):
     server = _server(request, lambda path, body: Raw(b'{"id": "chat", "choices": ['))
-    backend = OpenAIBackend(model="m", base_url=server.url, max_retries=0)
+    backend = OpenAIBackend(model="m", base_url=server.url)
     with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with a body that is "
                                           r"not JSON \(Expecting value at character 27\)$") as raised:
         backend.generate(HELLO)
@@ -45,7 +45,7 @@ def test_a_server_that_hangs_times_out_as_a_transient_error(request):
     server = _server(request, lambda path, body: Hang())
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError) as timed_out:
-        OpenAIBackend(model="m", base_url=server.url, max_retries=0, timeout=0.5).generate(HELLO)
+        OpenAIBackend(model="m", base_url=server.url, timeout=0.5).generate(HELLO)
     assert 0.4 < time.monotonic() - started < 10
     assert is_transient(timed_out.value)
 
@@ -60,7 +60,7 @@ def test_json_of_the_wrong_shape_is_one_clear_error(request, respond):
     server = _server(request, respond)
     with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with JSON of an "
                                           r"unexpected shape \((IndexError|AttributeError): ") as raised:
-        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO)
+        OpenAIBackend(model="m", base_url=server.url).generate(HELLO)
     assert not is_transient(raised.value)
 
 
@@ -71,5 +71,5 @@ def test_a_stream_chunk_of_the_wrong_shape_is_one_clear_error(request):
     pieces: list[str] = []
     with pytest.raises(EmolabError, match=r"answered with JSON of an unexpected shape \(TypeError: delta\.content "
                                           r"is a int, not text\)"):
-        OpenAIBackend(model="m", base_url=server.url, max_retries=0).generate(HELLO, on_token=pieces.append)
+        OpenAIBackend(model="m", base_url=server.url).generate(HELLO, on_token=pieces.append)
     assert pieces == ["Hel"]

@@ -12,6 +12,7 @@ from agents.negotiation import NegotiationScenario
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
+from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.live import LiveView
 
@@ -67,7 +68,7 @@ def test_tokens_streamed_from_the_batcher_thread_reach_the_stream():
     sales, customer = BatchedScripted([SALES]), BatchedScripted([CUSTOMER, PAID])
     context = NegotiationContext(salesperson_model=CountingBackend(BatchingBackend(sales)),
                                  customer_model=CountingBackend(BatchingBackend(customer)), probe=None,
-                                 max_parse_retries=0)
+                                 wheel=EmotionWheel.load("shaver"), max_parse_retries=0)
     events = _events(context)
     assert sales.threads == customer.threads == {"emolab-batcher"}  # the tokens did come from another thread
     # ScriptedBackend streams word by word, each word with a space after it.
@@ -80,7 +81,7 @@ def test_tokens_streamed_from_the_batcher_thread_reach_the_stream():
 def test_a_stream_that_breaks_off_restarts_in_the_view_and_shows_its_text_once():
     sales = RetryingBackend(DropsOnce([SALES]), max_attempts=2, initial_delay=0, sleep=lambda seconds: None)
     context = NegotiationContext(salesperson_model=sales, customer_model=ScriptedBackend([CUSTOMER, PAID]),
-                                 probe=None, max_parse_retries=0)
+                                 probe=None, wheel=EmotionWheel.load("shaver"), max_parse_retries=0)
     events = [e for e in _events(context) if e.get("speaker") == "salesperson"]
     kinds = [e["event"] for e in events]
     restart = kinds.index("restart")

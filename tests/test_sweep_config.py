@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe import ConfigError
-from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
 from experiments.common import seeds_in, validated
+from experiments.models import CacheSettings, RetrySettings
 from experiments.negotiation import CheckpointerSettings, CustomerPersona, open_checkpointer, with_customer_persona
 from agents.negotiation import NegotiationScenario
 

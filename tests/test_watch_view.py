@@ -113,7 +113,8 @@ def _recorded_run(run_dir: Path, *, with_config: bool = True) -> Path:
     (run_dir / "transcript.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRANSCRIPT), encoding="utf-8")
     if with_config:
         (run_dir / ".hydra").mkdir()
-        OmegaConf.save(OmegaConf.create({"scenario": {"item": "an acorn"}, "max_parse_retries": 2}),
+        OmegaConf.save(OmegaConf.create({"scenario": {"item": "an acorn"}, "max_parse_retries": 2,
+                                         "probe": {"wheel": "shaver"}}),
                        run_dir / ".hydra" / "config.yaml")
     pd.DataFrame([{"trial": 0, "status": "deal", "price": 6.0, "mean_abs_error_pp": 0.0, "js_divergence": 0.0,
                    "turns": 4, "parse_failures": 1, "truncated": 0}]).to_parquet(run_dir / "trials.parquet")

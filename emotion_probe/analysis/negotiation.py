@@ -2,7 +2,8 @@
 
 The authors (phys-ai/Emotion-Hierarchy-LLMs, `plot_emotion_dynamics.py`) score a conversation by
 the absolute difference, in percentage points, between the salesperson's predicted percentages and
-the customer's self-reported percentages over the six primaries, averaged over emotions and rounds.
+the customer's self-reported percentages over the primaries (the authors' six; here the run's wheel's),
+averaged over emotions and rounds.
 Each salesperson message is compared with the customer message that answers it in the same round.
 The outcome is the price the customer says it paid, with 0 when it names none. The paper's claim is
 the Pearson correlation, across trials, between the trial's mean error and that price.
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
@@ -37,14 +38,14 @@ class AnalysisSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # response: a prediction against the customer report that answers it (the authors' pairing);
-    # previous: against the report the customer gave just before the prediction was made.
-    pairing: Pairing = "response"
-    # The price of a trial without a sale: 0 (the authors' choice), or "exclude" (left out of the price).
-    no_sale_price: Literal[0, "exclude"] = 0
-    # Leave the salesperson's first prediction out. The authors' plot drops the first round of both
-    # series (`.iloc[1:]`), so the opening guess, made before the customer has said anything, is not scored.
-    skip_first_prediction: bool = False
+    # No defaults here: they live in conf/experiment/negotiation.yaml, and the YAML's comments explain them.
+    pairing: Pairing = Field(description="response: a prediction against the customer report that answers it "
+                                         "(the authors' pairing) | previous: against the report given just before it")
+    no_sale_price: Literal[0, "exclude"] = Field(description="the price of a trial without a sale: 0 (the "
+                                                             "authors' choice) | exclude (left out of the price)")
+    # The authors' plot drops the first round of both series (`.iloc[1:]`), so the opening guess, made
+    # before the customer has said anything, is not scored there.
+    skip_first_prediction: bool = Field(description="leave the salesperson's first prediction unscored")
 
 
 # --- pairing predictions with reports ----------------------------------------------------------
@@ -99,11 +100,15 @@ def _mean_or_nan(values: Sequence[float]) -> float:
 
 
 def trial_metrics(turns: Sequence[dict], pairing: Pairing = "response", *,
-                  skip_first_prediction: bool = False) -> dict[str, Any]:
+                  skip_first_prediction: bool = False, emotions: Sequence[str] | None = None) -> dict[str, Any]:
     """Prediction error and bookkeeping counts of one trial.
 
-    - `mean_abs_error_pp`: mean over the paired rounds and the six primaries of |predicted - reported|,
-      in percentage points (0 = perfect, 100/3 = all mass on a wrong emotion); NaN with no pair.
+    - `mean_abs_error_pp`: mean over the paired rounds and the primaries of |predicted - reported|,
+      in percentage points (0 = perfect, 200/P = all mass on a wrong emotion, for P primaries; 100/3
+      for six); NaN with no pair.
+    - `abs_error_pp_<emotion>`, one column per emotion when `emotions` (the run's primaries, in the
+      order of the reports' values) is given: that emotion's |predicted - reported|, averaged over the
+      paired rounds; `mean_abs_error_pp` is their mean.
     - `js_divergence`: mean Jensen-Shannon divergence (base 2, 0..1) of the paired distributions,
       a scale-free companion that weighs a miss on a small emotion less.
     - `scored_predictions`, `skipped_pairs` (a side failed to parse), `turns` (dialogue messages),
@@ -112,16 +117,22 @@ def trial_metrics(turns: Sequence[dict], pairing: Pairing = "response", *,
       shows how far the agents were from 100 before it.
     """
     pairs, skipped = paired_rounds(turns, pairing, skip_first_prediction=skip_first_prediction)
-    errors, divergences = [], []
+    errors, divergences, by_emotion = [], [], []
     for prediction, report in pairs:
         p, q = np.asarray(prediction, dtype=float), np.asarray(report, dtype=float)
+        if emotions is not None and not len(p) == len(q) == len(emotions):
+            raise ValueError(f"a report or prediction has {len(p)} or {len(q)} values, not one per emotion "
+                             f"({len(emotions)})")
+        by_emotion.append(np.abs(p - q))
         errors.append(float(np.abs(p - q).mean()))
         divergences.append(float(jensenshannon(p / 100, q / 100, base=2) ** 2))
     dialogue = _dialogue(turns)
     report_sums = [float(t["report_sum"]) for t in dialogue if t.get("report_sum") is not None]
     prediction_sums = [float(t["prediction_sum"]) for t in dialogue if t.get("prediction_sum") is not None]
+    per_emotion = np.mean(by_emotion, axis=0) if by_emotion else np.full(len(emotions or ()), np.nan)
     return {
         "mean_abs_error_pp": _mean_or_nan(errors),
+        **{f"abs_error_pp_{emotion}": float(value) for emotion, value in zip(emotions or (), per_emotion)},
         "js_divergence": _mean_or_nan(divergences),
         "scored_predictions": len(errors),
         "skipped_pairs": skipped,
@@ -183,13 +194,16 @@ def trial_price(status: str, turns: Sequence[dict], *, agreed_price: Any = None,
     }
 
 
-def trial_row(values: dict, settings: AnalysisSettings, budget: float | None = None) -> dict[str, Any]:
-    """The metric and price columns of one finished trial (a graph state's values)."""
+def trial_row(values: dict, settings: AnalysisSettings, budget: float | None = None,
+              emotions: Sequence[str] | None = None) -> dict[str, Any]:
+    """The metric and price columns of one finished trial (a graph state's values); with `emotions` (the
+    run's primaries), a per-emotion error column each."""
     turns = values.get("turns", [])
     return {
         **trial_price(values.get("status", ""), turns, agreed_price=values.get("agreed_price"),
                       final_price=values.get("final_price"), budget=budget, no_sale_price=settings.no_sale_price),
-        **trial_metrics(turns, settings.pairing, skip_first_prediction=settings.skip_first_prediction),
+        **trial_metrics(turns, settings.pairing, skip_first_prediction=settings.skip_first_prediction,
+                        emotions=emotions),
     }
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from emotion_probe.models.wrappers.stack import CacheSettings, RetrySettings
+from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy
 from emotion_probe.errors import ConfigError, EmolabError
 from emotion_probe.probe import (
     FIRST_WORD_COLUMN,
@@ -119,27 +119,27 @@ def ray_session(settings: RaySettings) -> Iterator[str]:
 class ProbeWorker:
     """A Ray Data callable class: one backend and one `EmotionProbe` per worker, built once.
 
-    Everything it receives is plain data (a model config dict, a wheel, validated settings), so it
-    pickles to any node; the model itself is loaded where the worker runs.
+    Everything it receives is plain data (a model config dict, the loaded wheel, the ProbeSettings the
+    driver validated once), so it pickles to any node; the model itself is loaded where the worker runs.
     """
 
     def __init__(
         self,
         model_config: dict[str, Any],
         wheel: EmotionWheel,
-        probe_settings: dict[str, Any],
-        cache: CacheSettings | None,
-        retry: RetrySettings | None,
+        probe_settings: ProbeSettings,
+        cache: CacheOptions | None,
+        retry: RetryPolicy | None,
     ):
-        from emotion_probe.models import load_model
+        from emotion_probe.models import instantiate_backend
         from emotion_probe.models.wrappers.stack import wrap_backend
 
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.startup_error: EmolabError | None = None
         try:
             # The same layers as experiments.common.build_model, so both engines share the response cache.
-            self.backend = wrap_backend(load_model(model_config), identity=model_config, cache=cache, retry=retry)
-            self.probe = EmotionProbe(self.backend, wheel, **probe_settings)
+            self.backend = wrap_backend(instantiate_backend(model_config), identity=model_config, cache=cache, retry=retry)
+            self.probe = EmotionProbe(self.backend, wheel, probe_settings)
         except EmolabError as err:
             # Raised again on the first chunk: an error in an actor's __init__ reaches the driver only
             # as text inside ActorDiedError, while one raised in a call keeps the exception itself,
@@ -182,8 +182,8 @@ def probe_scenarios_on_ray(
     ray_settings: RaySettings,
     out_dir: str | Path,
     *,
-    cache: CacheSettings | None = None,
-    retry: RetrySettings | None = None,
+    cache: CacheOptions | None = None,
+    retry: RetryPolicy | None = None,
     show_progress: bool = True,
 ) -> RayProbeResult:
     """Probe `scenarios` on Ray and write `distributions.parquet`, equal to the local engine's.
@@ -222,7 +222,7 @@ def probe_scenarios_on_ray(
             fn_constructor_kwargs={
                 "model_config": model_config,
                 "wheel": wheel,
-                "probe_settings": settings.model_dump(exclude={"wheel"}),
+                "probe_settings": settings,
                 "cache": cache,
                 "retry": retry,
             },

@@ -9,16 +9,24 @@ else is a hook with a default, which a provider overrides where it can do better
 - `generate_batch(conversations, configs)`: several chats at once (default: one `generate` after
   another; `batches_natively` says a provider decodes the rows together, as TransformersBackend does).
 
-Retry, call accounting, caching and batching are wrappers around this interface
-(`emotion_probe.models.wrappers.core`, `cache`, `batching`), never flags inside a provider.
+Retry, the per-endpoint request limit, call accounting, caching and batching are wrappers around
+this interface (`emotion_probe.models.wrappers.core`, `concurrency`, `cache`, `batching`), never flags
+inside a provider. Two attributes tell the wrappers what they wrap: `endpoint` names the server a
+backend sends its requests to (None: it computes in-process), and `fans_out` says that one `score` or
+`top_tokens` call sends many independent requests. Retry and the request limit act on each request,
+not on a whole call: for a backend that fans out they hand themselves down (`handing_down`) and the
+provider runs each request through them (`request_layers`, `send_through`), so one failed request is
+repeated alone instead of the thousands sent beside it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emotion_probe.errors import NotSupported
 
 Role = Literal["system", "user", "assistant"]
+T = TypeVar("T")
 
 
 class ChatMessage(BaseModel):
@@ -124,6 +133,17 @@ class ModelBackend(ABC):
     #: A short human-readable identifier, for manifests and logs (never a secret).
     name: str = "model"
 
+    #: The server this backend sends its requests to (OpenAIBackend: its base URL), None for a model
+    #: that runs in-process. Every stack that talks to one endpoint shares one request limit
+    #: (wrappers.concurrency.ConcurrencyLimit), of `max_concurrency` requests at once.
+    endpoint: str | None = None
+    max_concurrency: int | None = None
+
+    #: True when one `score` or `top_tokens` call sends many independent requests (OpenAIBackend: one
+    #: per (prompt, continuation) pair) and runs each of them through `request_layers()`. The retry and
+    #: request-limit wrappers then act per request instead of around the whole call.
+    fans_out: bool = False
+
     @abstractmethod
     def generate(
         self,
@@ -197,3 +217,45 @@ class ModelBackend(ABC):
 def as_messages(messages: Sequence[ChatMessage | dict]) -> list[ChatMessage]:
     """Accept plain dicts at the boundary and validate them."""
     return [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+
+
+# ------------------------------------------------------------------ per-request layers
+class RequestLayer(Protocol):
+    """A wrapper that acts on each request a backend sends (RetryingBackend, ConcurrencyLimit).
+
+    `around_request(send)` awaits `send()` (one request, on the backend's event loop) with its own
+    behaviour around it: a retry sends it again, a limit holds a slot while it runs.
+    """
+
+    async def around_request(self, send: Callable[[], Awaitable[T]]) -> T: ...
+
+
+#: The layers handed down to the call in progress in this thread, outermost first. A context variable
+#: rather than an argument, so that the verbs keep their signatures through every wrapper in between.
+_request_layers: ContextVar[tuple[RequestLayer, ...]] = ContextVar("emolab_request_layers", default=())
+
+
+@contextmanager
+def handing_down(layer: RequestLayer) -> Iterator[None]:
+    """While the block runs (a call into a backend that `fans_out`), its requests also run through `layer`."""
+    token = _request_layers.set((*_request_layers.get(), layer))
+    try:
+        yield
+    finally:
+        _request_layers.reset(token)
+
+
+def request_layers() -> tuple[RequestLayer, ...]:
+    """The layers handed down to this call, outermost first.
+
+    Read in the calling thread, before the requests go to another thread or event loop (a context
+    variable does not follow them there), and pass the result to `send_through`.
+    """
+    return _request_layers.get()
+
+
+async def send_through(layers: Sequence[RequestLayer], send: Callable[[], Awaitable[T]]) -> T:
+    """`await send()` inside every layer of `layers`, the first outermost."""
+    if not layers:
+        return await send()
+    return await layers[0].around_request(lambda: send_through(layers[1:], send))

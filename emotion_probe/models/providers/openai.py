@@ -32,14 +32,17 @@ method) refuses a larger k there rather than return fewer than asked.
 
 Concurrency: the public interface is synchronous, but every request runs on one
 asyncio event loop in a background thread, shared by all backends of the process.
-Each endpoint (base_url) has one semaphore of `max_concurrency` slots, shared by
-every backend that talks to it, so the salesperson, the customer and the probe
-together never hold more requests open than the server was sized for. Scoring
-fans out one request per (prompt, continuation) pair under that limit.
+Scoring fans out one request per (prompt, continuation) pair, `max_concurrency` at
+a time (`fans_out`). The limit shared by every stack that talks to one endpoint
+(base_url), so that the salesperson, the customer and the probe together never hold
+more requests open than the server was sized for, is a wrapper:
+`wrappers.concurrency.ConcurrencyLimit`, which `wrappers.stack.wrap_backend` puts
+around this backend (keyed on `endpoint`).
 
-Retries of single requests are the openai client's own (`max_retries`): it backs
-off exponentially with jitter on 408/409/429/5xx, timeouts and dropped connections,
-and honours Retry-After (tests/test_retry.py checks this against a loopback server).
+Retries: none here. The client is built with `max_retries=0`, and the one retry
+layer is `wrappers.core.RetryingBackend` (conf/retry). Each request of a fan-out
+runs through the layers the wrappers hand down (`base.request_layers`), so a
+transient failure repeats that one request, not the whole fan-out.
 """
 
 from __future__ import annotations
@@ -62,9 +65,12 @@ from emotion_probe.models.base import (
     GenerateConfig,
     Generation,
     ModelBackend,
+    RequestLayer,
     ScoreResult,
     TokenCallback,
     as_messages,
+    request_layers,
+    send_through,
 )
 from emotion_probe.errors import ConfigError, EmolabError, TokenizationMismatch
 
@@ -91,12 +97,10 @@ def _argmax_key(candidates: dict[str, float] | None) -> str | None:
 
 # ----------------------------------------------------------------- event loop
 class _LoopThread:
-    """One asyncio event loop running in a daemon thread, with the per-endpoint request limits."""
+    """One asyncio event loop running in a daemon thread."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._limits: dict[str, tuple[asyncio.Semaphore, int]] = {}
-        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self.loop.run_forever, name="emolab-openai-loop", daemon=True)
         self.thread.start()
 
@@ -111,17 +115,6 @@ class _LoopThread:
         except BaseException:
             future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
             raise
-
-    def endpoint_limit(self, endpoint: str, size: int) -> asyncio.Semaphore:
-        """The semaphore every backend talking to `endpoint` shares; the first backend's size sets it."""
-        with self._lock:
-            if endpoint not in self._limits:
-                self._limits[endpoint] = (asyncio.Semaphore(size), size)
-            semaphore, existing = self._limits[endpoint]
-        if existing != size:
-            log.warning("%s: max_concurrency %d ignored; backends sharing this endpoint already use %d",
-                        endpoint, size, existing)
-        return semaphore
 
 
 _loop_thread: _LoopThread | None = None
@@ -206,6 +199,8 @@ def _schema_name(schema: dict[str, Any]) -> str:
 class OpenAIBackend(ModelBackend):
     """Chat generation and emotion probing against an OpenAI-compatible server."""
 
+    fans_out = True
+
     def __init__(
         self,
         model: str,
@@ -215,7 +210,6 @@ class OpenAIBackend(ModelBackend):
         top_logprobs: int = 20,
         max_concurrency: int = 8,
         timeout: float = 60.0,
-        max_retries: int = 4,
         top_logprobs_via: Literal["auto", "completions", "chat"] = "auto",
         structured_output: StructuredOutput = "json_schema",
         name: str | None = None,
@@ -228,8 +222,6 @@ class OpenAIBackend(ModelBackend):
             raise ConfigError(f"model.structured_output: expected json_schema, json_object or none, got {structured_output!r}")
         if max_concurrency < 1:
             raise ConfigError(f"model.max_concurrency must be >= 1, got {max_concurrency}")
-        if max_retries < 0:
-            raise ConfigError(f"model.max_retries must be >= 0, got {max_retries}")
         api_key = os.environ.get(api_key_env)
         if not api_key:
             if base_url is None:
@@ -243,13 +235,16 @@ class OpenAIBackend(ModelBackend):
         self.base_url = base_url
         self.probe_method: ProbeMethod = probe_method
         self.top_logprobs = top_logprobs
+        #: Requests one fan-out keeps in flight; stacks over one endpoint share a limit of this size (ConcurrencyLimit).
         self.max_concurrency = max_concurrency
         self.structured_output: StructuredOutput = structured_output
-        self._endpoint = (base_url or OPENAI_API_URL).rstrip("/")
+        self.endpoint = (base_url or OPENAI_API_URL).rstrip("/")
         self._openai = openai
         # The key lives only inside the client (never in an attribute of ours, a repr or describe()).
+        # max_retries=0: RetryingBackend is the one retry layer; client retries underneath it would
+        # multiply its attempts (3 x 5 = 15 per request with the old defaults).
         self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
-                                                       max_retries=max_retries)
+                                                       max_retries=0)
         self._client_pid = os.getpid()
         self._client_instance = self._make_client()
         #: Method of the most recent score() call: "completions-echo", "completions-top_logprobs", "chat-top_logprobs".
@@ -292,18 +287,15 @@ class OpenAIBackend(ModelBackend):
             self._client_pid, self._client_instance = os.getpid(), self._make_client()
         return self._client_instance
 
-    def _limit(self) -> asyncio.Semaphore:
-        return _event_loop().endpoint_limit(self._endpoint, self.max_concurrency)
-
-    async def _limited(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with self._limit():
-            try:
-                return await call()
-            except json.JSONDecodeError as err:
-                # The openai client lets a body that is not JSON through as a bare JSONDecodeError: a broken
-                # server or proxy, not a transient failure, so it is not retried; say which server it was.
-                raise EmolabError(f"{self.name}: the server at {self._endpoint} answered with a body that is not "
-                                  f"JSON ({err.msg} at character {err.pos})") from None
+    async def _send(self, call: Callable[[], Awaitable[T]], layers: Sequence[RequestLayer] = ()) -> T:
+        """One request, through the per-request layers the wrappers handed down (retry, endpoint limit)."""
+        try:
+            return await send_through(layers, call)
+        except json.JSONDecodeError as err:
+            # The openai client lets a body that is not JSON through as a bare JSONDecodeError: a broken
+            # server or proxy, not a transient failure, so it is not retried; say which server it was.
+            raise EmolabError(f"{self.name}: the server at {self.endpoint} answered with a body that is not "
+                              f"JSON ({err.msg} at character {err.pos})") from None
 
     def _used(self, method: str) -> None:
         self.last_score_method = method
@@ -374,7 +366,7 @@ class OpenAIBackend(ModelBackend):
         request = self._chat_request(messages, config or GenerateConfig())
         try:
             if on_token is None:
-                return _event_loop().run(self._limited(lambda: self._chat(request)))
+                return _event_loop().run(self._send(lambda: self._chat(request)))
             return self._generate_streamed(request, on_token)
         except self._openai.APIStatusError as err:
             explained = self._refused_format(err, request)
@@ -385,7 +377,7 @@ class OpenAIBackend(ModelBackend):
     def _unexpected_shape(self, err: Exception) -> EmolabError:
         # The openai client builds its objects from any JSON without checking them, so a body of the wrong
         # shape ({"choices": []}) fails only when read: a broken server, like a body that is not JSON.
-        return EmolabError(f"{self.name}: the server at {self._endpoint} answered with JSON of an unexpected shape "
+        return EmolabError(f"{self.name}: the server at {self.endpoint} answered with JSON of an unexpected shape "
                            f"({type(err).__name__}: {' '.join(str(err).split())[:200]})")
 
     async def _chat(self, request: dict[str, Any]) -> Generation:
@@ -406,7 +398,7 @@ class OpenAIBackend(ModelBackend):
         # on_token runs here, in the caller's thread, not on the loop: callers rely on their own
         # thread's context (LangGraph's stream writer is a context variable) and must not stall the loop.
         pieces: queue.Queue[str | None] = queue.Queue()
-        future = _event_loop().submit(self._limited(lambda: self._chat_streamed(request, pieces.put)))
+        future = _event_loop().submit(self._send(lambda: self._chat_streamed(request, pieces.put)))
         future.add_done_callback(lambda _: pieces.put(None))  # after every piece: the queue is FIFO
         try:
             while (piece := pieces.get()) is not None:
@@ -457,9 +449,10 @@ class OpenAIBackend(ModelBackend):
                 "probe.word_boundary needs the full next-token distribution after each word, "
                 "which an OpenAI-compatible server does not return; use a transformers backend"
             )
+        layers = request_layers()  # read here, in the caller's thread: the requests run on the loop's
         if self.probe_method in ("auto", "echo"):
             try:
-                logprobs = _event_loop().run(self._score_echo(list(prompts), list(continuations)))
+                logprobs = _event_loop().run(self._score_echo(list(prompts), list(continuations), layers))
                 self._used("completions-echo")
                 return ScoreResult(logprobs=logprobs, method=self.last_score_method, exact=True)
             except EchoUnavailable as err:
@@ -468,7 +461,7 @@ class OpenAIBackend(ModelBackend):
                 log.warning("%s: exact echo scoring unavailable (%s); falling back to top_logprobs (inexact)", self.name, err)
                 self.probe_method = "top_logprobs"
         # Not strict: here top_logprobs is a fallback, and fewer alternatives only leave more words unseen.
-        top = _event_loop().run(self._top_tokens(list(prompts), self.top_logprobs, strict=False))
+        top = _event_loop().run(self._top_tokens(list(prompts), self.top_logprobs, strict=False, layers=layers))
         logprobs = np.full((len(prompts), len(continuations)), -np.inf)
         wanted = {c.strip().lower(): k for k, c in enumerate(continuations)}
         for row, candidates in enumerate(top):
@@ -478,10 +471,11 @@ class OpenAIBackend(ModelBackend):
                     logprobs[row, column] = np.logaddexp(logprobs[row, column], value)
         return ScoreResult(logprobs=logprobs, method=self.last_score_method or "top_logprobs", exact=False)
 
-    async def _score_echo(self, prompts: list[str], continuations: list[str]) -> np.ndarray:
+    async def _score_echo(self, prompts: list[str], continuations: list[str],
+                          layers: Sequence[RequestLayer]) -> np.ndarray:
         pairs = [(i, k) for i in range(len(prompts)) for k in range(len(continuations))]
-        results = await _map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]]), pairs,
-                                          self.max_concurrency)
+        results = await _map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]], layers),
+                                          pairs, self.max_concurrency)
         out = np.empty((len(prompts), len(continuations)))
         self._check_alignment([aligned for _, aligned in results])
         for (i, k), (value, _) in zip(pairs, results):
@@ -510,13 +504,14 @@ class OpenAIBackend(ModelBackend):
         self.echo_alignment["shifted"] += shifted
         self.echo_alignment["unchecked"] += unchecked
 
-    async def _echo_one(self, prompt: str, continuation: str) -> tuple[float, bool | None]:
+    async def _echo_one(self, prompt: str, continuation: str,
+                        layers: Sequence[RequestLayer]) -> tuple[float, bool | None]:
         """log P(continuation | prompt) from one echo request, plus whether the response was aligned."""
         text = prompt + continuation
         try:
-            response = await self._limited(lambda: self._client.completions.create(
+            response = await self._send(lambda: self._client.completions.create(
                 model=self.model_name, prompt=text, echo=True, logprobs=1, max_tokens=1, temperature=0
-            ))
+            ), layers)
         except (self._openai.NotFoundError, self._openai.BadRequestError, self._openai.UnprocessableEntityError) as err:
             raise EchoUnavailable(f"completions with echo were refused: {err}") from None
         choice = response.choices[0]
@@ -548,7 +543,7 @@ class OpenAIBackend(ModelBackend):
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
         """The top k next tokens; refuses (ConfigError) where the server's path cannot return k of them."""
-        return _event_loop().run(self._top_tokens(list(prompts), k, strict=True))
+        return _event_loop().run(self._top_tokens(list(prompts), k, strict=True, layers=request_layers()))
 
     def _refuse_chat_cap(self, k: int) -> None:
         raise ConfigError(
@@ -557,7 +552,8 @@ class OpenAIBackend(ModelBackend):
             f"<= {CHAT_TOP_LOGPROBS_MAX}, or use a server that serves completions with logprobs"
         )
 
-    async def _top_tokens(self, prompts: list[str], k: int, *, strict: bool) -> list[dict[str, float]]:
+    async def _top_tokens(self, prompts: list[str], k: int, *, strict: bool,
+                          layers: Sequence[RequestLayer]) -> list[dict[str, float]]:
         if not prompts:
             return []
         if strict and self._completions_ok is False and k > CHAT_TOP_LOGPROBS_MAX:
@@ -565,16 +561,17 @@ class OpenAIBackend(ModelBackend):
         first: list[dict[str, float]] = []
         if self._completions_ok is None:
             # Find out once, on one prompt, whether completions serve logprobs, before fanning out.
-            first, prompts = [await self._top_one(prompts[0], k, strict)], prompts[1:]
-        return first + await _map_concurrently(lambda p: self._top_one(p, k, strict), prompts, self.max_concurrency)
+            first, prompts = [await self._top_one(prompts[0], k, strict, layers)], prompts[1:]
+        return first + await _map_concurrently(lambda p: self._top_one(p, k, strict, layers), prompts,
+                                               self.max_concurrency)
 
-    async def _top_one(self, prompt: str, k: int, strict: bool) -> dict[str, float]:
+    async def _top_one(self, prompt: str, k: int, strict: bool, layers: Sequence[RequestLayer]) -> dict[str, float]:
         if self._completions_ok is not False:
             reason = "the response carried no logprobs"
             try:
-                response = await self._limited(lambda: self._client.completions.create(
+                response = await self._send(lambda: self._client.completions.create(
                     model=self.model_name, prompt=prompt, logprobs=k, max_tokens=1, temperature=0
-                ))
+                ), layers)
                 lp = response.choices[0].logprobs
                 if lp is not None and lp.top_logprobs:
                     self._completions_ok = True
@@ -593,14 +590,14 @@ class OpenAIBackend(ModelBackend):
             self._warn_once("cap", "%s: chat completions return at most %d alternatives; model.top_logprobs=%d "
                             "is cut to %d", self.name, CHAT_TOP_LOGPROBS_MAX, k, CHAT_TOP_LOGPROBS_MAX)
         # Chat-only servers: the next token after the text, sent as a user turn.
-        response = await self._limited(lambda: self._client.chat.completions.create(
+        response = await self._send(lambda: self._client.chat.completions.create(
             model=self.model_name,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=1,
             temperature=0,
             logprobs=True,
             top_logprobs=min(k, CHAT_TOP_LOGPROBS_MAX),
-        ))
+        ), layers)
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
             raise ConfigError(f"{self.name}: the server returned no logprobs; it cannot be probed")

@@ -1,13 +1,20 @@
-"""Behaviour layered around any backend: call accounting and retries (the response cache is in `cache.py`).
+"""Behaviour layered around any backend: call accounting and retries (the response cache is in
+`cache.py`, the per-endpoint request limit in `concurrency.py`, batching in `batching.py`).
 
 Wrappers implement the same interface, so they nest freely:
-    model = CountingBackend(RetryingBackend(load_model("openai", model="gpt-4o-mini")))
-`emotion_probe.models.wrappers.stack.wrap_backend` builds the standard stack from config, and
-`usage_of(model)` reads the accounting of every layer for a run manifest.
+    model = CountingBackend(RetryingBackend(OpenAIBackend(model="gpt-4o-mini")))
+`emotion_probe.models.wrappers.stack.wrap_backend` builds the standard stack, and `usage_of(model)`
+reads the accounting of every layer for a run manifest.
+
+RetryingBackend is the only retry layer: providers send each request once (OpenAIBackend builds its
+client with `max_retries=0`). It retries a call that is one request whole; for a backend that fans one
+call out into many requests (base.ModelBackend.fans_out) it hands itself down and retries each failed
+request alone, under the same policy and the same counter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
@@ -15,11 +22,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, TypeVar
 
-from emotion_probe.models.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback
+from emotion_probe.models.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback, handing_down
 from emotion_probe.errors import ConfigError, EmolabError
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,20 @@ class BackendWrapper(ModelBackend):
     @property
     def batches_natively(self) -> bool:  # type: ignore[override]
         return self.inner.batches_natively
+
+    # What the provider underneath is, as base.ModelBackend describes these (class attributes there,
+    # so __getattr__ would never reach through for them).
+    @property
+    def endpoint(self) -> str | None:  # type: ignore[override]
+        return self.inner.endpoint
+
+    @property
+    def max_concurrency(self) -> int | None:  # type: ignore[override]
+        return self.inner.max_concurrency
+
+    @property
+    def fans_out(self) -> bool:  # type: ignore[override]
+        return self.inner.fans_out
 
     def generate_batch(
         self,
@@ -250,13 +272,29 @@ class _RepeatedStream:
             restart(reason)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How RetryingBackend retries (`conf/retry`, validated by the experiments): attempts per request, the first
+    included (1 = never retry), and the backoff's first delay and ceiling in seconds."""
+
+    max_attempts: int = 3
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+
 class RetryingBackend(BackendWrapper):
-    """Retries transient failures (`is_transient`) with exponential backoff and jitter.
+    """Retries transient failures (`is_transient`) with exponential backoff and jitter; the only retry layer.
 
     The delay before retry n is drawn from [d/2, d] with d = min(max_delay, initial_delay * 2**(n-1)),
     so parallel jobs that failed together spread out. A server's Retry-After (or retry-after-ms)
     replaces it, even above `max_delay`: the server knows when it will take requests again.
     Bad input (`EmolabError`) and other errors are raised at once: they would fail the same way again.
+
+    What is retried is one request. A call to a backend that is one request (generate, or any verb of
+    an in-process model) is repeated whole. A `score` or `top_tokens` call to a backend that `fans_out`
+    sends thousands of requests: this layer hands itself down to them (`around_request`, awaited on the
+    backend's event loop), so a request that failed is sent again alone, at most `max_attempts` times,
+    while the others' answers stand.
     """
 
     def __init__(
@@ -290,22 +328,47 @@ class RetryingBackend(BackendWrapper):
         backoff = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
         return backoff * self._rng.uniform(0.5, 1.0)
 
+    def _after_failure(self, attempt: int, err: Exception, what: str) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, counted and logged; None when `err` is final."""
+        if attempt == self.max_attempts or not is_transient(err):
+            return None
+        delay = self.delay_before_retry(attempt, err)
+        with self._lock:
+            self.retries += 1
+        log.warning("%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
+                    attempt, self.max_attempts - 1, delay)
+        return delay
+
     def _retry(self, call: Callable[[], T], what: str, streams: Sequence[_RepeatedStream] = ()) -> T:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return call()
             except Exception as err:
-                if attempt == self.max_attempts or not is_transient(err):
+                delay = self._after_failure(attempt, err, what)
+                if delay is None:
                     raise
-                delay = self.delay_before_retry(attempt, err)
-                with self._lock:
-                    self.retries += 1
-                log.warning("%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
-                            attempt, self.max_attempts - 1, delay)
                 for stream in streams:  # told now, so a live view shows the restart while we wait
                     stream.repeat(f"{type(err).__name__}: {err}")
                 self._sleep(delay)
         raise AssertionError("unreachable")
+
+    async def around_request(self, send: Callable[[], Awaitable[T]]) -> T:
+        """One request of a fan-out, retried alone; the wait is on the event loop, so the other requests go on."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await send()
+            except Exception as err:
+                delay = self._after_failure(attempt, err, "request")
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _per_request(self, call: Callable[[], T], what: str) -> T:
+        if self.inner.fans_out:
+            with handing_down(self):
+                return call()
+        return self._retry(call, what)
 
     def generate(self, messages, config=None, on_token=None) -> Generation:
         if on_token is None:
@@ -320,10 +383,10 @@ class RetryingBackend(BackendWrapper):
                            [stream for stream in streams if stream is not None])
 
     def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
-        return self._retry(lambda: self.inner.score(prompts, continuations, word_boundary=word_boundary), "score")
+        return self._per_request(lambda: self.inner.score(prompts, continuations, word_boundary=word_boundary), "score")
 
     def top_tokens(self, prompts, k) -> list[dict[str, float]]:
-        return self._retry(lambda: self.inner.top_tokens(prompts, k), "top_tokens")
+        return self._per_request(lambda: self.inner.top_tokens(prompts, k), "top_tokens")
 
     def usage(self) -> dict[str, Any]:
         with self._lock:

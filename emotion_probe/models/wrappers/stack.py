@@ -1,47 +1,42 @@
-"""The standard layers around a provider, built from `conf/cache` and `conf/retry`.
+"""The standard layers around a provider:
 
-    CachingBackend(CountingBackend(RetryingBackend(provider)))
+    CachingBackend(CountingBackend(RetryingBackend(ConcurrencyLimit(provider))))
 
 The cache is outermost, so a hit costs no retry and is not counted as a model call: the counting
 layer sees only real calls, which is what "tokens used per agent" in a run manifest must mean.
+Retry is the only retry layer (providers send each request once), and sits outside the request
+limit, so a request waiting for its retry holds no slot. The limit is there only for a provider that
+talks to a server (`endpoint`), and every stack over that endpoint shares its slots.
+
+This module takes plain values (`CacheOptions`, `RetryPolicy`); reading and validating `conf/cache`
+and `conf/retry` is the experiments' business (experiments.models).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from emotion_probe.models.base import ModelBackend
 from emotion_probe.models.wrappers.cache import CachingBackend, GenerateCaching
-from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, usage_of
+from emotion_probe.models.wrappers.concurrency import ConcurrencyLimit, endpoint_slots
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, RetryPolicy, usage_of
 
-__all__ = ["CacheSettings", "RetrySettings", "resolved_model_config", "response_cache_path", "usage_of", "wrap_backend"]
+__all__ = ["CacheOptions", "RetryPolicy", "resolved_model_config", "response_cache_path", "usage_of", "wrap_backend"]
 
 #: Names the response cache file when `cache.path` is null; tests point it at a temporary file.
 CACHE_PATH_ENV = "EMOLAB_RESPONSE_CACHE"
 
 
-class CacheSettings(BaseModel):
-    """`conf/cache/*.yaml`: the on-disk response cache."""
+@dataclass(frozen=True)
+class CacheOptions:
+    """The response cache of a stack: its SQLite file (None: `response_cache_path`'s default) and which
+    generate() calls it keeps (`cache.CachingBackend`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool
-    path: str | None
-    generate: GenerateCaching
-
-
-class RetrySettings(BaseModel):
-    """`conf/retry/*.yaml`: retries of transient model failures."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_attempts: int = Field(ge=1)
-    initial_delay_s: float = Field(ge=0)
-    max_delay_s: float = Field(ge=0)
+    path: str | os.PathLike[str] | None = None
+    generate: GenerateCaching = "deterministic"
 
 
 def response_cache_path(configured: str | os.PathLike[str] | None) -> Path:
@@ -96,25 +91,28 @@ def wrap_backend(
     provider: ModelBackend,
     *,
     identity: dict[str, Any],
-    cache: CacheSettings | None,
-    retry: RetrySettings | None,
+    cache: CacheOptions | None,
+    retry: RetryPolicy | None,
 ) -> ModelBackend:
-    """CachingBackend(CountingBackend(RetryingBackend(provider))), leaving out the layers that are off.
+    """CachingBackend(CountingBackend(RetryingBackend(ConcurrencyLimit(provider)))), leaving out the layers that are off.
 
     `identity` is what makes two backends the same for the cache: pass the resolved model config
     (a dict), so that a different model, path, server or script never shares answers. Its `device` and
     `dtype` are resolved first (`resolved_model_config`), so `auto` on a GPU and `auto` on a CPU differ. Counting is
-    always present, so `usage_of(result)` always reports calls and tokens. A retry layer with one
-    attempt would do nothing, so it is left out too.
+    always present, so `usage_of(result)` always reports calls and tokens. `cache=None` leaves the cache
+    out; a retry layer with one attempt (or `retry=None`) would do nothing, so it is left out too. The
+    request limit is there when the provider has an `endpoint`, sized by its `max_concurrency`.
     """
     identity = resolved_model_config(identity, provider)
     backend = provider
+    if provider.endpoint is not None and provider.max_concurrency is not None:
+        backend = ConcurrencyLimit(backend, endpoint_slots(provider.endpoint, provider.max_concurrency))
     if retry is not None and retry.max_attempts > 1:
         backend = RetryingBackend(
             backend, max_attempts=retry.max_attempts, initial_delay=retry.initial_delay_s, max_delay=retry.max_delay_s
         )
     backend = CountingBackend(backend)
-    if cache is not None and cache.enabled:
+    if cache is not None:
         backend = CachingBackend(backend, response_cache_path(cache.path), identity, generate=cache.generate)
     # Probe parts and resume checks ask the stack who it is: the config, not the name alone.
     backend.pinned_identity = identity
