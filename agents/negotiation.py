@@ -38,16 +38,17 @@ class NegotiationScenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="the scenario's name, as transcripts and reports show it")
     item: str = Field(min_length=1, description="what is for sale")
     description: str = Field(min_length=1, description="what the salesperson knows about it")
     seller_cost: float = Field(ge=0, description="what the item cost the seller")
     customer_persona: str = Field(min_length=1, description="who the customer is")
     customer_budget: float = Field(gt=0, description="the most the customer can pay")
     max_turns: int = Field(ge=1, le=50, description="customer replies before the talk ends")
-    opening_speaker: Literal["salesperson", "customer"] = "salesperson"
-    extra_instructions: str = ""
-    currency: str = "$"
+    # Optional in a scenario file a user writes; the shipped scenarios set all three.
+    opening_speaker: Literal["salesperson", "customer"] = Field(default="salesperson", description="who speaks first")
+    extra_instructions: str = Field(default="", description="text added to both agents' instructions")
+    currency: str = Field(default="$", description="the symbol prices are written with")
 
     @field_validator("customer_budget")
     @classmethod

@@ -122,8 +122,7 @@ class EmotionProbe:
     `wheel` is an EmotionWheel loaded once by the caller, and `settings` a validated ProbeSettings;
     neither is loaded or validated again here. From Python, take the config's defaults:
 
-    >>> from experiments.config import probe_settings
-    >>> from experiments.models import load_model
+    >>> from experiments.config import load_model, probe_settings
     >>> settings = probe_settings()
     >>> probe = EmotionProbe(load_model("smollm2"), EmotionWheel.load(settings.wheel), settings)
     >>> probe.distribution(["I won the lottery!"]).shape

@@ -40,7 +40,7 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
 class RunLayers:
     """The wrappers a run puts around every model it builds, from its `cache` and `retry` groups.
 
-    Validated once per run (experiments.models.CacheSettings, RetrySettings) into the plain values
+    Validated once per run (experiments.config.CacheSettings, RetrySettings) into the plain values
     emotion_probe takes; `wrap` stacks cache (outermost, so hits cost nothing) -> call accounting ->
     retry -> the endpoint's request limit around a backend (emotion_probe.models.wrappers.stack.wrap_backend).
     """
@@ -50,7 +50,7 @@ class RunLayers:
 
     @classmethod
     def from_config(cls, run_cfg: DictConfig) -> RunLayers:
-        from experiments.models import CacheSettings, RetrySettings
+        from experiments.config import CacheSettings, RetrySettings
 
         return cls(validated(CacheSettings, run_cfg.cache, "cache").options(),
                    validated(RetrySettings, run_cfg.retry, "retry").policy())

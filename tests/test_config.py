@@ -13,7 +13,7 @@ from emotion_probe import ConfigError
 from emotion_probe.models.providers.smollm2 import ensure_converted
 from emotion_probe.probe import ProbeSettings
 from experiments.common import build_model, validated
-from experiments.models import load_model, model_config, model_config_names
+from experiments.config import load_model, model_config, model_config_names
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -99,7 +99,7 @@ def test_required_model_fields_are_reported():
 
 @pytest.mark.parametrize("name", sorted(_names("model")))
 def test_model_config_by_name_is_what_the_app_composes(name):
-    # experiments.models.model_config lets Hydra merge the defaults list, so it matches `emolab model=<name>`
+    # experiments.config.model_config lets Hydra merge the defaults list, so it matches `emolab model=<name>`
     # key for key and value for value (vllm and sglang: openai.yaml's keys under their own).
     app = OmegaConf.to_container(_compose(f"model={name}").model)
     assert OmegaConf.to_container(model_config(name)) == app

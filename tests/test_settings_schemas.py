@@ -24,10 +24,9 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import WheelSpec
 from experiments.common import validated
-from experiments.config import probe_settings
 from experiments.generate_scenarios import GeneratorSettings
 from experiments.hierarchy import HierarchySettings
-from experiments.models import CacheSettings, RetrySettings
+from experiments.config import CacheSettings, RetrySettings, probe_settings
 from experiments.negotiation import (
     CheckpointerSettings,
     CustomerPersona,

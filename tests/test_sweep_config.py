@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 
 from emotion_probe import ConfigError
 from experiments.common import seeds_in, validated
-from experiments.models import CacheSettings, RetrySettings
+from experiments.config import CacheSettings, RetrySettings
 from experiments.negotiation import CheckpointerSettings, CustomerPersona, open_checkpointer, with_customer_persona
 from agents.negotiation import NegotiationScenario
 

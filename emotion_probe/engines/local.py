@@ -128,6 +128,16 @@ def with_labels(table: pd.DataFrame, scenarios: list[Scenario]) -> pd.DataFrame:
     return table
 
 
+def probe_chunk(probe: EmotionProbe, ids: list[str], texts: list[str]) -> pd.DataFrame:
+    """One chunk's rows, as both engines write them: id, text, then probe.frame's columns (one per word,
+    and the paper method's rank columns)."""
+    # Scenario files were validated on loading; an empty text here was kept on purpose (keep_empty).
+    frame = probe.frame(texts, allow_empty=True)
+    frame.insert(0, "id", ids)
+    frame.insert(1, "text", texts)
+    return frame
+
+
 def probe_scenarios(
     probe: EmotionProbe,
     scenarios: list[Scenario],
@@ -143,11 +153,7 @@ def probe_scenarios(
         raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
 
     def compute(batch: list[Scenario]) -> pd.DataFrame:
-        # Scenario files were validated on loading; an empty text here was kept on purpose (keep_empty).
-        frame = probe.frame([s.text for s in batch], allow_empty=True)
-        frame.insert(0, "id", [s.id for s in batch])
-        frame.insert(1, "text", [s.text for s in batch])
-        return frame
+        return probe_chunk(probe, [s.id for s in batch], [s.text for s in batch])
 
     manifest = PartsManifest(model=probe.model.name, settings=probe.settings.model_dump(), words=probe.words,
                              model_identity=probe.model.identity())

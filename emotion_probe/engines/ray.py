@@ -34,7 +34,7 @@ from emotion_probe.probe import (
     EmotionProbe,
     ProbeSettings,
 )
-from emotion_probe.engines.local import ID_COLUMNS, with_labels
+from emotion_probe.engines.local import ID_COLUMNS, probe_chunk, with_labels
 from emotion_probe.scenarios import Scenario
 from emotion_probe.wheel import EmotionWheel
 
@@ -151,10 +151,7 @@ class ProbeWorker:
 
         if self.startup_error is not None:
             raise self.startup_error
-        texts = batch["text"].tolist()
-        frame = self.probe.frame(texts, allow_empty=True)  # texts were validated on loading
-        frame.insert(0, "id", batch["id"].tolist())
-        frame.insert(1, "text", texts)
+        frame = probe_chunk(self.probe, batch["id"].tolist(), batch["text"].tolist())
         # Usage is cumulative per worker, so the driver keeps each worker's largest and adds those up.
         frame[PROVENANCE_COLUMN] = json.dumps(
             {"worker": self.worker, "model": self.backend.describe(), "usage": usage_of(self.backend),

@@ -277,9 +277,10 @@ class RetryPolicy:
     """How RetryingBackend retries (`conf/retry`, validated by the experiments): attempts per request, the first
     included (1 = never retry), and the backoff's first delay and ceiling in seconds."""
 
-    max_attempts: int = 3
-    initial_delay_s: float = 1.0
-    max_delay_s: float = 30.0
+    # No defaults: conf/retry/default.yaml holds them (experiments.config.RetrySettings.policy()).
+    max_attempts: int
+    initial_delay_s: float
+    max_delay_s: float
 
 
 class RetryingBackend(BackendWrapper):

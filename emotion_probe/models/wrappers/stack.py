@@ -9,7 +9,7 @@ limit, so a request waiting for its retry holds no slot. The limit is there only
 talks to a server (`endpoint`), and every stack over that endpoint shares its slots.
 
 This module takes plain values (`CacheOptions`, `RetryPolicy`); reading and validating `conf/cache`
-and `conf/retry` is the experiments' business (experiments.models).
+and `conf/retry` is the experiments' business (experiments.config).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ class CacheOptions:
     """The response cache of a stack: its SQLite file (None: `response_cache_path`'s default) and which
     generate() calls it keeps (`cache.CachingBackend`)."""
 
-    path: str | os.PathLike[str] | None = None
-    generate: GenerateCaching = "deterministic"
+    # No defaults: conf/cache/default.yaml holds them (experiments.config.CacheSettings.options()).
+    path: str | os.PathLike[str] | None
+    generate: GenerateCaching
 
 
 def response_cache_path(configured: str | os.PathLike[str] | None) -> Path:
