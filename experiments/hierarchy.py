@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict:
     draw_tree(result.graph, wheel, out_dir / "tree",
               title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
     write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe())
-    _print_metrics(metrics, out_dir)
+    _print_metrics(metrics, list(result.metrics), out_dir)
     return metrics
 
 
@@ -160,7 +160,15 @@ def _plot_sweep(sweep: pd.DataFrame, threshold: float, out_base: Path, title: st
     save_png_and_svg(fig, out_base)
 
 
-def _print_metrics(metrics: dict, out_dir: Path) -> None:
+#: Null-model statistics shown beside their mean in the console table, not on rows of their own (their
+#: standard deviations are in metrics.json only).
+_BESIDE = {"shuffled_alignment_mean": "shuffled_alignment_p_value",
+           "frequency_matched_alignment_mean": "frequency_matched_p_value"}
+_HIDDEN = {*_BESIDE.values(), "shuffled_alignment_std", "frequency_matched_alignment_std"}
+
+
+def _print_metrics(metrics: dict, tree_keys: list[str], out_dir: Path) -> None:
+    """The console table: `tree_keys` are the analysis' metrics (Hierarchy.metrics), in its order."""
     def show(value) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return "-"
@@ -170,16 +178,14 @@ def _print_metrics(metrics: dict, out_dir: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI / p", justify="right")
-    for key in ["parameters", "scenarios", "edges", "nodes", "isolated", "total_path_length", "average_depth",
-                "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean",
-                "frequency_matched_alignment_mean"]:
+    # Every metric the analysis computed gets a row, so a new one in emotion_probe/analysis/hierarchy.py
+    # shows here untouched; spreads and p-values sit beside the value they belong to.
+    for key in ["parameters", "scenarios", *(k for k in tree_keys if k not in _HIDDEN)]:
         beside = ""
         if key in BOOTSTRAP_METRICS and f"{key}_ci_low" in metrics:
             beside = f"[{show(metrics[f'{key}_ci_low'])}, {show(metrics[f'{key}_ci_high'])}]"
-        elif key == "shuffled_alignment_mean":
-            beside = f"p = {show(metrics['shuffled_alignment_p_value'])}"
-        elif key == "frequency_matched_alignment_mean":
-            beside = f"p = {show(metrics['frequency_matched_p_value'])}"
+        elif key in _BESIDE:
+            beside = f"p = {show(metrics[_BESIDE[key]])}"
         table.add_row(key, show(metrics[key]), beside)
     console = Console()
     console.print(table)

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import networkx as nx
 import pandas as pd
 import pytest
+
+from emotion_probe.analysis.hierarchy import structure_metrics
 
 pytestmark = pytest.mark.embedded
 
@@ -43,8 +46,8 @@ def scenario_file(tmp_path_factory) -> Path:
 def test_hierarchy_run_writes_every_artifact(tmp_path, scenario_file):
     run_dir = tmp_path / "run"
     # A 135M model spreads its mass thinly; a lower threshold gives it a tree to draw.
-    _emolab("experiment=hierarchy", f"scenarios={scenario_file}", "hierarchy.threshold=0.15",
-            f"hydra.run.dir={run_dir}", "progress=false", cwd=tmp_path)
+    result = _emolab("experiment=hierarchy", f"scenarios={scenario_file}", "hierarchy.threshold=0.15",
+                     f"hydra.run.dir={run_dir}", "progress=false", cwd=tmp_path)
     for name in ["distributions.parquet", "matching.parquet", "edges.csv", "metrics.json", "tree.png", "tree.svg"]:
         assert (run_dir / name).is_file(), name
     matching = pd.read_parquet(run_dir / "matching.parquet")
@@ -56,6 +59,11 @@ def test_hierarchy_run_writes_every_artifact(tmp_path, scenario_file):
     assert (edges["p_parent_given_child"] > 0.15).all()
     assert (edges["p_child_given_parent"] < edges["p_parent_given_child"]).all()
     assert metrics["parameters"] == 134_515_008
+    # Every metric the analysis computes reaches metrics.json and a row of the console table with no
+    # list to edit, so a metric added to structure_metrics shows up as it is.
+    shown = {line.split("│")[1].strip() for line in result.stdout.splitlines() if line.count("│") >= 3}
+    for key in structure_metrics(nx.DiGraph([("a", "b")])):
+        assert key in metrics and key in shown, key
 
 
 def test_scaling_sweep_and_report(tmp_path, scenario_file):
