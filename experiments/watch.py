@@ -20,37 +20,32 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.wheel import EmotionWheel
 from experiments.live import LiveView, replay, summary_table
 
 
-def _job_settings(run_dir: Path) -> tuple[str | None, int | None, list[str] | None]:
-    """The item on sale, the attempts a turn was allowed and the emotions reported (the primaries of the
-    job's wheel), from the config Hydra saved for the job; None when absent."""
+def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
+    """The item on sale and the attempts a turn was allowed, from the config Hydra saved for the job;
+    None when absent."""
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
-        return None, None, None
+        return None, None
     cfg = OmegaConf.load(saved)
     item = OmegaConf.select(cfg, "scenario.item", default=None)
     retries = OmegaConf.select(cfg, "max_parse_retries", default=None)
-    wheel = OmegaConf.select(cfg, "probe.wheel", default=None)
-    emotions = None
-    if wheel is not None:
-        try:
-            emotions = EmotionWheel.load(wheel).primaries
-        except ConfigError:
-            # A wheel file of the job's machine that is not on this one: the transcript's own labels
-            # (records carry them) name the columns instead.
-            emotions = None
-    return item, (int(retries) + 1 if isinstance(retries, int) else None), emotions
+    return item, (int(retries) + 1 if isinstance(retries, int) else None)
+
+
+#: What the values of a record without its own `emotions` labels are: transcripts written before
+#: records carried labels all reported over the Shaver wheel's primaries, whatever probe.wheel said.
+UNLABELLED_EMOTIONS = ("love", "joy", "surprise", "anger", "sadness", "fear")
 
 
 def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float = 0.5, timeout_s: float | None = None) -> int:
     """Render every transcript record; keep reading until the job writes its summary. Returns records shown."""
     transcript = run_dir / "transcript.jsonl"
-    item, attempts_allowed, emotions = _job_settings(run_dir)
-    if view.emotions is None and emotions is not None:
-        view.emotions = list(emotions)
+    item, attempts_allowed = _job_settings(run_dir)
+    if view.emotions is None:
+        view.emotions = list(UNLABELLED_EMOTIONS)  # until a record names its own (every new one does)
     started = time.monotonic()
     shown = 0
     position = 0

@@ -107,14 +107,14 @@ def _text(console: Console) -> list[str]:
     return [line.rstrip() for line in console.export_text().splitlines()]
 
 
-def _recorded_run(run_dir: Path, *, with_config: bool = True) -> Path:
+def _recorded_run(run_dir: Path, *, with_config: bool = True, wheel: str = "shaver") -> Path:
     """A finished job's files: the transcript, Hydra's saved config, the summary and the trials table."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "transcript.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRANSCRIPT), encoding="utf-8")
     if with_config:
         (run_dir / ".hydra").mkdir()
         OmegaConf.save(OmegaConf.create({"scenario": {"item": "an acorn"}, "max_parse_retries": 2,
-                                         "probe": {"wheel": "shaver"}}),
+                                         "probe": {"wheel": wheel}}),
                        run_dir / ".hydra" / "config.yaml")
     pd.DataFrame([{"trial": 0, "status": "deal", "price": 6.0, "mean_abs_error_pp": 0.0, "js_divergence": 0.0,
                    "turns": 4, "parse_failures": 1, "truncated": 0}]).to_parquet(run_dir / "trials.parquet")
@@ -125,6 +125,14 @@ def _recorded_run(run_dir: Path, *, with_config: bool = True) -> Path:
 def test_watching_a_recorded_transcript_renders_the_expected_view(tmp_path):
     console = _console()
     assert follow(_recorded_run(tmp_path / "job"), LiveView(console, live=True)) == len(TRANSCRIPT)
+    assert _text(console) == EXPECTED.splitlines()
+
+
+def test_records_without_labels_are_shaver_whatever_the_saved_wheel(tmp_path):
+    """Transcripts written before records named their emotions always reported over Shaver's six,
+    even under probe.wheel=ekman (then only the probe used it): the saved wheel must not rename them."""
+    console = _console()
+    follow(_recorded_run(tmp_path / "job", wheel="ekman"), LiveView(console, live=True), follow=False)
     assert _text(console) == EXPECTED.splitlines()
 
 
