@@ -67,8 +67,7 @@ class RetrySettings(BaseModel):
 
     def policy(self) -> RetryPolicy:
         """What wrap_backend takes."""
-        return RetryPolicy(max_attempts=self.max_attempts, initial_delay_s=self.initial_delay_s,
-                           max_delay_s=self.max_delay_s)
+        return RetryPolicy(**self.model_dump())
 
 
 def option_names(group: str) -> list[str]:

@@ -352,5 +352,5 @@ def test_counting_is_safe_across_threads():
 
 def test_retrying_layer_is_transparent_for_attributes():
     provider = ByPrompt()
-    stack = RetryingBackend(CountingBackend(provider))
+    stack = RetryingBackend(CountingBackend(provider), RetryPolicy(3, 1.0, 30.0))
     assert stack.method == "exact-method"  # reach-through to backend attributes still works

@@ -241,8 +241,8 @@ def test_the_retry_layer_reads_the_openai_errors(request, headers, at_least):
     # and find the server's Retry-After on err.response.headers.
     server = _server(request.addfinalizer, failures=[(429, headers), (503, {})])
     waits: list[float] = []
-    backend = RetryingBackend(OpenAIBackend(model="m", base_url=server.url), max_attempts=3,
-                              initial_delay=0.01, max_delay=0.01, sleep=waits.append)
+    backend = RetryingBackend(OpenAIBackend(model="m", base_url=server.url), RetryPolicy(3, 0.01, 0.01),
+                              sleep=waits.append)
     assert backend.generate(HELLO).text == "Hello there!"
     assert len(server.requests) == 3 and backend.retries == 2
     assert at_least <= waits[0] <= at_least * 1.1 and waits[1] <= 0.01
@@ -409,9 +409,10 @@ class Flaky(ModelBackend):
         raise NotImplementedError
 
 
-def _retrying(inner: ModelBackend, **settings) -> tuple[RetryingBackend, list[float]]:
+def _retrying(inner: ModelBackend, max_attempts: int, initial_delay: float = 1.0,
+              max_delay: float = 30.0) -> tuple[RetryingBackend, list[float]]:
     waits: list[float] = []
-    return RetryingBackend(inner, sleep=waits.append, **settings), waits
+    return RetryingBackend(inner, RetryPolicy(max_attempts, initial_delay, max_delay), sleep=waits.append), waits
 
 
 def test_backoff_doubles_with_jitter_up_to_max_delay():
@@ -469,7 +470,7 @@ def test_retry_after_parsing_edge_cases():
 
 def test_bad_retry_settings_are_refused():
     with pytest.raises(ConfigError, match="retry.max_attempts must be >= 1"):
-        RetryingBackend(Flaky(), max_attempts=0)
+        RetryPolicy(max_attempts=0, initial_delay_s=1, max_delay_s=2)
     with pytest.raises(ValueError, match="max_attempts"):
         RetrySettings(max_attempts=0, initial_delay_s=1, max_delay_s=2)
     with pytest.raises(ValueError, match="extra"):

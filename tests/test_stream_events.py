@@ -11,7 +11,7 @@ from rich.console import Console
 from agents.negotiation import NegotiationScenario
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.models.providers.scripted import ScriptedBackend
-from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, RetryPolicy
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.live import LiveView
@@ -79,7 +79,7 @@ def test_tokens_streamed_from_the_batcher_thread_reach_the_stream():
 
 
 def test_a_stream_that_breaks_off_restarts_in_the_view_and_shows_its_text_once():
-    sales = RetryingBackend(DropsOnce([SALES]), max_attempts=2, initial_delay=0, sleep=lambda seconds: None)
+    sales = RetryingBackend(DropsOnce([SALES]), RetryPolicy(2, 0, 30.0), sleep=lambda seconds: None)
     context = NegotiationContext(salesperson_model=sales, customer_model=ScriptedBackend([CUSTOMER, PAID]),
                                  probe=None, wheel=EmotionWheel.load("shaver"), max_parse_retries=0)
     events = [e for e in _events(context) if e.get("speaker") == "salesperson"]
@@ -101,7 +101,7 @@ def test_a_stream_that_breaks_off_restarts_in_the_view_and_shows_its_text_once()
 
 
 def test_a_consumer_without_restart_gets_only_the_text_past_what_it_has():
-    backend = RetryingBackend(DropsOnce(["Hello there, friend"]), max_attempts=2, initial_delay=0,
+    backend = RetryingBackend(DropsOnce(["Hello there, friend"]), RetryPolicy(2, 0, 30.0),
                               sleep=lambda seconds: None)
     pieces: list[str] = []
     assert backend.generate(HELLO, on_token=pieces.append).text == "Hello there, friend"

@@ -2,7 +2,7 @@
 `cache.py`, the per-endpoint request limit in `concurrency.py`, batching in `batching.py`).
 
 Wrappers implement the same interface, so they nest freely:
-    model = CountingBackend(RetryingBackend(OpenAIBackend(model="gpt-4o-mini")))
+    model = CountingBackend(RetryingBackend(OpenAIBackend(model="gpt-4o-mini"), RetryPolicy(3, 1.0, 30.0)))
 `emotion_probe.models.wrappers.stack.wrap_backend` builds the standard stack, and `usage_of(model)`
 reads the accounting of every layer for a run manifest.
 
@@ -282,6 +282,12 @@ class RetryPolicy:
     initial_delay_s: float
     max_delay_s: float
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"retry.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.initial_delay_s < 0 or self.max_delay_s < 0:
+            raise ConfigError(f"retry delays must be >= 0, got initial {self.initial_delay_s}, max {self.max_delay_s}")
+
 
 class RetryingBackend(BackendWrapper):
     """Retries transient failures (`is_transient`) with exponential backoff and jitter; the only retry layer.
@@ -301,20 +307,15 @@ class RetryingBackend(BackendWrapper):
     def __init__(
         self,
         inner: ModelBackend,
-        max_attempts: int = 3,
-        initial_delay: float = 1.0,
-        max_delay: float = 30.0,
+        policy: RetryPolicy,
+        *,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ):
         super().__init__(inner)
-        if max_attempts < 1:
-            raise ConfigError(f"retry.max_attempts must be >= 1, got {max_attempts}")
-        if initial_delay < 0 or max_delay < 0:
-            raise ConfigError(f"retry delays must be >= 0, got initial {initial_delay}, max {max_delay}")
-        self.max_attempts = max_attempts
-        self.initial_delay = initial_delay
-        self.max_delay = max_delay
+        self.max_attempts = policy.max_attempts
+        self.initial_delay = policy.initial_delay_s
+        self.max_delay = policy.max_delay_s
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -329,15 +330,15 @@ class RetryingBackend(BackendWrapper):
         backoff = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
         return backoff * self._rng.uniform(0.5, 1.0)
 
-    def _after_failure(self, attempt: int, err: Exception, what: str) -> float | None:
+    def _after_failure(self, attempt: int, err: Exception, what: str, level: int = logging.WARNING) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, counted and logged; None when `err` is final."""
         if attempt == self.max_attempts or not is_transient(err):
             return None
         delay = self.delay_before_retry(attempt, err)
         with self._lock:
             self.retries += 1
-        log.warning("%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
-                    attempt, self.max_attempts - 1, delay)
+        log.log(level, "%s %s failed (%s: %s); retry %d/%d in %.1fs", self.name, what, type(err).__name__, err,
+                attempt, self.max_attempts - 1, delay)
         return delay
 
     def _retry(self, call: Callable[[], T], what: str, streams: Sequence[_RepeatedStream] = ()) -> T:
@@ -359,17 +360,24 @@ class RetryingBackend(BackendWrapper):
             try:
                 return await send()
             except Exception as err:
-                delay = self._after_failure(attempt, err, "request")
+                # One line per request at DEBUG: a 503 burst over a fan-out of thousands would otherwise
+                # print thousands; the call logs one warning with the count (_per_request).
+                delay = self._after_failure(attempt, err, "request", logging.DEBUG)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _per_request(self, call: Callable[[], T], what: str) -> T:
-        if self.inner.fans_out:
+        if not self.inner.fans_out:
+            return self._retry(call, what)
+        before = self.retries
+        try:
             with handing_down(self):
                 return call()
-        return self._retry(call, what)
+        finally:
+            if (retried := self.retries - before) > 0:  # other threads' calls may count here too: a summary
+                log.warning("%s %s: %d transient request failures retried", self.name, what, retried)
 
     def generate(self, messages, config=None, on_token=None) -> Generation:
         if on_token is None:

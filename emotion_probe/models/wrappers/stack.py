@@ -109,9 +109,7 @@ def wrap_backend(
     if provider.endpoint is not None and provider.max_concurrency is not None:
         backend = ConcurrencyLimit(backend, endpoint_slots(provider.endpoint, provider.max_concurrency))
     if retry is not None and retry.max_attempts > 1:
-        backend = RetryingBackend(
-            backend, max_attempts=retry.max_attempts, initial_delay=retry.initial_delay_s, max_delay=retry.max_delay_s
-        )
+        backend = RetryingBackend(backend, retry)
     backend = CountingBackend(backend)
     if cache is not None:
         backend = CachingBackend(backend, response_cache_path(cache.path), identity, generate=cache.generate)
