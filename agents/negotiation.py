@@ -80,14 +80,9 @@ def listed(emotions: Sequence[str], conjunction: str = "and") -> str:
 
 
 class EmotionReport(BaseModel):
-    """Whole-number percentages over the run's emotions (its wheel's primaries).
-
-    Only the base of the per-set schemas `emotion_report(emotions)` builds, which has one field per
-    emotion. A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and
-    its raw sum is kept (`raw_sum`) so that a study can see how far off the model was. A zero sum says
-    nothing and is invalid. Studies that want the sum itself checked pass a tolerance in the
-    validation context: `model_validate(data, context={"sum_tolerance": 5})`.
-    """
+    """Whole-number percentages over the run's emotions (its wheel's primaries): the base of the per-set
+    schemas `emotion_report(emotions)` builds, one field per emotion, whose docstring (_REPORT_DOC, the
+    description a backend's structured output sees) says how the values are checked and renormalized."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -101,11 +96,6 @@ class EmotionReport(BaseModel):
         if tolerance is not None and abs(total - 100) > tolerance:
             raise ValueError(f"the {count} percentages sum to {total}, not 100 (tolerance {tolerance:g})")
         return self
-
-    @classmethod
-    def emotions(cls) -> tuple[str, ...]:
-        """The emotions the schema reports over, in order (as the JSON names them)."""
-        return tuple(field.alias or name for name, field in cls.model_fields.items())
 
     @property
     def raw_sum(self) -> int:
@@ -278,8 +268,12 @@ class AgentTurn(NamedTuple):
 def agent_turns(emotions: Sequence[str]) -> dict[str, AgentTurn]:
     """The one place that pairs each agent with its prompt and its schema, over the run's emotions (its
     wheel's primaries): the negotiation graph asks with these, and `emolab experiment=preview` shows
-    them, so the preview cannot drift from what runs."""
-    emotions = tuple(emotions)
+    them, so the preview cannot drift from what runs. Built once per emotion set (the graph asks every turn)."""
+    return _agent_turns(tuple(emotions))
+
+
+@cache
+def _agent_turns(emotions: tuple[str, ...]) -> dict[str, AgentTurn]:
     schemas = turn_schemas(emotions)
     return {
         "salesperson": AgentTurn(partial(salesperson_messages, emotions=emotions), schemas.salesperson),

@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -116,6 +117,15 @@ def authors_first_word(tokens: Sequence[str], words: set[str]) -> str | None:
     return next((piece for piece in _AUTHORS_WORD_PATTERN.findall(text) if piece in words), None)
 
 
+def _same_wheel_source(loaded_from: str, configured: str) -> bool:
+    """Whether a wheel loaded from `loaded_from` is the one `probe.wheel` names: the same bundled name,
+    or the same file however the path is spelled ("x.yaml", "./x.yaml", an absolute path)."""
+    if loaded_from == configured:
+        return True
+    a, b = Path(loaded_from).expanduser(), Path(configured).expanduser()
+    return a.is_file() and b.is_file() and a.resolve() == b.resolve()
+
+
 class EmotionProbe:
     """Score a wheel's words as the next word after each rendered prompt.
 
@@ -138,7 +148,7 @@ class EmotionProbe:
             raise TypeError(f"EmotionProbe takes validated ProbeSettings, not {type(settings).__name__}: "
                             "use experiments.config.probe_settings(...) or ProbeSettings.model_validate(...)")
         # settings.wheel is what manifests and resume checks record, so it must name the wheel in use.
-        if wheel.source is not None and wheel.source != settings.wheel:
+        if wheel.source is not None and not _same_wheel_source(wheel.source, settings.wheel):
             raise ConfigError(f"probe.wheel is {settings.wheel!r} but the probe was given the wheel loaded from "
                               f"{wheel.source!r}; load the wheel from probe.wheel")
         self.settings = settings

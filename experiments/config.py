@@ -36,7 +36,7 @@ from experiments.common import validated
 __all__ = ["CacheSettings", "RetrySettings", "build_probe", "compose_group", "load_model", "model_config",
            "model_config_names", "probe_settings", "settings_from_conf"]
 
-#: Hydra's behaviour version, as the `emolab` app and the tests compose with.
+#: Hydra's behaviour version: the `emolab` app's (experiments/main.py), which compositions here must match.
 HYDRA_VERSION_BASE = "1.3"
 
 S = TypeVar("S", bound=BaseModel)

@@ -57,10 +57,11 @@ from environments.negotiation import (
 )
 from environments.timing import NodeTimings
 from experiments.callbacks import claim_run_dir
-from experiments.common import RunLayers, build_model, json_safe, output_dir, validated, write_manifest
+from experiments.common import RunLayers, build_model, output_dir, validated, write_manifest
 from experiments.live import LiveView, stdout_is_live, summary_table
 from experiments.negotiation_report import NEGOTIATION_REPORT
 from experiments.reporting import register
+from emotion_probe.analysis.stats import json_safe
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     correlation_caption,
@@ -69,7 +70,6 @@ from emotion_probe.analysis.negotiation import (
     error_price_correlation,
     trial_row,
 )
-from emotion_probe.analysis.negotiation import trial_metrics as trial_metrics  # re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ def _summary(trials: pd.DataFrame, scenario: NegotiationScenario, analysis: Anal
 
     Means skip what is missing: a trial with no scored prediction has no error, and with
     `analysis.no_sale_price=exclude` a trial without a sale has no price. Missing statistics are
-    None, never NaN, so the file is strict JSON (experiments.common.json_safe).
+    None, never NaN, so the file is strict JSON (emotion_probe.analysis.stats.json_safe).
     """
     status = trials["status"]
     deals = trials[trials["deal"]]

@@ -37,7 +37,7 @@ from experiments.reporting import (
 class NegotiationSummary(BaseModel):
     """A negotiation job's summary.json (experiments.negotiation._summary).
 
-    The fields after `parse_failures` came with the paper's measurement (negotiation_metrics); files
+    The fields after `parse_failures` came with the paper's measurement (emotion_probe.analysis.negotiation); files
     written before it lack them and read as None.
     """
 

@@ -63,8 +63,10 @@ def run(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
     model = build_model(cfg.model, cfg)
     agent = PersonaAgent(persona, wheel)
-    # The persona's prompt replaces probe.template; every other setting is the run's, validated above.
-    probe = EmotionProbe(model, wheel, probe_settings.model_copy(update={"template": agent.probe_template}))
+    # The persona's prompt replaces probe.template; every other setting is the run's. Validated with the
+    # template in place (model_copy would skip the {text} check).
+    persona_probe = validated(ProbeSettings, {**probe_settings.model_dump(), "template": agent.probe_template}, "probe")
+    probe = EmotionProbe(model, wheel, persona_probe)
     # Contextual calibration: the persona's prior over emotions when there is nothing to read. Under
     # probe.method=paper it has zeros (words outside the top k); calibrated_argmax floors them.
     prior = content_free_prior(probe.distribution(settings.content_free_inputs))

@@ -10,7 +10,9 @@ the page reads, belong to that experiment. Each experiment module declares both 
 
 The registry is keyed by the task a job's config names, and the module that owns a task is imported
 only when a sweep holds a job that ran it (`report_for`). So the report never imports an experiment
-by name, no import cycle appears, and adding an experiment touches its own module and YAML only.
+by name, no import cycle appears, and adding an experiment touches its own module and YAML only. (A
+report option for users to tune is the exception: it is a key of conf/experiment/report.yaml, validated
+by ReportSettings, as negotiation's max_trial_figures and persona_bias' pairs are.)
 
 Everything here reads files written by other runs, so every reader validates (pydantic) and turns a
 bad file into one ConfigError naming it.
@@ -25,6 +27,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,8 +55,6 @@ LEADING_COLUMNS = ("job", "experiment", "table")
 #: written last, so a job that has one completed.
 COMPLETED = "COMPLETED"
 UNKNOWN = "UNKNOWN (no job.json, no manifest.json)"
-
-M = TypeVar("M", bound=BaseModel)
 
 
 class ReportSettings(BaseModel):
@@ -349,10 +350,16 @@ class Loaded:
 
 
 def job_wheel(job: Job) -> EmotionWheel:
+    """The wheel the job probed with (its saved probe.wheel), loaded once per name for the whole report."""
     wheel = job.config.get("probe", {}).get("wheel")
     if not isinstance(wheel, str):
         raise ConfigError(f"{job.path}: the job's config has no probe.wheel")
-    return EmotionWheel.load(wheel)
+    return _load_wheel(wheel)
+
+
+@cache
+def _load_wheel(name: str) -> EmotionWheel:
+    return EmotionWheel.load(name)
 
 
 # --- report.html -------------------------------------------------------------------------------

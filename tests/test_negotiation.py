@@ -23,7 +23,7 @@ from emotion_probe import ConfigError, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.common import validated
-from experiments.negotiation import trial_metrics
+from emotion_probe.analysis.negotiation import trial_metrics
 from experiments.config import build_probe
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "scenario"

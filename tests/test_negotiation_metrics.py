@@ -16,7 +16,8 @@ from scipy import stats
 from agents.negotiation import NegotiationScenario
 from emotion_probe.errors import ConfigError
 from experiments import negotiation as negotiation_experiment
-from experiments.common import json_safe, validated, write_json_atomic
+from emotion_probe.analysis.stats import json_safe
+from experiments.common import validated, write_json_atomic
 from experiments.negotiation import NegotiationSettings, _summary
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,

@@ -196,3 +196,18 @@ def test_emotion_probe_refuses_a_wheel_other_than_probe_wheel():
     # Manifests and resume checks record probe.wheel as the wheel in use, so it must be that wheel.
     with pytest.raises(ConfigError, match="probe.wheel is 'shaver' but the probe was given the wheel loaded from 'ekman'"):
         EmotionProbe(ScriptedBackend(continuation_logprobs={}), EmotionWheel.load("ekman"), probe_settings())
+
+
+def test_emotion_probe_takes_a_wheel_file_however_its_path_is_spelled(tmp_path, monkeypatch):
+    from importlib import resources
+
+    (tmp_path / "mine.yaml").write_text((resources.files("emotion_probe") / "data" / "wheels" / "ekman.yaml")
+                                        .read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    wheel = EmotionWheel.load(tmp_path / "mine.yaml")  # loaded from the absolute path ...
+    probe = EmotionProbe(ScriptedBackend(continuation_logprobs={}), wheel, probe_settings(wheel="./mine.yaml"))
+    assert probe.wheel is wheel  # ... while probe.wheel names the same file relative to the working dir
+    other = tmp_path / "other.yaml"
+    other.write_text((tmp_path / "mine.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="probe.wheel is 'other.yaml'"):
+        EmotionProbe(ScriptedBackend(continuation_logprobs={}), wheel, probe_settings(wheel="other.yaml"))

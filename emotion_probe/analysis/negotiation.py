@@ -27,7 +27,7 @@ from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from emotion_probe.analysis.stats import json_safe
 
-__all__ = ["AnalysisSettings", "dumps_strict", "error_price_correlation", "json_safe", "paired_rounds",
+__all__ = ["AnalysisSettings", "dumps_strict", "error_price_correlation", "paired_rounds",
            "trial_metrics", "trial_price", "trial_row"]
 
 Pairing = Literal["response", "previous"]
@@ -123,8 +123,9 @@ def trial_metrics(turns: Sequence[dict], pairing: Pairing = "response", *,
         if emotions is not None and not len(p) == len(q) == len(emotions):
             raise ValueError(f"a report or prediction has {len(p)} or {len(q)} values, not one per emotion "
                              f"({len(emotions)})")
-        by_emotion.append(np.abs(p - q))
-        errors.append(float(np.abs(p - q).mean()))
+        difference = np.abs(p - q)
+        by_emotion.append(difference)
+        errors.append(float(difference.mean()))
         divergences.append(float(jensenshannon(p / 100, q / 100, base=2) ** 2))
     dialogue = _dialogue(turns)
     report_sums = [float(t["report_sum"]) for t in dialogue if t.get("report_sum") is not None]
