@@ -473,7 +473,6 @@ def interval(low: float | None, high: float | None) -> str | None:
     return None if low is None or high is None else f"[{low:.3g}, {high:.3g}]"
 
 
-
 # --- the registry: what each experiment's jobs wrote, and its section of report.html -------------
 
 
@@ -484,7 +483,7 @@ class JobTable:
     name: str  # the `table` column of its rows in results.parquet
     file: str  # path inside the job dir
     read: Callable[[Path], pd.DataFrame]  # validates the file; a bad one raises ConfigError naming it
-    description: str  # what one row is, for the schema in the README and experiments/report.py
+    description: str  # what one row is: the schema of its rows in results.parquet, for readers of the code
 
 
 @dataclass
