@@ -88,13 +88,45 @@ def test_a_seeded_greedy_prompt_gives_the_same_text_alone_and_batched(smollm2):
     json.loads(alone.text)
 
 
-def test_each_row_samples_with_its_own_seed_alone_or_batched(smollm2):
+def test_each_row_draws_from_its_own_generator_whatever_the_batch(smollm2):
+    """Seeded sampling is per row: the same seed gives the same draws for the same logits, whatever rows sample beside it.
+
+    Texts sampled at temperature > 0 alone and in a batch are not compared: the batch shape changes the
+    floating-point sums of the logits, and at temperature 1.0 that can flip a token on one CPU and not on
+    another (`make bench` measures how often). What must hold everywhere is tested here: each row's
+    generator starts from its own seed, and a row's draw depends on its logits and generator alone.
+    """
+    import torch
+
     messages = [{"role": "user", "content": "Write one sentence about an acorn."}]
     configs = [GenerateConfig(max_tokens=24, temperature=1.0, seed=seed) for seed in (11, 12, 13)]
-    alone = [smollm2.generate_batch([messages], [config])[0].text for config in configs]
-    together = [reply.text for reply in smollm2.generate_batch([messages] * 3, configs)]
-    assert together == alone
-    assert len(set(alone)) == 3
+    alone = [smollm2._rows([messages], [config], [None], first_index=0)[0] for config in configs]
+    batched = smollm2._rows([messages] * 3, configs, [None] * 3, first_index=0)
+    for one, row, seed in zip(alone, batched, (11, 12, 13)):
+        assert torch.equal(one.generator.get_state(), row.generator.get_state())
+        assert torch.equal(row.generator.get_state(), torch.Generator().manual_seed(seed).get_state())
+
+    logits = torch.randn(smollm2.model.config.vocab_size, generator=torch.Generator().manual_seed(0)) * 3
+    sampling = GenerateConfig(temperature=1.0, top_p=0.95)
+
+    def draws(seed: int, neighbours: list[int], steps: int = 40) -> list[int]:
+        own = torch.Generator().manual_seed(seed)
+        others = [torch.Generator().manual_seed(s) for s in neighbours]
+        tokens = []
+        for _ in range(steps):  # one decoding step: every row of the batch samples once, in order
+            for other in others[: len(others) // 2]:
+                smollm2._sample(logits, sampling, other)
+            tokens.append(smollm2._sample(logits, sampling, own))
+            for other in others[len(others) // 2:]:
+                smollm2._sample(logits, sampling, other)
+        return tokens
+
+    for seed in (11, 12, 13):
+        assert draws(seed, []) == draws(seed, [12, 13]) == draws(seed, [1, 2, 3, 4, 5, seed])
+    assert len({tuple(draws(seed, [])) for seed in (11, 12, 13)}) == 3  # seeds are independent draws
+
+    # End to end: three seeds in one batch give three replies (rows do not share one stream of draws).
+    assert len({reply.text for reply in smollm2.generate_batch([messages] * 3, configs)}) == 3
 
 
 def test_a_request_that_joins_a_running_batch_gets_the_text_it_gets_alone(smollm2):
@@ -104,7 +136,8 @@ def test_a_request_that_joins_a_running_batch_gets_the_text_it_gets_alone(smollm
     schema, messages = SCHEMAS["salesperson"]
     late_messages = SCHEMAS["customer"][1]
     long = GenerateConfig(max_tokens=60, temperature=0.0, seed=1)
-    late = GenerateConfig(max_tokens=60, temperature=0.7, seed=5, response_schema=SCHEMAS["customer"][0])
+    # Greedy: at temperature > 0 the joined batch's other floating-point sums may flip a sampled token.
+    late = GenerateConfig(max_tokens=60, temperature=0.0, seed=5, response_schema=SCHEMAS["customer"][0])
     alone = smollm2.generate_batch([late_messages], [late])[0].text
     batched = BatchingBackend(smollm2, max_batch=4, wait_s=0.0)
     started = threading.Event()
