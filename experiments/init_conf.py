@@ -11,6 +11,7 @@ starter files have names the package does not use. Files already there are never
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -123,6 +124,13 @@ def write_starter(folder: Path, shown_as: str | None = None) -> list[Path]:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"dir: {folder} exists and is not a directory")
     targets = {folder / relative: text for relative, text in STARTER.items()}
+    # A symlink inside the folder (even one that points nowhere yet) would carry a write outside it.
+    for target in targets:
+        path = folder
+        for part in target.relative_to(folder).parts:
+            path = path / part
+            if path.is_symlink():
+                raise ConfigError(f"dir: {path} is a symlink; init_conf writes only real files inside {folder}")
     taken = [path for path in targets if path.exists()]
     if taken:
         raise ConfigError(f"dir: {taken[0]} already exists; init_conf never overwrites a file "
@@ -130,7 +138,13 @@ def write_starter(folder: Path, shown_as: str | None = None) -> list[Path]:
     override = searchpath_override(shown_as or str(folder))
     for path, text in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace(_SEARCHPATH, override), encoding="utf-8")
+        # Exclusive create, no following: a file or link that appeared since the checks above is refused.
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            raise ConfigError(f"dir: {path} already exists; init_conf never overwrites a file") from None
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text.replace(_SEARCHPATH, override))
     return list(targets)
 
 

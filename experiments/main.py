@@ -10,8 +10,7 @@ dropping its streams) ends the same way: the input is fine, and what the run wro
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -27,13 +26,16 @@ from rich.console import Console
 from rich.text import Text
 
 from emotion_probe.errors import ConfigError, EmolabError
+from emotion_probe.redaction import redact, redacted
 from experiments.callbacks import finished_job
+from experiments.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
 
 USER_ERROR = 2
 
 
 def _report(message: str, details: str = "") -> None:
     # One unwrapped line, and no markup parsing: messages quote user text like "[x]".
+    message, details = redact(message), redact(details)
     console = Console(stderr=True, soft_wrap=True)
     console.print(Text.assemble(("error: ", "bold red"), message))
     if details:
@@ -41,34 +43,17 @@ def _report(message: str, details: str = "") -> None:
 
 
 def load_task(path: str) -> Callable[[DictConfig], Any]:
-    """The experiment function named by `task` ("package.module.function").
+    """The experiment function named by `task`: only a registered experiment (experiments.registry)."""
+    from experiments.registry import load_experiment
 
-    A typo in the path is the user's: ConfigError. A module that exists but fails to import for a
-    missing dependency is reported with the real cause (usually an extra to install); any other
-    failure inside the module is a bug and keeps its traceback.
-    """
-    module_name, _, attribute = path.rpartition(".")
-    try:
-        found = bool(module_name) and importlib.util.find_spec(module_name) is not None
-    except ImportError:  # a parent package is missing
-        found = False
-    if not found:
-        raise ConfigError(f"task {path!r} (set by the experiment config): no module {module_name or path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"task {path!r} (set by the experiment config) cannot be imported: "
-                          f"{type(err).__name__}: {err}") from err
-    task = getattr(module, attribute, None)
-    if not callable(task):
-        raise ConfigError(f"task {path!r} (set by the experiment config): module {module_name!r} "
-                          f"has no function {attribute!r}")
-    return task
+    return load_experiment(path, "task (set by the experiment config)")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def app(cfg: DictConfig) -> object:
+    _redact_logs()
     try:
+        check_composed(cfg)
         task = load_task(cfg.task)
         finished = finished_job(cfg)
         if finished is not None:
@@ -97,6 +82,50 @@ def _resume_hint() -> str:
     if hydra.mode == RunMode.MULTIRUN:
         return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
     return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks URL credentials in every log line (a key pasted into base_url, a PostgreSQL URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _redact_logs() -> None:
+    """Put the filter on every handler Hydra configured for this job (console and the job's .log file)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactingFilter) for f in handler.filters):
+            handler.addFilter(_RedactingFilter())
+
+
+@contextmanager
+def _redacted_hydra_records() -> Iterator[None]:
+    """Hydra copies the config and the command line into .hydra/{config,hydra,overrides}.yaml: masked, and
+    written under a temporary name then renamed, so a reader never sees half a file."""
+    from hydra.core import utils as hydra_core_utils
+    from omegaconf import OmegaConf
+
+    original = hydra_core_utils._save_config
+
+    def save_config(cfg: Any, filename: str, output_dir: Any) -> None:
+        from pathlib import Path
+
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        clean = OmegaConf.create(redacted(OmegaConf.to_container(cfg, resolve=False)))
+        staging = output_dir / f".{filename}.tmp"
+        staging.write_text(OmegaConf.to_yaml(clean), encoding="utf-8")
+        staging.replace(output_dir / filename)
+
+    hydra_core_utils._save_config = save_config
+    try:
+        yield
+    finally:
+        hydra_core_utils._save_config = original
 
 
 def split_hydra_error(err: CompactHydraException) -> tuple[str, str]:
@@ -136,6 +165,9 @@ def _hydra_errors_as_user_errors() -> Iterator[None]:
                 return func()
             except InstantiationException:
                 raise  # a broken _target_ in our own conf (a callback, a launcher) is a bug
+            except EmolabError as err:  # a config file refused while Hydra loaded it (experiments.config_guard)
+                _report(str(err))
+                sys.exit(USER_ERROR)
             except CompactHydraException as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -153,7 +185,14 @@ def _hydra_errors_as_user_errors() -> Iterator[None]:
 
 def main() -> None:
     """The `emolab` console script."""
-    with _hydra_errors_as_user_errors():
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        check_option_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides, shipped_groups())
+    except EmolabError as err:
+        _report(str(err))
+        sys.exit(USER_ERROR)
+    with _hydra_errors_as_user_errors(), guarded_config_loading(), _redacted_hydra_records():
         app()
 
 

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_module
 from emotion_probe import ConfigError
 from experiments.common import seeds_in, validated
 from experiments.config import CacheSettings, RetrySettings
-from experiments.negotiation import CheckpointerSettings, CustomerPersona, open_checkpointer, with_customer_persona
+from experiments.checkpointer import CheckpointerSettings, open_checkpointer
+from experiments.negotiation import CustomerPersona, with_customer_persona
 from agents.negotiation import NegotiationScenario
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -31,6 +31,10 @@ def instantiate_backend(config: Any) -> ModelBackend:
         config = OmegaConf.create(config)
     if "_target_" not in config:
         raise ConfigError("model config has no _target_ naming the backend class to build")
+    from emotion_probe.models.registry import check_model_config
+
+    # Before Hydra sees it: instantiate would call any importable name, at any depth of the node.
+    check_model_config(OmegaConf.to_container(config, resolve=False))
     missing = [key for key in config if OmegaConf.is_missing(config, key)]
     if missing:
         raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")

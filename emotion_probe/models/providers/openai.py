@@ -72,6 +72,7 @@ from emotion_probe.models.base import (
     request_layers,
     send_through,
 )
+from emotion_probe.redaction import redact
 from emotion_probe.errors import ConfigError, EmolabError, TokenizationMismatch
 
 log = logging.getLogger(__name__)
@@ -232,13 +233,14 @@ class OpenAIBackend(ModelBackend):
 
         self.name = name or model
         self.model_name = model
-        self.base_url = base_url
+        # What describe(), repr and error messages show: a key pasted into the URL is masked (the client keeps it).
+        self.base_url = redact(base_url) if base_url is not None else None
         self.probe_method: ProbeMethod = probe_method
         self.top_logprobs = top_logprobs
         #: Requests one fan-out keeps in flight; stacks over one endpoint share a limit of this size (ConcurrencyLimit).
         self.max_concurrency = max_concurrency
         self.structured_output: StructuredOutput = structured_output
-        self.endpoint = (base_url or OPENAI_API_URL).rstrip("/")
+        self.endpoint = redact(base_url or OPENAI_API_URL).rstrip("/")
         self._openai = openai
         # The key lives only inside the client (never in an attribute of ours, a repr or describe()).
         # max_retries=0: RetryingBackend is the one retry layer; client retries underneath it would

@@ -1,0 +1,168 @@
+"""Config files are data: what a file on Hydra's search path may say, checked as Hydra loads it.
+
+emolab's own config (`pkg://conf`) and Hydra's are trusted. A folder the user puts on the search path
+(`hydra.searchpath=[file://my_conf]`, `--config-dir`) often holds files from colleagues, so each of its
+files is checked before Hydra composes it:
+
+- it writes only its own group: a `# @package` header may not move it elsewhere (an experiment preset,
+  which sets keys across groups by design, may write anywhere but the `hydra` node);
+- its defaults list may not pull anything into another package, nor choose Hydra's own groups
+  (launchers, callbacks and logging are built by Hydra before any emolab code runs);
+- it may name a `_target_` only at the root of a model config, and only a registered provider
+  (emotion_probe.models.registry), which `instantiate_backend` checks again before building;
+- it may not read environment variables (`${oc.env:...}`), where keys live.
+
+Every file, shipped or not, is also loaded only by a plain option name: `scenario=../../x` is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from emotion_probe.errors import ConfigError
+from emotion_probe.models.registry import check_model_config, nested_targets
+
+#: Sources whose files are emolab's or Hydra's own (package resources, `pkg://`), or Hydra's schemas.
+TRUSTED_SOURCES = ("ImportlibResourcesConfigSource", "StructuredConfigSource")
+#: An option name: a file name in its group's folder, without folders or dots that climb.
+OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+#: Resolvers that read the environment or decode text into config: never from a shared file.
+FORBIDDEN_RESOLVER = re.compile(r"\$\{\s*oc\.(env|decode)\s*:")
+#: Where an experiment preset may place a model config (its `_target_` is checked as a model's).
+MODEL_NODES = ("model", "salesperson.model", "customer.model")
+
+
+def _is_model_group(group: str) -> bool:
+    return group == "model" or group.endswith("/model")
+
+
+def check_config_path(config_path: str) -> None:
+    """Refuse a config loaded by a path that climbs out of its group or is absolute (`scenario=../../x`)."""
+    parts = config_path.split("/")
+    if config_path.startswith("/") or "\\" in config_path or any(part in ("..", ".") for part in parts):
+        group, _, name = config_path.rpartition("/")
+        raise ConfigError(f"{config_path!r}: a config option is a name of a file in its group's folder, "
+                          "without '/', '..' or an absolute path")
+
+
+def check_user_file(source: str, config_path: str, result: Any) -> None:
+    """Refuse a file of a user's config folder that writes, builds or reads what it may not (see the module doc)."""
+    group = config_path.rpartition("/")[0]
+    where = f"{source.removeprefix('file://')}/{config_path}.yaml"
+    if group == "hydra" or group.startswith("hydra/"):
+        raise ConfigError(f"{where}: a config folder may not provide Hydra's own configs ({group}/)")
+    own_package = group.replace("/", ".")
+    preset = group == "experiment"
+    package = (result.header or {}).get("package")
+    if package not in (None, "_group_", own_package) and not (preset and package == "_global_"):
+        raise ConfigError(f"{where}: '# @package {package}' writes outside its group {group!r}; a file of a config "
+                          f"folder may only write its own group (experiment presets: anywhere but hydra)")
+    for entry in result.defaults_list or []:
+        target_group = (getattr(entry, "group", None) or getattr(entry, "path", None) or "").lstrip("/")
+        if target_group == "hydra" or target_group.startswith("hydra/"):
+            raise ConfigError(f"{where}: its defaults list may not choose Hydra's own configs ({target_group})")
+        if entry.package not in (None, "_here_", "_group_") and not (
+                preset and not entry.package.startswith(("hydra", "_global_.hydra")) and entry.package != "_global_"):
+            raise ConfigError(f"{where}: its defaults list places {target_group!r} at @{entry.package}, "
+                              "outside the file's own group")
+    content = OmegaConf.to_container(result.config, resolve=False) if result.config is not None else {}
+    if not isinstance(content, dict):
+        return
+    if (preset and package == "_global_") and "hydra" in content:
+        raise ConfigError(f"{where}: a config folder's preset may not set the hydra node")
+    for path in nested_targets(content):
+        node_path = path.removesuffix("._target_") if path != "_target_" else ""
+        if _is_model_group(group) and node_path == "":
+            check_model_config(content, where)
+        elif preset and package == "_global_" and node_path in MODEL_NODES:
+            check_model_config(OmegaConf.to_container(OmegaConf.select(result.config, node_path)), f"{where}: {node_path}")
+        else:
+            raise ConfigError(f"{where}: {path}: only a model config's root may name a _target_ "
+                              "(a config file is data; it may not build objects)")
+    text = OmegaConf.to_yaml(result.config) if result.config is not None else ""
+    if FORBIDDEN_RESOLVER.search(text):
+        raise ConfigError(f"{where}: a config folder's file may not read environment variables or decode text "
+                          "(${oc.env:...}, ${oc.decode:...}); pass such values on the command line")
+
+
+def check_option_overrides(overrides: list[str], groups: set[str]) -> None:
+    """Refuse a command-line choice of a config group whose option is not a plain name (`scenario=../x`, `model=/tmp/x`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # Hydra reports a malformed override itself, in its own words
+    for override in parsed:
+        group = override.key_or_group.lstrip("+~")
+        if group not in groups or override.value() is None:
+            continue
+        options = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        for option in options:
+            if not OPTION_NAME.fullmatch(option):
+                raise ConfigError(f"{override.input_line}: a config option is a name of a file in conf/{group}/ "
+                                  "(no '/', '..' or absolute paths); put your own files in a config folder "
+                                  "on hydra.searchpath")
+
+
+def shipped_groups() -> set[str]:
+    """Every config group of the shipped conf/ ("model", "salesperson/model", "hydra/launcher", ...)."""
+    from importlib import resources
+
+    groups: set[str] = set()
+
+    def walk(folder: Any, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                name = f"{prefix}{entry.name}"
+                groups.add(name)
+                walk(entry, f"{name}/")
+
+    walk(resources.files("conf"), "")
+    return groups | {"hydra/launcher", "hydra/sweeper", "hydra/job_logging", "hydra/hydra_logging", "hydra/callbacks"}
+
+
+@contextmanager
+def guarded_config_loading() -> Iterator[None]:
+    """While Hydra composes, every config file it loads is checked first (see the module doc)."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra.core.object_type import ObjectType
+
+    original = ConfigRepository.load_config
+
+    def load_config(self: ConfigRepository, config_path: str) -> Any:
+        check_config_path(config_path)
+        result = original(self, config_path)
+        if result is not None:
+            source = self._find_object_source(config_path=config_path, object_type=ObjectType.CONFIG)
+            if source is not None and type(source).__name__ not in TRUSTED_SOURCES:
+                check_user_file(source.path, config_path, result)
+        return result
+
+    ConfigRepository.load_config = load_config
+    try:
+        yield
+    finally:
+        ConfigRepository.load_config = original
+
+
+def check_composed(cfg: Any) -> None:
+    """The composed run config, before the task starts: its `task` is registered, and a `_target_`
+    appears only at the root of a model node, naming a registered provider (whatever file or override put it there)."""
+    from experiments.registry import check_task
+
+    data = OmegaConf.to_container(cfg, resolve=False)
+    data.pop("hydra", None)
+    check_task(data.get("task"))
+    for path in nested_targets(data):
+        node_path = path.removesuffix("._target_")
+        if node_path in MODEL_NODES:
+            check_model_config(OmegaConf.to_container(OmegaConf.select(cfg, node_path), resolve=False), node_path)
+        else:
+            raise ConfigError(f"{path}: only a model config's root may name a _target_ "
+                              "(a config is data; it may not build objects)")

@@ -1,0 +1,214 @@
+"""A file from a colleague is data: config folders, job files and checkpoints never run code.
+
+Each test hands `emolab` a crafted file, as a user would receive one, runs the real command, and checks
+that it ends with one `error:` line and exit 2, and that what the file asked for did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _emolab(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
+    lines = result.stderr.splitlines()
+    assert lines and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def victim(tmp_path: Path) -> tuple[Path, Path]:
+    """A file of the user's, and the file a crafted config would copy over it."""
+    mine, planted = tmp_path / "mine.txt", tmp_path / "planted.txt"
+    mine.write_text("my notes\n")
+    planted.write_text("overwritten\n")
+    return mine, planted
+
+
+def _folder(tmp_path: Path, files: dict[str, str]) -> str:
+    folder = tmp_path / "shared_conf"
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return f"hydra.searchpath=[file://{folder}]"
+
+
+COPY = "{{_target_: shutil.copyfile, _args_: [{planted}, {mine}]}}"
+
+
+@pytest.mark.parametrize("text", [
+    # The reported hole: a scenario that writes into the global package, reaching the model node.
+    "# @package _global_\nscenario:\n  name: x\nmodel:\n  extra: " + COPY + "\n",
+    # The same without a header, from inside its own group.
+    "name: x\nnotes: " + COPY + "\n",
+    # A scenario that pulls a Hydra callback in through its defaults list.
+    "# @package _global_\nhydra:\n  callbacks:\n    evil: " + COPY + "\n",
+])
+def test_a_scenario_file_cannot_build_anything(tmp_path, victim, text):
+    mine, planted = victim
+    searchpath = _folder(tmp_path, {"scenario/shared.yaml": text.format(planted=planted, mine=mine)})
+    error = _error_line(_emolab(tmp_path, "experiment=negotiation", searchpath, "scenario=shared", "model=scripted",
+                                f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "shared.yaml" in error
+    assert mine.read_text() == "my notes\n"
+
+
+def test_a_model_file_may_name_only_a_registered_provider(tmp_path, victim):
+    mine, planted = victim
+    searchpath = _folder(tmp_path, {"model/shared.yaml": f"_target_: shutil.copyfile\nsrc: {planted}\ndst: {mine}\n"})
+    error = _error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=shared",
+                                f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "'shutil.copyfile' is not a registered model provider" in error, error
+    assert mine.read_text() == "my notes\n"
+    # A registered provider with a nested _target_ is refused too (instantiate is recursive).
+    searchpath = _folder(tmp_path, {"model/nested.yaml": "defaults:\n  - scripted\n  - _self_\n"
+                                                         f"responses: {COPY.format(planted=planted, mine=mine)}\n"})
+    error = _error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=nested",
+                                f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "only a model config's root may name a _target_" in error, error
+    assert mine.read_text() == "my notes\n"
+
+
+def test_a_command_line_target_is_checked_as_well(tmp_path, victim):
+    mine, planted = victim
+    error = _emolab(tmp_path, "experiment=negotiation", "salesperson/model=scripted",
+                    "salesperson.model._target_=shutil.copyfile", f"+salesperson.model.src={planted}",
+                    f"+salesperson.model.dst={mine}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "is not a registered model provider" in _error_line(error)
+    assert mine.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("option", ["../../outside", "/etc/passwd", "sub/../../x"])
+def test_group_options_are_names(tmp_path, option):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("name: outside\n")
+    error = _error_line(_emolab(tmp_path / "..", "experiment=preview", f"scenario={option}"))
+    assert "a config option is a name of a file" in error, error
+
+
+def test_a_shared_file_cannot_read_the_environment(tmp_path):
+    searchpath = _folder(tmp_path, {"scenario/leaky.yaml": "defaults:\n  - acorn\n  - _self_\n"
+                                                            "customer_persona: ${oc.env:SECRET_KEY}\n"})
+    result = _emolab(tmp_path, "experiment=preview", searchpath, "scenario=leaky", env={"SECRET_KEY": "sk-live-123"})
+    assert "may not read environment variables" in _error_line(result)
+    assert "sk-live-123" not in result.stdout + result.stderr
+
+
+def test_a_shared_experiment_preset_may_set_keys_across_groups_but_not_hydra(tmp_path):
+    ok = _folder(tmp_path, {"experiment/mine.yaml": "# @package _global_\ndefaults:\n  - preview\n  - _self_\n"
+                                                    "scenario:\n  max_turns: 3\n"})
+    result = _emolab(tmp_path, "experiment=mine", ok)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bad = _folder(tmp_path, {"experiment/bad.yaml": "# @package _global_\ndefaults:\n  - preview\n  - _self_\n"
+                                                    "hydra:\n  job_logging:\n    root:\n      level: DEBUG\n"})
+    assert "may not set the hydra node" in _error_line(_emolab(tmp_path, "experiment=bad", bad))
+    launcher = _folder(tmp_path, {"hydra/launcher/evil.yaml": "_target_: shutil.copyfile\n"})
+    assert "Hydra's own configs" in _error_line(_emolab(tmp_path, "experiment=preview", launcher,
+                                                        "hydra/launcher=evil"))
+
+
+def test_a_job_file_naming_an_unregistered_task_is_refused_not_imported(tmp_path):
+    """The report reads each job's task from its files; `this` prints the Zen of Python when imported."""
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("task: this.run\nseed: 0\n")
+    result = _emolab(tmp_path, "experiment=report", f"sweep_dir={tmp_path / 'sweep'}")
+    error = _error_line(result)
+    assert "'this.run' is not a registered experiment" in error, error
+    assert "Beautiful is better than ugly" not in result.stdout + result.stderr
+
+
+def test_only_registered_experiments_run(tmp_path):
+    error = _error_line(_emolab(tmp_path, "experiment=preview", "task=this.run"))
+    assert "'this.run' is not a registered experiment" in error
+
+
+def test_a_provider_registered_by_another_package_is_built(tmp_path):
+    """The registry is an entry-point group: a package of the user's adds a provider without touching emolab."""
+    site = tmp_path / "site"
+    (site / "my_models").mkdir(parents=True)
+    (site / "my_models" / "__init__.py").write_text(
+        "from emotion_probe.models.providers.scripted import ScriptedBackend\n\n"
+        "class Mine(ScriptedBackend):\n    pass\n")
+    dist = site / "my_models-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-models\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[emolab.models]\nmine = my_models:Mine\n")
+    code = ("from experiments.config import load_model\n"
+            "m = load_model({'_target_': 'my_models.Mine', 'responses': ['hi']})\n"
+            "print(type(m).__name__, m.generate([{'role': 'user', 'content': 'x'}]).text)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "Mine hi"
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
+SALES = json.dumps({"message": "A fine acorn, $7.", "predicted_customer_emotions": EMOTIONS})
+CUSTOMER = json.dumps({"message": "Hmm.", "my_emotions": EMOTIONS, "decision": "continue", "price": None})
+
+
+def _short_script_run(run_dir: Path) -> subprocess.CompletedProcess:
+    """A negotiation whose customer's script runs dry in its second turn: it stops with its checkpoint kept."""
+    return _emolab(REPO, "experiment=negotiation", "model=scripted", "salesperson/model=scripted",
+                   "customer/model=scripted", "probe_messages=false", "cache.enabled=false", "scenario.max_turns=3",
+                   "max_parse_retries=0", "progress=false", f"salesperson.model.responses=[{SALES!r},{SALES!r}]",
+                   f"customer.model.responses=[{CUSTOMER!r}]", f"hydra.run.dir={run_dir}")
+
+
+def test_a_crafted_checkpoint_row_is_refused_on_resume_and_runs_nothing(tmp_path):
+    import ormsgpack
+
+    run_dir = tmp_path / "run"
+    first = _short_script_run(run_dir)
+    assert first.returncode == 2, first.stderr[-3000:]
+    marker = tmp_path / "pwned"
+    # LangGraph's msgpack extension for "call module.name(*args)": os.system("touch <marker>").
+    payload = ormsgpack.packb(ormsgpack.Ext(1, ormsgpack.packb(["os", "system", [f"touch {marker}"]])))
+    with sqlite3.connect(run_dir / "checkpoints.sqlite") as db:
+        thread, namespace, checkpoint = db.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints ORDER BY rowid DESC LIMIT 1").fetchone()
+        db.execute("INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (thread, namespace, checkpoint, "planted", 0, "turns", "msgpack", payload))
+    error = _error_line(_short_script_run(run_dir))
+    assert "would call os.system" in error and "nothing was run" in error, error
+    assert not marker.exists()
+
+
+def test_a_garbage_checkpoint_file_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    assert _short_script_run(run_dir).returncode == 2
+    (run_dir / "checkpoints.sqlite").write_bytes(b"this is no database" * 100)
+    error = _error_line(_short_script_run(run_dir))
+    assert "checkpoints.sqlite is not a readable checkpoint database" in error, error
+
+
+def test_init_conf_never_writes_through_a_symlink(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "mine" / "scenario").mkdir(parents=True)
+    (tmp_path / "mine" / "scenario" / "my_deal.yaml").symlink_to(outside / "planted.yaml")  # dangling
+    error = _error_line(_emolab(tmp_path, "experiment=init_conf", "dir=mine"))
+    assert "my_deal.yaml is a symlink" in error, error
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model").symlink_to(outside)
+    assert "other/model is a symlink" in _error_line(_emolab(tmp_path, "experiment=init_conf", "dir=other"))
+    assert list(outside.iterdir()) == []
