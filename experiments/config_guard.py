@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from emotion_probe.errors import ConfigError
@@ -127,6 +128,21 @@ def shipped_groups() -> set[str]:
     return groups | {"hydra/launcher", "hydra/sweeper", "hydra/job_logging", "hydra/hydra_logging", "hydra/callbacks"}
 
 
+def _file_of(source: Any, config_path: str) -> str:
+    folder = getattr(source, "path", None)
+    return f"{folder}/{config_path}.yaml" if folder else f"{config_path}.yaml"
+
+
+def _unreadable(err: Exception) -> str:
+    """Why a config file could not be read, in one line (where YAML says where)."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"not valid YAML{where}: {problem}"
+
+
 @contextmanager
 def guarded_config_loading() -> Iterator[None]:
     """While Hydra composes, every config file it loads is checked first (see the module doc)."""
@@ -137,9 +153,12 @@ def guarded_config_loading() -> Iterator[None]:
 
     def load_config(self: ConfigRepository, config_path: str) -> Any:
         check_config_path(config_path)
-        result = original(self, config_path)
+        source = self._find_object_source(config_path=config_path, object_type=ObjectType.CONFIG)
+        try:
+            result = original(self, config_path)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{_file_of(source, config_path)}: {_unreadable(err)}") from None
         if result is not None:
-            source = self._find_object_source(config_path=config_path, object_type=ObjectType.CONFIG)
             if source is not None and type(source).__name__ not in TRUSTED_SOURCES:
                 check_user_file(source.path, config_path, result)
         return result

@@ -212,3 +212,44 @@ def test_init_conf_never_writes_through_a_symlink(tmp_path):
     (tmp_path / "other" / "model").symlink_to(outside)
     assert "other/model is a symlink" in _error_line(_emolab(tmp_path, "experiment=init_conf", "dir=other"))
     assert list(outside.iterdir()) == []
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def test_a_key_written_into_base_url_reaches_no_output(tmp_path):
+    """A key pasted into a URL is masked in every file of the run dir and on the console."""
+    from loopback import ScriptedServer
+    from test_run_faults import Agents
+
+    server = ScriptedServer(Agents())  # answers as both agents, as in the fault tests
+    try:
+        secret = "sk-very-secret-123"
+        url = server.url.replace("http://", f"http://alice:{secret}@")
+        roles = [o for role in ("salesperson", "customer") for o in (
+            f"{role}/model=openai", f"{role}.model.model={role}", f"{role}.model.base_url={url}",
+            f"{role}.model.api_key_env=EMOLAB_UNUSED_KEY", f"{role}.model.timeout=5.0")]
+        run_dir = tmp_path / "run"
+        result = _emolab(REPO, "experiment=negotiation", "model=scripted", "probe_messages=false", "trials=1",
+                         "scenario.max_turns=1", "max_parse_retries=0", "cache.enabled=false", "progress=false",
+                         "retry.max_attempts=1", f"hydra.run.dir={run_dir}", *roles, env={"EMOLAB_UNUSED_KEY": "x"})
+    finally:
+        server.close()
+    leaked = [str(path) for path in run_dir.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert leaked == []
+    assert secret not in result.stdout + result.stderr
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("alice") == 0
+    assert "http://***@" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"name: x\nitem: [unclosed\n", "not valid YAML at line 3, column 1"),
+    (b"name: \xff\xfe bad\n", "not UTF-8 text (byte 0xff at offset 6)"),
+])
+def test_an_unreadable_file_in_a_config_folder_is_one_line(tmp_path, content, reason):
+    folder = tmp_path / "mine" / "scenario"
+    folder.mkdir(parents=True)
+    (folder / "broken.yaml").write_bytes(content)
+    error = _error_line(_emolab(tmp_path, "experiment=preview", "hydra.searchpath=[file://mine]", "scenario=broken"))
+    assert error == f"error: mine/scenario/broken.yaml: {reason}" or reason in error, error
