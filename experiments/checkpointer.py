@@ -108,7 +108,12 @@ def open_checkpointer(settings: CheckpointerSettings, out_dir: Path) -> Iterator
     if not url:
         raise ConfigError(f"checkpointer.url_env: environment variable {settings.url_env} is not set "
                           "(it must hold the PostgreSQL connection string)")
-    with PostgresSaver.from_conn_string(url, serde=StrictSerializer(f"the PostgreSQL checkpointer ({settings.url_env})")) as saver:
+    from psycopg import Connection
+    from psycopg.rows import dict_row
+
+    # As PostgresSaver.from_conn_string connects, with the strict serializer that it cannot be given.
+    with Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as connection:
+        saver = PostgresSaver(connection, serde=StrictSerializer(f"the PostgreSQL checkpointer (${settings.url_env})"))
         # setup() creates the tables on first use. Jobs that start together on a fresh database would
         # all run its migrations and collide on their bookkeeping table, so a session advisory lock
         # lets one job run them while the others wait (and then find nothing left to do). The others

@@ -97,3 +97,29 @@ def _written_nowhere(url: str, folder: Path) -> bool:
     """The connection string (it may hold a password) is in no output file: configs name its variable only."""
     return not any(url in path.read_text(errors="ignore") for path in folder.rglob("*")
                    if path.is_file() and path.suffix in (".json", ".yaml", ".jsonl", ".log"))
+
+
+def test_a_planted_row_in_a_shared_database_is_refused_and_runs_nothing(tmp_path, postgres_url, write_deal_agents):
+    """Anyone who can write the shared database could plant LangGraph's "call module.name(*args)" extension."""
+    import ormsgpack
+    import psycopg
+
+    from experiments.negotiation import run_key
+
+    write_deal_agents(tmp_path / "agents_conf", trials=2)
+    run_dir = tmp_path / "run"
+    first = _run(tmp_path, postgres_url, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    marker = tmp_path / "pwned"
+    payload = ormsgpack.packb(ormsgpack.Ext(1, ormsgpack.packb(["os", "system", [f"touch {marker}"]])))
+    with psycopg.connect(postgres_url) as connection:
+        thread, namespace, checkpoint = connection.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id LIKE %s "
+            "ORDER BY checkpoint_id DESC LIMIT 1", (f"{run_key(run_dir)}/%",)).fetchone()
+        connection.execute("INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
+                           "channel, type, blob) VALUES (%s, %s, %s, 'planted', 0, 'turns', 'msgpack', %s)",
+                           (thread, namespace, checkpoint, payload))
+    rerun = _run(tmp_path, postgres_url, f"hydra.run.dir={run_dir}")
+    assert rerun.returncode == 2, rerun.stderr[-3000:]
+    assert "would call os.system" in rerun.stderr and "Traceback" not in rerun.stderr, rerun.stderr[-3000:]
+    assert not marker.exists()
