@@ -67,7 +67,7 @@ def check_user_file(source: str, config_path: str, result: Any) -> None:
         target_group = (getattr(entry, "group", None) or getattr(entry, "path", None) or "").lstrip("/")
         if target_group == "hydra" or target_group.startswith("hydra/"):
             raise ConfigError(f"{where}: its defaults list may not choose Hydra's own configs ({target_group})")
-        if entry.package not in (None, "_here_", "_group_") and not (
+        if entry.package not in (None, "", "_here_", "_group_") and not (
                 preset and not entry.package.startswith(("hydra", "_global_.hydra")) and entry.package != "_global_"):
             raise ConfigError(f"{where}: its defaults list places {target_group!r} at @{entry.package}, "
                               "outside the file's own group")
