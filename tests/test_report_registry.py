@@ -78,11 +78,11 @@ def test_report_module_names_no_experiment():
         assert f"from experiments.{module} import" not in source, module
 
 
-def _emolab(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _emolab(root: Path, *overrides: str, returncode: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-m", "experiments.main", *overrides, "progress=false"],
                             capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result
 
 
@@ -92,8 +92,18 @@ def test_a_new_experiment_reports_from_its_own_module(tmp_path):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "word_lengths.yaml").write_text(EXPERIMENT_YAML, encoding="utf-8")
     sweep = tmp_path / "sweep"
-    _emolab(tmp_path, "-m", "experiment=word_lengths", "seed=1,2", f"hydra.sweep.dir={sweep}",
-            f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
+    command = ["-m", "experiment=word_lengths", "seed=1,2", f"hydra.sweep.dir={sweep}",
+               f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
+    # Until its package registers it, a preset naming the module is refused: a config file imports nothing.
+    refused = _emolab(tmp_path, *command, returncode=2)
+    assert "'lab_word_lengths.run' is not a registered experiment" in refused.stderr
+    # Its package's metadata registers it, as `pip install` of a package with the entry point would.
+    dist = tmp_path / "src" / "lab_word_lengths-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-word-lengths\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[emolab.experiments]\nword_lengths = lab_word_lengths:run\n",
+                                           encoding="utf-8")
+    _emolab(tmp_path, *command)
     out = tmp_path / "report"
     _emolab(tmp_path, "experiment=report", f"sweep_dir={sweep}", f"hydra.run.dir={out}")
 
