@@ -44,8 +44,10 @@ def load_experiment(task: Any, where: str = "task") -> Callable[..., Any]:
         function = entry.load()
     except ImportError as err:
         raise ConfigError(f"{where} {task!r} cannot be imported: {type(err).__name__}: {err}") from err
+    except AttributeError:
+        raise ConfigError(f"{where} {task!r}: module {entry.module!r} has no function {entry.attr!r}") from None
     if not callable(function):
-        raise ConfigError(f"{where} {task!r} is registered but is not a function")
+        raise ConfigError(f"{where} {task!r}: {entry.value} is not a function")
     return function
 
 

@@ -14,8 +14,8 @@ import pytest
 EMOLAB = [sys.executable, "-m", "experiments.main"]
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def _run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([*EMOLAB, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -143,18 +143,32 @@ def test_other_hydra_errors_are_one_line(tmp_path, args, message):
 @pytest.mark.parametrize(
     "module_text,task,message",
     [
-        (None, "no_such_package.run", "error: task 'no_such_package.run' (set by the experiment config): no module 'no_such_package'"),
-        ("def other(cfg): pass\n", "user_task.run",
-         "error: task 'user_task.run' (set by the experiment config): module 'user_task' has no function 'run'"),
+        # Not registered: refused before anything is imported, whatever the module holds.
+        (None, "no_such_package.run",
+         "error: task 'no_such_package.run' is not a registered experiment; expected one of ['experiments."),
+        ("def run(cfg): pass\n", "user_task.run",
+         "error: task 'user_task.run' is not a registered experiment; expected one of ['experiments."),
+        # Registered by a package's metadata, then broken.
+        ("def other(cfg): pass\n", "user_task.run+",
+         "error: task (set by the experiment config) 'user_task.run': module 'user_task' has no function 'run'"),
         # The real cause, not a bare "not importable": here a dependency of the task is missing.
-        ("import emolab_missing_dependency\n", "user_task.run",
-         "error: task 'user_task.run' (set by the experiment config) cannot be imported: "
+        ("import emolab_missing_dependency\n", "user_task.run+",
+         "error: task (set by the experiment config) 'user_task.run' cannot be imported: "
          "ModuleNotFoundError: No module named 'emolab_missing_dependency'"),
     ],
 )
 def test_task_that_cannot_be_loaded_names_the_cause(tmp_path, module_text, task, message):
+    """`task+`: the test registers the task in the emolab.experiments entry-point group, as its package would."""
+    env = None
+    if task.endswith("+"):
+        task = task[:-1]
+        dist = tmp_path / "user_task-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-task\nVersion: 1.0\n", encoding="utf-8")
+        (dist / "entry_points.txt").write_text("[emolab.experiments]\nuser = user_task:run\n", encoding="utf-8")
+        env = {"PYTHONPATH": str(tmp_path)}
     if module_text is not None:
         (tmp_path / "user_task.py").write_text(module_text, encoding="utf-8")  # importable: cwd leads sys.path
-    result = _run("experiment=probe", f"task={task}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = _run("experiment=probe", f"task={task}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env)
     assert result.returncode == 2
-    assert _one_error_line(result.stderr) == message
+    assert _one_error_line(result.stderr).startswith(message)
