@@ -253,3 +253,18 @@ def test_an_unreadable_file_in_a_config_folder_is_one_line(tmp_path, content, re
     (folder / "broken.yaml").write_bytes(content)
     error = _error_line(_emolab(tmp_path, "experiment=preview", "hydra.searchpath=[file://mine]", "scenario=broken"))
     assert error == f"error: mine/scenario/broken.yaml: {reason}" or reason in error, error
+
+
+def test_every_shipped_preset_and_model_config_names_a_registered_entry():
+    """The registries and conf/ agree: each shipped task and model _target_ is registered and loads."""
+    import yaml
+
+    from emotion_probe.models.registry import registered_providers
+    from experiments.registry import registered_experiments
+
+    conf = REPO / "conf"
+    tasks = {yaml.safe_load(path.read_text())["task"] for path in (conf / "experiment").glob("*.yaml")}
+    assert tasks == set(registered_experiments())
+    targets = {yaml.safe_load(path.read_text()).get("_target_") for path in (conf / "model").glob("*.yaml")} - {None}
+    assert targets <= set(registered_providers())
+    assert all(callable(entry.load()) for entry in [*registered_experiments().values(), *registered_providers().values()])
