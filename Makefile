@@ -59,6 +59,7 @@ bench: setup
 	$(PY) benchmarks/probe_speed.py
 	$(PY) benchmarks/generation_batching.py
 	$(PY) benchmarks/negotiation_throughput.py
+	$(PY) benchmarks/input_limits.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

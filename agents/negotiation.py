@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import ChatMessage
 
 #: The longest message a turn may carry. The grammar enforces it, so a constrained reply always
@@ -59,6 +60,14 @@ class NegotiationScenario(BaseModel):
         if cost is not None and budget < cost:
             raise ValueError(f"{budget:g} is below seller_cost ({cost:g}), so no price suits both sides")
         return budget
+
+    def within(self, limits: InputLimits, where: str = "scenario") -> "NegotiationScenario":
+        """The scenario itself, once each text field is found no longer than `limits.scenario_chars`: every
+        turn's prompt holds them, so a field far too long for any model is refused before a model is loaded."""
+        for name, value in self:
+            if isinstance(value, str):
+                limits.check_text(value, f"{where}.{name}")
+        return self
 
 
 def _percent(emotion: str, alias: str | None = None) -> Any:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import ChatMessage
 from emotion_probe.wheel import EmotionWheel
 
@@ -65,9 +65,9 @@ def _phrase_from_file(path: str, name: str | None) -> str | None:
     if not file.is_file():
         raise ValueError(f"file not found: {file}")
     try:
-        prefixes = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from None
+        prefixes = InputLimits.shipped().loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # nested too deeply or a number too long, too
+        raise ValueError(f"{file} is not valid JSON ({str(err).split(';')[0]})") from None
     if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
         raise ValueError(f"{file} must map persona names to prefix strings")
     if name not in prefixes:

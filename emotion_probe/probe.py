@@ -48,6 +48,10 @@ class ProbeSettings(BaseModel):
     word_boundary: bool = Field(description="method=exact: also multiply in P(word ends here), so ' hope' does not "
                                             "count ' hopeless'")
     top_k: int = Field(ge=1, description="method=paper: how many next tokens are searched for wheel words")
+    keep_top_k_tokens: bool = Field(
+        description="method=paper: also keep each row's top-k next tokens (their text, as the model reports them) "
+                    "and their probabilities, in rank order, as the list columns top_k_tokens and "
+                    "top_k_probabilities, for token-level checks against the authors' top-token artifacts")
     chunk_size: int = Field(ge=1, description="scenarios per model batch and per written Parquet part")
 
     @field_validator("template")
@@ -65,6 +69,13 @@ class ProbeSettings(BaseModel):
             raise ValueError("applies to method=exact only; the paper's method has no boundary term")
         return word_boundary
 
+    @field_validator("keep_top_k_tokens")
+    @classmethod
+    def _top_tokens_need_paper(cls, keep: bool, info: ValidationInfo) -> bool:
+        if keep and info.data.get("method") == "exact":
+            raise ValueError("applies to method=paper only; the exact method reads no top-k tokens")
+        return keep
+
 
 def normalize_logprobs(logprobs: np.ndarray) -> np.ndarray:
     """Softmax each row over the wheel; rows with no finite entry become NaN (nothing was seen)."""
@@ -81,6 +92,9 @@ def normalize_logprobs(logprobs: np.ndarray) -> np.ndarray:
 #: Table columns the paper method adds beside the word columns (see ProbeScores).
 RANKED_COLUMN = "top_k_words"
 FIRST_WORD_COLUMN = "top_k_first_word"
+#: ... and with keep_top_k_tokens, every top-k token and its probability, in rank order.
+TOP_K_TOKENS_COLUMN = "top_k_tokens"
+TOP_K_PROBABILITIES_COLUMN = "top_k_probabilities"
 
 # The authors' recognition rule tokenizes the concatenated top-k token strings with this pattern.
 _AUTHORS_WORD_PATTERN = re.compile(r"'\s*|\w+")
@@ -96,12 +110,17 @@ class ProbeScores:
     - first_word (paper only): per row, the authors' recognition answer (see `authors_first_word`), or None.
     - variant_tokens (paper only): top-k tokens dropped because a better-ranked token of the same
       word was already counted in that row (e.g. "joy" after " joy").
+    - top_tokens, top_probabilities (paper with keep_top_k_tokens only): per row, every top-k token as
+      the backend reports it (its decoded text; a backend that reports texts lists two ids with one
+      text once) and its raw probability, in rank order.
     """
 
     probabilities: np.ndarray
     ranked: list[list[str]] | None = None
     first_word: list[str | None] | None = None
     variant_tokens: int = 0
+    top_tokens: list[list[str]] | None = None
+    top_probabilities: list[list[float]] | None = None
 
 
 def authors_first_word(tokens: Sequence[str], words: set[str]) -> str | None:
@@ -202,6 +221,9 @@ class EmotionProbe:
         if self.settings.method == "paper":
             frame[RANKED_COLUMN] = [row for c in chunks for row in c.ranked]
             frame[FIRST_WORD_COLUMN] = [word for c in chunks for word in c.first_word]
+        if self.settings.keep_top_k_tokens:
+            frame[TOP_K_TOKENS_COLUMN] = [row for c in chunks for row in c.top_tokens]
+            frame[TOP_K_PROBABILITIES_COLUMN] = [row for c in chunks for row in c.top_probabilities]
         return frame
 
     def _score(self, prompts: list[str]) -> ProbeScores:
@@ -246,10 +268,15 @@ class EmotionProbe:
         P = np.zeros((len(prompts), len(self.words)))
         ranked: list[list[str]] = []
         first_words: list[str | None] = []
+        kept_tokens: list[list[str]] = []
+        kept_probabilities: list[list[float]] = []
         variants = 0
         for row, candidates in enumerate(top):
             # Rank order is descending probability; the stable sort keeps the backend's order among ties.
             tokens = [token for token, _ in sorted(candidates.items(), key=lambda item: -item[1])]
+            if self.settings.keep_top_k_tokens:
+                kept_tokens.append(tokens)
+                kept_probabilities.append([float(np.exp(candidates[token])) for token in tokens])
             words: list[str] = []
             for token in tokens:
                 word = token.strip()
@@ -263,7 +290,9 @@ class EmotionProbe:
                 words.append(word)
             ranked.append(words)
             first_words.append(authors_first_word(tokens, vocabulary))
-        return ProbeScores(P, ranked, first_words, variants)
+        keep = self.settings.keep_top_k_tokens
+        return ProbeScores(P, ranked, first_words, variants, kept_tokens if keep else None,
+                           kept_probabilities if keep else None)
 
     def describe(self) -> dict[str, object]:
         described = {**self.settings.model_dump(), "scored_with": self.last_method, "exact": self.last_exact}

@@ -8,6 +8,7 @@ of per-word values in emolab is aligned with `EmotionWheel.words`.
 from __future__ import annotations
 
 import json
+import unicodedata
 from functools import cached_property
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def _clean_word(word: str) -> str:
     word = word.strip()
     if not word:
         raise ValueError("empty emotion word")
+    # A word is printed in tables, file names and figures: a control or format character has no place in it.
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in word):
+        raise ValueError(f"emotion word {word!r} holds a control character")
     return word
 
 

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from emotion_probe.analysis.bias import accuracy, compare_predictions
 from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.files import file_part, write_frame
+from emotion_probe.limits import InputLimits
 from experiments.common import output_dir
 
 
@@ -42,10 +44,15 @@ def load_confusion(path: str | Path) -> ConfusionFile:
     if not path.is_file():
         raise ConfigError(f"confusion: file not found: {path}")
     try:
-        return ConfusionFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValidationError, json.JSONDecodeError) as err:
-        detail = first_validation_problem(err) if isinstance(err, ValidationError) else err.msg
-        raise ConfigError(f"confusion file {path}: {detail}") from None
+        data = InputLimits.shipped().loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"confusion file {path}: {err.msg}") from None
+    except (UnicodeDecodeError, ValueError) as err:  # not UTF-8, nested too deeply, a number too long to read
+        raise ConfigError(f"confusion file {path}: not valid JSON ({str(err).split(';')[0]})") from None
+    try:
+        return ConfusionFile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"confusion file {path}: {first_validation_problem(err)}") from None
 
 
 def load_count_tables(path: Path) -> ConfusionFile:
@@ -84,7 +91,7 @@ def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     accuracies = pd.DataFrame(
         [{"persona": name, "accuracy": accuracy(m), "scenarios": int(m.sum())} for name, m in counts.items()]
     )
-    accuracies.to_csv(out_dir / "accuracy.csv", index=False)
+    write_frame(accuracies, out_dir / "accuracy.csv", index=False)
     tables: dict[str, pd.DataFrame] = {}
     for pair in cfg.pairs:
         a, b = pair
@@ -94,8 +101,8 @@ def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
         # Column sums: how often each emotion was *predicted* for that persona.
         table = compare_predictions(counts[a].sum(axis=0), counts[b].sum(axis=0), data.emotions)
         tables[f"{a}_vs_{b}"] = table
-        table.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
-        table.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
+        write_frame(table, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.csv", index=False)
+        write_frame(table, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.parquet", index=False)
         console.print(_pair_table(a, b, table, accuracy(counts[a]), accuracy(counts[b]), cfg.top))
     console.print(f"wrote {out_dir}/accuracy.csv and compare_<a>_vs_<b>.{{csv,parquet}}; * = q < 0.05 (Fisher, BH)")
     return tables

@@ -4,37 +4,94 @@
 Slurm node, a Ray worker), so each job records its own outcome in `<job dir>/job.json`.
 `on_multirun_end` runs where the sweep was launched and merges those records into
 `<sweep dir>/manifest.json`. A rerun of the sweep into the same dir reads `job.json` back
-(`finished_job`) and skips jobs that already completed with the same config.
+(`finished_job`) and skips jobs that already completed with the same config and the same input files.
+
+A run dir has one writer at a time: the callback holds an exclusive lock on `<dir>/.emolab.lock` from
+the start of a run (or a sweep job, or a sweep in its sweep dir) to its end, and a second process on
+the same dir stops with `error: <dir> is in use by pid N on <host>` (or waits, with `wait_for_lock`).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import os
+import platform
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emotion_probe.errors import ConfigError
-from experiments.common import git_commit, write_json_atomic
+from experiments.common import changed_inputs, current_inputs, git_commit, validated, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
-#: Written by claim_run_dir when a resumable run starts: the fingerprint a resume must match.
+#: Written by claim_run_dir when a resumable run starts: the fingerprint and input hashes a resume must match.
 RUN_SETTINGS_FILE = "run_settings.json"
 SWEEP_MANIFEST = "manifest.json"
-# Keys that change how a run looks, not what it computes: a rerun may differ in them.
-VOLATILE_KEYS = ("progress",)
+#: The exit code of a run stopped for the user to fix something (experiments.main's).
+USER_ERROR = 2
+#: The run dir's lock (held with flock for the whole run), and the sidecar that names its holder.
+LOCK_FILE = ".emolab.lock"
+LOCK_OWNER_FILE = ".emolab.lock.json"
+# Keys that change how a run looks or where it writes, not what it computes: a rerun may differ in them.
+# (`paths` is the run dir itself: a sweep moved to another disk is still the same sweep.)
+VOLATILE_KEYS = ("progress", "wait_for_lock", "paths")
+#: How fingerprints are made: 2 = `task` and the keys the task declared; 1 (records without a version)
+#: = the whole config but `progress`, as emolab recorded them before experiments declared their keys.
+FINGERPRINT_VERSION = 2
+#: Left out of a version-1 fingerprint's comparison: `progress`, as then, and the keys that configs gained
+#: with version 2, so an old record still matches a config that differs from its own only by them.
+_LEGACY_LEFT_OUT = ("progress", "wait_for_lock", "limits")
+#: The attribute `reads_config` sets on a task.
+_CONFIG_KEYS_ATTRIBUTE = "config_keys"
+
+Task = TypeVar("Task", bound=Callable[..., Any])
+
+
+def reads_config(*keys: str) -> Callable[[Task], Task]:
+    """Declare the top-level config keys an experiment's task reads.
+
+    A sweep job's fingerprint (`job_fingerprint`) covers these and `task`, nothing else, so editing a
+    config the task never reads (conf/scenario/acorn.yaml for a probe) leaves its finished jobs finished.
+    tests/test_run_dir_trust.py runs every declared task on a config holding only these keys, so a key
+    read but not declared fails there.
+    """
+    def declare(task: Task) -> Task:
+        setattr(task, _CONFIG_KEYS_ATTRIBUTE, tuple(keys))
+        return task
+
+    return declare
+
+
+def declared_config_keys(task: str) -> tuple[str, ...] | None:
+    """The keys the experiment `task` ("experiments.probe.run") declared with `reads_config`; None when it
+    declared none, or is no experiment emolab can find (its fingerprint then covers the whole config)."""
+    from experiments.registry import registered_experiments
+
+    entry = registered_experiments().get(task)
+    if entry is None:  # refused before it runs (experiments.config_guard); nothing is imported for it here
+        return None
+    try:
+        function = entry.load()
+    except (ImportError, AttributeError):  # a task whose extra is missing fails when it runs, with the reason
+        return None
+    keys = getattr(function, _CONFIG_KEYS_ATTRIBUTE, None)
+    return tuple(keys) if keys is not None else None
 
 
 class JobRecord(BaseModel):
@@ -46,6 +103,8 @@ class JobRecord(BaseModel):
     num: int | None
     overrides: list[str]
     fingerprint: str
+    # Records written before versions were recorded are version 1 (see FINGERPRINT_VERSION).
+    fingerprint_version: int = 1
     output_dir: str
     started_at: str | None
     finished_at: str
@@ -58,16 +117,50 @@ class JobRecord(BaseModel):
 
 
 def job_fingerprint(cfg: DictConfig) -> str:
-    """A hash of what a job computes: its resolved config without the hydra node and volatile keys.
+    """A hash of what a job computes: `task` and the config keys its task declared (`reads_config`),
+    resolved, without the volatile keys; the whole config (less the hydra node) for a task that declared none.
 
     Takes the job's config with or without its hydra node (callbacks get it, the task does not).
     Every model config in it has `device: auto` and `dtype: auto` resolved to what this machine runs
     (emotion_probe.models.wrappers.stack.resolved_model_config): a job finished on a GPU in bfloat16 is not
     the same job as one on a CPU in float32, though their configs read the same.
     """
-    kept = [key for key in cfg if key not in ("hydra", *VOLATILE_KEYS)]
+    declared = declared_config_keys(cfg.get("task"))
+    if declared is None:
+        kept = [key for key in cfg if key not in ("hydra", *VOLATILE_KEYS)]
+    else:
+        kept = [key for key in ("task", *declared) if key in cfg and key not in VOLATILE_KEYS]
+    return _hash_keys(cfg, kept)
+
+
+def _legacy_fingerprint(cfg: DictConfig) -> str:
+    """A version-1 fingerprint, made as emolab made it then: the whole config but the hydra node."""
+    kept = [key for key in cfg if key not in ("hydra", *_LEGACY_LEFT_OUT)]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
     return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hash_keys(cfg: DictConfig, keys: list[str]) -> str:
+    # Each key resolved where it sits, so an interpolation into a key left out still resolves.
+    data = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        data[key] = OmegaConf.to_container(value, resolve=True, throw_on_missing=False) \
+            if OmegaConf.is_config(value) else value
+    return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def same_settings(fingerprint: str, version: int, cfg: DictConfig) -> bool:
+    """Whether a recorded fingerprint, made the way `version` says, is this config's."""
+    return fingerprint == (job_fingerprint(cfg) if version >= FINGERPRINT_VERSION else _legacy_fingerprint(cfg))
+
+
+def _other_settings(version: int) -> str:
+    """How a refusal names the settings it compared: an old record covers the whole config."""
+    if version >= FINGERPRINT_VERSION:
+        return "other settings"
+    return ("other settings, or was recorded by an earlier emolab over its whole config (which an upgrade "
+            "also changes)")
 
 
 def _placed(node: Any) -> Any:
@@ -96,11 +189,44 @@ def read_job_record(job_dir: Path) -> JobRecord | None:
         raise ConfigError(f"{path} is corrupt ({field}: {problem['msg']}); delete it to rerun that job") from None
 
 
-def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
-    """In a multirun, the stored result of this job if it already completed with the same config.
+class RunSettingsFile(BaseModel):
+    """`<run dir>/run_settings.json`, as claim_run_dir writes it and reads it back."""
 
-    Returns None when the job must run. A completed job with a *different* config in the same
-    dir is refused: the sweep's parameters changed, and mixing results would be silent corruption.
+    model_config = ConfigDict(extra="ignore")
+
+    fingerprint: str
+    fingerprint_version: int = 1  # written before versions were recorded (see FINGERPRINT_VERSION)
+    overrides: list[str] = Field(default_factory=list)
+    # Content hashes of the files the run read (experiments.common.input_hashes); None: recorded before
+    # runs recorded them, so nothing to compare.
+    inputs: dict[str, str] | None = None
+
+
+def read_run_settings(out_dir: Path) -> RunSettingsFile | None:
+    path = out_dir / RUN_SETTINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunSettingsFile.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, UnicodeDecodeError) as err:
+        reason = f"{type(err).__name__}: {err.errors()[0]['msg']}" if isinstance(err, ValidationError) else str(err)
+        raise ConfigError(f"{path} is corrupt ({reason}); delete it, or run into a new dir") from None
+
+
+def _refuse_changed_inputs(where: str, recorded: dict[str, str] | None, now: dict[str, str]) -> None:
+    """A ConfigError naming the input files that differ from those the run in `where` read, if any."""
+    changed = changed_inputs(recorded, now)
+    if changed:
+        raise ConfigError(f"{where} made from other input files: {'; '.join(changed)}; results of other inputs "
+                          "are never merged: run into a new directory, or restore the files")
+
+
+def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """In a multirun, the stored result of this job if it already completed with the same config and inputs.
+
+    Returns None when the job must run. A completed job with a *different* config in the same dir is
+    refused: the sweep's parameters changed, and mixing results would be silent corruption. So is one
+    whose input files (as its run_settings.json recorded them) changed since: its result would be stale.
     """
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
@@ -108,49 +234,64 @@ def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
     record = read_job_record(job_dir)
     if record is None or record.status != "COMPLETED":
         return None
-    if record.fingerprint != job_fingerprint(cfg):
+    if not same_settings(record.fingerprint, record.fingerprint_version, cfg):
         raise ConfigError(
-            f"{job_dir} holds a finished job with other settings ({', '.join(record.overrides) or 'no overrides'}); "
-            "rerun the sweep with the same parameters, or into a new hydra.sweep.dir"
+            f"{job_dir} holds a finished job with {_other_settings(record.fingerprint_version)} "
+            f"({', '.join(record.overrides) or 'no overrides'}); rerun the sweep with the same parameters, "
+            f"or into a new hydra.sweep.dir, or delete {job_dir / JOB_FILE} to run this job again"
         )
+    claimed = read_run_settings(job_dir)
+    if claimed is not None and claimed.inputs is not None:
+        # The files as they are now, read where the job read them: a config that names other files has
+        # another fingerprint already.
+        _refuse_changed_inputs(f"{job_dir} holds a finished job", claimed.inputs, current_inputs(claimed.inputs))
     return record.result or {}
 
 
-def claim_run_dir(cfg: DictConfig, out_dir: Path) -> None:
-    """Refuse to resume into `out_dir` when it holds work made with other settings; else record ours.
+def claim_run_dir(cfg: DictConfig, out_dir: Path, inputs: dict[str, str] | None = None) -> None:
+    """Refuse to resume into `out_dir` when it holds work made with other settings or from other input
+    files; else record ours (the fingerprint, the overrides and `inputs`, the content hashes of the files
+    this run reads: experiments.common.input_hashes).
 
-    A resumable experiment (a negotiation picks up its checkpointed trials) calls this before it
-    reads anything back, in a single run as in a multirun. It is the check `finished_job` makes for a
-    finished sweep job, made at the start instead of at the end, so it also covers a run that was
-    killed (it has no job.json yet) and a single run rerun with `hydra.run.dir` (which `finished_job`
-    leaves alone). Outside a Hydra run (a test calling the task with a composed config) there is no
-    command line to compare, and nothing is checked.
+    A resumable experiment (a negotiation picks up its checkpointed trials, a probe its finished parts)
+    calls this before it reads anything back, in a single run as in a multirun. It is the check
+    `finished_job` makes for a finished sweep job, made at the start instead of at the end, so it also
+    covers a run that was killed (it has no job.json yet) and a single run rerun with `hydra.run.dir`
+    (which `finished_job` leaves alone). A refusal names the overrides that differ and the files that
+    changed (one edited in place changes no override). Outside a Hydra run (a test calling the task with
+    a composed config) there is no command line to compare, and nothing is checked.
     """
     if not HydraConfig.initialized():
         return
     fingerprint = job_fingerprint(cfg)
     overrides = list(HydraConfig.get().overrides.task)
-    path = out_dir / RUN_SETTINGS_FILE
-    earlier: list[tuple[str, list[str]]] = []
-    try:
-        if path.exists():
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            earlier.append((str(stored["fingerprint"]), list(stored.get("overrides") or [])))
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path} is corrupt ({type(err).__name__}: {err}); delete it, or run into a new dir") from None
+    stored = read_run_settings(out_dir)
+    changed = changed_inputs(stored.inputs, inputs) if stored is not None and inputs is not None else []
+    earlier: list[tuple[str, int, list[str]]] = []
+    if stored is not None:
+        earlier.append((stored.fingerprint, stored.fingerprint_version, stored.overrides))
     record = read_job_record(out_dir)  # a run that ended before run settings were recorded
     if record is not None:
-        earlier.append((record.fingerprint, record.overrides))
-    for stored_fingerprint, stored_overrides in earlier:
-        if stored_fingerprint != fingerprint:
+        earlier.append((record.fingerprint, record.fingerprint_version, record.overrides))
+    for stored_fingerprint, version, stored_overrides in earlier:
+        if not same_settings(stored_fingerprint, version, cfg):
+            # Named with the overrides that differ, and the files, when a config file was edited in place.
+            files = f" and from other input files: {'; '.join(changed)}" if changed else ""
             raise ConfigError(
-                f"{out_dir} holds a run with other settings ({', '.join(stored_overrides) or 'no overrides'}; "
-                f"now {', '.join(overrides) or 'no overrides'}); resume it with the same settings, "
+                f"{out_dir} holds a run with {_other_settings(version)} ({', '.join(stored_overrides) or 'no overrides'}; "
+                f"now {', '.join(overrides) or 'no overrides'}){files}; resume it with the same settings, "
                 "or run into a new directory"
             )
-    if not earlier:
+    if stored is not None and inputs is not None:
+        _refuse_changed_inputs(f"{out_dir} holds a run", stored.inputs, inputs)
+    # Recorded on the first run, and again where the record lacks what this version records (a version-2
+    # fingerprint, the inputs), so the next resume is checked in full.
+    if stored is None or stored.fingerprint_version < FINGERPRINT_VERSION or (stored.inputs is None and inputs is not None):
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"fingerprint": fingerprint, "overrides": overrides, "written_at": _now()})
+        write_json_atomic(out_dir / RUN_SETTINGS_FILE, {
+            "fingerprint": fingerprint, "fingerprint_version": FINGERPRINT_VERSION,
+            "overrides": stored.overrides if stored is not None else overrides,
+            "inputs": inputs, "written_at": _now()})
 
 
 def _now() -> str:
@@ -178,37 +319,220 @@ def _jsonable(value: Any) -> dict[str, Any] | None:
         return None
 
 
+class LockSettings(BaseModel):
+    """The root config's `wait_for_lock` (conf/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait_for_lock: bool = Field(description="a run whose dir another process holds waits for it (true) or "
+                                            "stops with one error line (false)")
+
+
+class LockOwner(BaseModel):
+    """A lock's sidecar file: who holds it, so that a second process can name them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pid: int
+    host: str
+    since: str | None = None
+
+
+#: The locks this process holds, by their lock file's resolved path. Module state, not the callback's:
+#: launchers pickle the callback to send it to their workers, and a held lock is not picklable.
+_HELD: dict[str, Any] = {}
+
+
+def _owner_file(lock_file: Path) -> Path:
+    return lock_file.with_name(LOCK_OWNER_FILE if lock_file.name == LOCK_FILE else f"{lock_file.name}.json")
+
+
+def _lock_owner(owner_file: Path) -> LockOwner | None:
+    """The holder its sidecar names; None when there is no sidecar yet (or any more), or it names a process
+    of this host that is gone (a holder killed before it could remove it, whose lock the kernel let go)."""
+    try:
+        owner = LockOwner.model_validate_json(owner_file.read_bytes())
+    except (OSError, ValidationError):
+        return None
+    if owner.host == platform.node():
+        try:
+            os.kill(owner.pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, another user's
+            pass
+    return owner
+
+
+def hold_lock(lock_file: Path, what: Path | str, *, wait: bool) -> bool:
+    """Take the exclusive lock `lock_file` for `what` (a run dir, an output file) and name this process in its
+    sidecar. When another process holds it: a ConfigError `<what> is in use by pid N on <host>`, or with
+    `wait`, one line on stderr and a wait until it is free. False when this process holds it already.
+
+    The lock is flock(2) (through filelock), so the kernel lets go of it when its holder dies, `kill -9`
+    included: a stale lock file never blocks a rerun.
+    """
+    from filelock import FileLock, Timeout
+
+    from emotion_probe.files import output_error
+
+    key = str(lock_file.resolve())
+    if key in _HELD:
+        return False
+    lock = FileLock(str(lock_file), thread_local=False)
+    owner_file = _owner_file(lock_file)
+    # The holder writes its sidecar just after it takes the lock, and removes it just before it lets go:
+    # a sidecar missing while the lock is held lasts moments, so it is read again for a while.
+    named_by = time.monotonic() + 3.0
+    timeout: float = 0
+    while True:
+        try:
+            lock.acquire(timeout=timeout)
+            break
+        except Timeout:
+            owner = _lock_owner(owner_file)
+            if owner is None and time.monotonic() < named_by:
+                time.sleep(0.05)
+                continue
+            holder = f"pid {owner.pid} on {owner.host}" if owner else f"a process that did not name itself in {owner_file}"
+            if not wait:
+                raise ConfigError(f"{what} is in use by {holder}") from None
+            print(f"waiting for {what}: in use by {holder} (wait_for_lock=true)", file=sys.stderr, flush=True)
+            timeout = -1
+        except OSError as err:  # a read-only dir, a full disk
+            problem = output_error(err, lock_file)
+            if problem is None:
+                raise
+            raise problem from None
+    if not _HELD:
+        # A run that ends by sys.exit (a user error, a person who stops play) skips Hydra's end callbacks:
+        # its locks are let go, and their sidecars removed, as the process exits.
+        atexit.register(_release_all)
+    _HELD[key] = lock
+    write_json_atomic(owner_file, LockOwner(pid=os.getpid(), host=platform.node(), since=_now()).model_dump())
+    return True
+
+
+def release_lock(lock_file: Path) -> None:
+    """Let go of a lock `hold_lock` took (its sidecar first, so nobody reads a released holder's name)."""
+    lock = _HELD.pop(str(Path(lock_file).resolve()), None)
+    if lock is None:
+        return
+    _owner_file(Path(lock_file)).unlink(missing_ok=True)
+    lock.release()
+    if not _HELD:
+        atexit.unregister(_release_all)
+
+
+def _release_all() -> None:
+    for key in list(_HELD):
+        release_lock(Path(key))
+
+
+@contextmanager
+def only_writer_of(path: Path, *, wait: bool) -> Iterator[None]:
+    """Hold the lock of a file a run writes outside its run dir (generate_scenarios' output) while the block
+    runs: `.<name>.lock` beside it, with hold_lock's refusal (or wait) when another process holds it."""
+    lock_file = path.parent / f".{path.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    taken = hold_lock(lock_file, path, wait=wait)
+    try:
+        yield
+    finally:
+        if taken:
+            release_lock(lock_file)
+
+
+def _hold_run_dir(config: DictConfig, run_dir: Path) -> str | None:
+    """Lock `run_dir` for this run (see hold_lock); the lock file to release, or None if held already.
+
+    A refusal ends the process here, as the app ends one for bad input (one `error:` line, exit 2): Hydra
+    turns an exception raised in a callback into a warning and runs the job anyway.
+    """
+    from emotion_probe.files import output_error
+
+    try:
+        wait = validated(LockSettings, {"wait_for_lock": config.get("wait_for_lock", False)}, "").wait_for_lock
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            problem = output_error(err, run_dir)
+            if problem is None:
+                raise
+            raise problem from None
+        lock_file = run_dir / LOCK_FILE
+        return str(lock_file) if hold_lock(lock_file, run_dir, wait=wait) else None
+    except ConfigError as err:
+        from rich.console import Console
+        from rich.text import Text
+
+        # As experiments.main reports a user error: one unwrapped line, no markup parsing.
+        Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(err)))
+        sys.exit(USER_ERROR)
+
+
 class SweepCallback(Callback):
-    """Writes `job.json` per job and `manifest.json` per sweep (see the module docstring)."""
+    """Writes `job.json` per job and `manifest.json` per sweep (see the module docstring), and holds each
+    run dir's lock: a single run's from its start to its end, each sweep job's for the job, and the sweep
+    dir's for the sweep (so a second sweep into it stops at once)."""
 
     def __init__(self) -> None:
         self._job_started: float | None = None
         self._job_started_at: str | None = None
         self._sweep_started_at: str | None = None
+        # The lock files this callback took (plain paths: the callback is pickled to launcher workers).
+        self._run_lock: str | None = None
+        self._job_lock: str | None = None
+        self._sweep_lock: str | None = None
+
+    # ------------------------------------------------------------------ per run
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Before Hydra writes its .hydra/ files and log into the dir: a refused second run leaves them alone.
+        # The run dir may name ${hydra:...} values, which resolve only once Hydra's config is set (run_job
+        # sets the same config right after this).
+        HydraConfig.instance().set_config(config)
+        self._run_lock = _hold_run_dir(config, Path(os.path.abspath(str(config.hydra.run.dir))))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._run_lock is not None:
+            release_lock(Path(self._run_lock))
+            self._run_lock = None
 
     # ------------------------------------------------------------------ per job
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._job_started = time.perf_counter()
         self._job_started_at = _now()
+        # A sweep job's dir (a single run's is held since on_run_start, which this finds).
+        self._job_lock = _hold_run_dir(config, Path(config.hydra.runtime.output_dir))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        import os
-        import platform
+        try:
+            self._record_job(config, job_return)
+        finally:
+            if self._job_lock is not None:
+                release_lock(Path(self._job_lock))
+                self._job_lock = None
 
+    def _record_job(self, config: DictConfig, job_return: JobReturn) -> None:
         hydra = HydraConfig.get()
         job_dir = Path(hydra.runtime.output_dir)
         fingerprint = job_fingerprint(config)
         previous = _safe_read(job_dir)
         failed = job_return.status != JobStatus.COMPLETED
-        if not failed and previous is not None and previous.status == "COMPLETED" and previous.fingerprint == fingerprint:
-            # A rerun that skipped this finished job: keep the original record, note the visit.
-            write_json_atomic(job_dir / JOB_FILE, {**previous.model_dump(), "skipped_reruns": previous.skipped_reruns + 1})
+        if not failed and previous is not None and previous.status == "COMPLETED" \
+                and same_settings(previous.fingerprint, previous.fingerprint_version, config):
+            # A rerun that skipped this finished job: keep the original record, note the visit, and record
+            # its fingerprint as this version makes it, so configs the job never reads no longer matter.
+            write_json_atomic(job_dir / JOB_FILE, {**previous.model_dump(), "fingerprint": fingerprint,
+                                                   "fingerprint_version": FINGERPRINT_VERSION,
+                                                   "skipped_reruns": previous.skipped_reruns + 1})
             return
         record = JobRecord(
             status="FAILED" if failed else "COMPLETED",
             num=OmegaConf.select(hydra.job, "num", throw_on_missing=False),
             overrides=list(hydra.overrides.task),
             fingerprint=fingerprint,
+            fingerprint_version=FINGERPRINT_VERSION,
             output_dir=str(job_dir),
             started_at=self._job_started_at,
             finished_at=_now(),
@@ -224,10 +548,16 @@ class SweepCallback(Callback):
     # ---------------------------------------------------------------- per sweep
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep_started_at = _now()
+        self._sweep_lock = _hold_run_dir(config, Path(os.path.abspath(str(config.hydra.sweep.dir))))
         self._write_sweep_manifest(config, finished=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write_sweep_manifest(config, finished=True)
+        try:
+            self._write_sweep_manifest(config, finished=True)
+        finally:
+            if self._sweep_lock is not None:
+                release_lock(Path(self._sweep_lock))
+                self._sweep_lock = None
 
     def _write_sweep_manifest(self, config: DictConfig, *, finished: bool) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,8 @@ from emotion_probe.models import instantiate_backend
 from emotion_probe.models.base import ModelBackend
 from emotion_probe.analysis.stats import json_safe
 from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.files import write_text_atomic
+from emotion_probe.redaction import redacted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,7 +150,7 @@ def write_manifest(
         "host": platform.node(),
         "job": _hydra_job(),
         "seeds": seeds_in(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": redacted(OmegaConf.to_container(cfg, resolve=True)),
     }
     if models:
         # `identity`: the config the model was built from with device and dtype as it ran them (not `auto`).
@@ -163,28 +167,150 @@ def write_manifest(
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write strict JSON (NaN and infinities as null: json_safe) under a temporary name, then rename:
+    """Write strict JSON (NaN and infinities as null: json_safe) whole or not at all (emotion_probe.files):
     readers (the report, watch, a resumed sweep) never see half a file, even when the job is killed
-    mid-write."""
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False), encoding="utf-8")
-    staging.replace(path)
+    mid-write. URL credentials are masked (emotion_probe.redaction): every record of a run goes through here."""
+    write_text_atomic(path, json.dumps(json_safe(redacted(data)), indent=2, default=str, allow_nan=False))
+
+
+# --- the input files a run read, by content -----------------------------------------------------
+
+#: Packages whose files emolab ships (wheels and scenario sets; conf/): inputs from them are named
+#: `pkg://<package>/<path>`, so a record stays comparable when the install moves or is upgraded.
+_SHIPPING_PACKAGES = ("emotion_probe", "conf")
+
+
+@lru_cache(maxsize=None)
+def _package_root(package: str) -> Path | None:
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files(package))).resolve()
+    except (ModuleNotFoundError, TypeError):
+        return None
+
+
+def input_key(path: Path | str) -> str:
+    """How a run's record names an input file: `pkg://emotion_probe/data/wheels/shaver.yaml` for a file
+    emolab ships, else the file's absolute path."""
+    resolved = Path(path).expanduser().resolve()
+    for package in _SHIPPING_PACKAGES:
+        root = _package_root(package)
+        if root is not None and resolved.is_relative_to(root):
+            return f"pkg://{package}/{resolved.relative_to(root).as_posix()}"
+    return str(resolved)
+
+
+def _input_file(key: str) -> Path:
+    """The file an input_key names, on this install."""
+    if key.startswith("pkg://"):
+        package, _, inside = key.removeprefix("pkg://").partition("/")
+        root = _package_root(package)
+        if root is not None:
+            return root / inside
+    return Path(key)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_hashes(*paths: Path | str | None) -> dict[str, str]:
+    """`{input_key: sha256}` of the files a run reads (None entries skipped): recorded in its manifest
+    (`inputs`) and in run_settings.json, where a rerun into the same dir is compared with them."""
+    return {input_key(path): _sha256(Path(path).expanduser()) for path in paths if path is not None}
+
+
+def current_inputs(recorded: dict[str, str]) -> dict[str, str | None]:
+    """The hashes of the files `recorded` names, as they are now; None for a file that is gone."""
+    now: dict[str, str | None] = {}
+    for key in recorded:
+        path = _input_file(key)
+        try:
+            now[key] = _sha256(path)
+        except OSError:
+            now[key] = None
+    return now
+
+
+def changed_inputs(recorded: dict[str, str] | None, now: dict[str, str | None]) -> list[str]:
+    """The files whose content differs between a run's record and now, each with how: edited, gone,
+    read then but not now, or read now but not then. [] when `recorded` is None (an older run's record)."""
+    if recorded is None:
+        return []
+    changed = []
+    for key in sorted(set(recorded) | set(now)):
+        if key not in now:
+            changed.append(f"{key} (read then, not now)")
+        elif key not in recorded:
+            changed.append(f"{key} (read now, not then)")
+        elif now[key] is None:
+            changed.append(f"{key} (gone)")
+        elif now[key] != recorded[key]:
+            changed.append(f"{key} (edited)")
+    return changed
+
+
+def config_group_files(*groups: str) -> list[Path]:
+    """The YAML files Hydra composed this run's options of `groups` from ("scenario" -> conf/scenario/acorn.yaml,
+    or the user's own in a `hydra.searchpath` folder), found as Hydra finds them: in its config sources, in
+    order. [] outside a Hydra run (a test composing a config), where no file is known.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    runtime = HydraConfig.get().runtime
+    roots = []
+    for source in runtime.config_sources:
+        if source.schema == "file":
+            roots.append(Path(source.path))
+        elif source.schema == "pkg":
+            root = _package_root(source.path.replace("/", "."))
+            if root is not None:
+                roots.append(root)
+    found = []
+    for group in groups:
+        option = runtime.choices.get(group)
+        if option is None:
+            continue
+        for root in roots:
+            candidate = root / group / f"{option}.yaml"
+            if candidate.is_file():
+                found.append(candidate)
+                break
+    return found
 
 
 def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame", Path]:
     """Validate the probe config and inputs, load the model, and probe `cfg.scenarios` into the run dir.
+    The table's `attrs["inputs"]` holds the content hashes of the input files (scenarios and wheel), for
+    the run's manifest.
 
-    Every input is checked before the (slow) model load, so a typo fails in a second.
+    Every input is checked before the (slow) model load, so a typo fails in a second. A rerun into a run
+    dir whose parts were probed with other settings or from other files is refused before any part is read.
     """
+    from emotion_probe.data import resolve_data_file
     from emotion_probe.probe import EmotionProbe, ProbeSettings
     from emotion_probe.engines.local import probe_scenarios
+    from emotion_probe.limits import InputLimits
     from emotion_probe.scenarios import load_scenarios
     from emotion_probe.wheel import EmotionWheel
+    from experiments.callbacks import claim_run_dir
 
     settings = validated(ProbeSettings, cfg.probe, "probe")
+    # Hashed before they are read: a file edited in between makes the next rerun refuse, never pass stale.
+    inputs = input_hashes(resolve_data_file("scenarios", cfg.scenarios), resolve_data_file("wheels", settings.wheel))
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty,
+                               limits=validated(InputLimits, cfg.limits, "limits"))
     out_dir = output_dir(cfg)
+    claim_run_dir(cfg, out_dir, inputs)
     probe = EmotionProbe(build_model(cfg.model, cfg), wheel, settings)
     table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
+    table.attrs["inputs"] = inputs
     return probe, table, out_dir

@@ -1,26 +1,27 @@
-"""`emolab experiment=compare_tree run_dir=<hierarchy run> reference=<tree .json or run dir>`.
+"""`emolab experiment=compare_tree run_dir=<hierarchy run> reference=<tree .json, edges.csv or run dir>`.
 
 Compares the emotion tree of one hierarchy run with a reference: the authors' published trees
 (phys-ai/Emotion-Hierarchy-LLMs, reference/hierarchies/*.json, nested name/children under a
-synthetic root) or another run. Prints edge precision, recall and F1 and the metrics side by side,
+synthetic root), the edges.csv their analysis writes (the file, or its output folder), or another
+run. A tree must be acyclic. Prints edge precision, recall and F1 and the metrics side by side,
 writes comparison.json, and draws both trees in one figure (comparison.png/.svg).
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 from pathlib import Path
 
 import networkx as nx
-import pandas as pd
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.analysis.hierarchy import edge_agreement, tree_from_nested, tree_metrics
+from emotion_probe.analysis.hierarchy import edge_agreement, tree_from_edges, tree_from_nested, tree_metrics
 from emotion_probe.analysis.plots import draw_trees
+from emotion_probe.limits import InputLimits
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir, validated, write_json_atomic
@@ -31,27 +32,61 @@ METRICS = ["edges", "nodes", "roots", "leaves", "isolated", "total_path_length",
            "shuffled_alignment_p_value"]
 
 
-def load_tree(where: str | Path, what: str) -> nx.DiGraph:
-    """A tree from a nested JSON file, or from a hierarchy run dir (its tree.json, else its edges.csv)."""
+def load_tree(where: str | Path, what: str, limits: InputLimits | None = None) -> nx.DiGraph:
+    """A tree from a nested JSON file, an edges.csv file (a hierarchy run's, or the authors'), or a folder
+    holding either (a hierarchy run dir, or the authors' output folder: its tree.json, else its edges.csv).
+
+    Read under `limits` (None: conf/limits/default.yaml's); every problem is a ConfigError naming `what`.
+    """
+    limits = limits or InputLimits.shipped()
     path = Path(where).expanduser()
     if path.is_dir():
-        if (path / "tree.json").is_file():
-            return load_tree(path / "tree.json", what)
-        if (path / "edges.csv").is_file():
-            edges = pd.read_csv(path / "edges.csv")
-            if not {"parent", "child"} <= set(edges.columns):
-                raise ConfigError(f"{what}: {path / 'edges.csv'} has no parent and child columns")
-            graph = nx.DiGraph()
-            graph.add_edges_from(zip(edges["parent"].astype(str).str.strip(), edges["child"].astype(str).str.strip()))
-            return graph
+        for name in ("tree.json", "edges.csv"):
+            if (path / name).is_file():
+                return load_tree(path / name, what, limits)
         raise ConfigError(f"{what}: {path} holds neither tree.json nor edges.csv; is it a hierarchy run?")
     if not path.is_file():
         raise ConfigError(f"{what}: no such file or directory: {path}")
+    if path.suffix.lower() == ".csv":
+        return _edges_csv(path, what, limits)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = limits.loads(limits.read_text(path))
+    except ConfigError as err:  # a line too long, or bytes that are not UTF-8
+        raise ConfigError(f"{what}: {err}") from None
+    except ValueError as err:  # a syntax error (json.JSONDecodeError is one), or nesting too deep
         raise ConfigError(f"{what}: {path} is not valid JSON ({err})") from None
     return tree_from_nested(data, f"{what}: {path}")
+
+
+def _edges_csv(path: Path, what: str, limits: InputLimits) -> nx.DiGraph:
+    """The (parent, child) rows of an edges.csv, found by the header's names; other columns are ignored."""
+    where = f"{what}: {path}"
+    reader = csv.reader((line for _, line, _ in limits.read_lines(path)), strict=True)
+    edges = []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        if "parent" not in header or "child" not in header:
+            raise ConfigError(f"{where}: expected a header with parent and child columns, found {_shown(header)}")
+        parent, child = header.index("parent"), header.index("child")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            if len(row) <= max(parent, child) or not row[parent].strip() or not row[child].strip():
+                raise ConfigError(f"{where}: line {reader.line_num}: expected a parent and a child, found {_shown(row)}")
+            edges.append((row[parent], row[child]))
+    except csv.Error as err:
+        raise ConfigError(f"{where}: line {reader.line_num}: not valid CSV ({err})") from None
+    except ConfigError as err:
+        if str(err).startswith(where):
+            raise
+        # limits.read_lines names the file and line (not UTF-8, too long), not which input it is.
+        raise ConfigError(f"{what}: {err}") from None
+    return tree_from_edges(edges, where)
+
+
+def _shown(cells: list[str]) -> list[str]:
+    """The first cells of a CSV row, each cut short, for an error message that stays one readable line."""
+    return [cell if len(cell) <= 40 else cell[:40] + "..." for cell in cells[:4]]
 
 
 def _metrics(graph: nx.DiGraph, wheel: EmotionWheel, what: str, samples: int, seed: int) -> dict:
@@ -68,8 +103,9 @@ def run(cfg: DictConfig) -> dict:
     # Validated like every run's settings (this run reads only the wheel and the baseline sample count).
     wheel = EmotionWheel.load(validated(ProbeSettings, cfg.probe, "probe").wheel)
     samples = validated(HierarchySettings, cfg.hierarchy, "hierarchy").baseline_samples
-    ours = load_tree(cfg.run_dir, "run_dir")
-    reference = load_tree(cfg.reference, "reference")
+    limits = validated(InputLimits, cfg.limits, "limits")
+    ours = load_tree(cfg.run_dir, "run_dir", limits)
+    reference = load_tree(cfg.reference, "reference", limits)
     agreement = edge_agreement(ours, reference)
     ours_metrics = _metrics(ours, wheel, "run_dir", samples, cfg.seed)
     reference_metrics = _metrics(reference, wheel, "reference", samples, cfg.seed)

@@ -11,12 +11,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from emotion_probe.data import resolve_data_file
+from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.scenario_checks import normalized
 from emotion_probe.scenarios import load_scenarios
 from emotion_probe.wheel import EmotionWheel
 from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
-from experiments.common import build_model, output_dir, validated, write_manifest
+from experiments.callbacks import LockSettings, only_writer_of, reads_config
+from experiments.common import build_model, input_hashes, output_dir, validated, write_manifest
 
 
 class GeneratorSettings(BaseModel):
@@ -34,14 +37,25 @@ class GeneratorSettings(BaseModel):
     max_tokens: int = Field(ge=16, description="token budget of one reply")
 
 
+@reads_config(*GeneratorSettings.model_fields, "model", "limits", "cache", "retry", "seed", "wait_for_lock", "paths",
+              "progress")
 def run(cfg: DictConfig) -> dict:
     settings = validated(GeneratorSettings, {key: cfg[key] for key in GeneratorSettings.model_fields}, "")
+    wait = validated(LockSettings, {"wait_for_lock": cfg.wait_for_lock}, "").wait_for_lock
+    # The output is appended to, outside the run dir: two runs on one file would both write every row.
+    with only_writer_of(Path(settings.output), wait=wait):
+        return _generate(cfg, settings)
+
+
+def _generate(cfg: DictConfig, settings: GeneratorSettings) -> dict:
+    inputs = input_hashes(resolve_data_file("wheels", settings.wheel))
     wheel = EmotionWheel.load(settings.wheel)
     words = settings.words or wheel.words
     for word in words:
         wheel.primary_of(word)  # an unknown word fails here, by name
     output = Path(settings.output)
-    existing = load_scenarios(output) if output.exists() and output.stat().st_size else []
+    limits = validated(InputLimits, cfg.limits, "limits")
+    existing = load_scenarios(output, limits=limits) if output.exists() and output.stat().st_size else []
     counts = Counter(s.emotion for s in existing)
     numbers: dict[str, int] = {}
     for s in existing:
@@ -77,5 +91,5 @@ def run(cfg: DictConfig) -> dict:
             progress.advance(task)
     Console().print(summary)
     Console().print(f"{written_total} new rows; {len(words) - len(todo)} emotions were already complete")
-    write_manifest(output_dir(cfg), cfg, models={"writer": model}, written=written_total)
+    write_manifest(output_dir(cfg), cfg, models={"writer": model}, written=written_total, inputs=inputs)
     return {"written": written_total, "skipped": len(words) - len(todo)}

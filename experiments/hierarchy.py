@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.files import write_frame
 from emotion_probe.analysis.hierarchy import (
     BOOTSTRAP_METRICS,
     HierarchyBootstrap,
@@ -29,6 +30,7 @@ from emotion_probe.analysis.hierarchy import (
 )
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
+from experiments.callbacks import reads_config
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 from experiments.reporting import (
     Block,
@@ -76,6 +78,8 @@ class HierarchyMetrics(BaseModel):
     shuffled_alignment_mean: float | None
 
 
+@reads_config("model", "probe", "hierarchy", "scenarios", "limit", "keep_empty", "limits", "cache", "retry", "seed",
+              "paths", "progress")
 def run(cfg: DictConfig) -> dict:
     settings = validated(HierarchySettings, cfg.hierarchy, "hierarchy")
     probe, table, out_dir = probe_scenario_file(cfg)
@@ -98,11 +102,11 @@ def run(cfg: DictConfig) -> dict:
     # No scenario left (every row unseen) has nothing to resample: the tree is empty, and so are its intervals.
     resample = settings.bootstrap and len(P)
     bootstrap = _bootstrap(P, wheel, settings, ranked, cfg.seed, cfg.progress) if resample else None
-    result.matching_frame().to_parquet(out_dir / "matching.parquet")
-    result.edges_frame(bootstrap).to_csv(out_dir / "edges.csv", index=False)
+    write_frame(result.matching_frame(), out_dir / "matching.parquet")
+    write_frame(result.edges_frame(bootstrap), out_dir / "edges.csv", index=False)
     if result.candidates is not None:  # the paper method's pairs before its graph cleanup
-        pd.DataFrame(result.candidates, columns=["parent", "child", "p_parent_given_child"]).to_csv(
-            out_dir / "candidate_edges.csv", index=False)
+        write_frame(pd.DataFrame(result.candidates, columns=["parent", "child", "p_parent_given_child"]),
+                    out_dir / "candidate_edges.csv", index=False)
     metrics = {
         "model": model.name,
         "parameters": model.num_parameters(),
@@ -116,19 +120,20 @@ def run(cfg: DictConfig) -> dict:
     }
     if bootstrap is not None:
         metrics.update(bootstrap.intervals())
-        bootstrap.metrics.to_csv(out_dir / "bootstrap_metrics.csv", index_label="resample")
-        bootstrap.edges_frame(set(result.edges)).to_csv(out_dir / "bootstrap_edges.csv", index=False)
+        write_frame(bootstrap.metrics, out_dir / "bootstrap_metrics.csv", index_label="resample")
+        write_frame(bootstrap.edges_frame(set(result.edges)), out_dir / "bootstrap_edges.csv", index=False)
     if settings.sweep_thresholds:
         # The run's own threshold is always a point of the sweep, so the figure marks where the tree sits.
         sweep = threshold_sweep(P, wheel, [*settings.sweep_thresholds, settings.threshold], settings.method, ranked)
-        sweep.to_csv(out_dir / "threshold_sweep.csv", index=False)
+        write_frame(sweep, out_dir / "threshold_sweep.csv", index=False)
         _plot_sweep(sweep, settings.threshold, out_dir / "threshold_sweep", f"{model.name}, {settings.method} method")
     write_json_atomic(out_dir / "metrics.json", metrics)  # strict JSON: an undefined metric is null
     # The tree in the authors' nested format (isolated nodes included), for experiment=compare_tree.
     write_json_atomic(out_dir / "tree.json", nested_tree(result.graph))
     draw_tree(result.graph, wheel, out_dir / "tree",
               title=f"{model.name}: {result.metrics['edges']} edges, threshold {settings.threshold}")
-    write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe())
+    write_manifest(out_dir, cfg, models={"model": model}, probe=probe.describe(),
+                   dropped_rows=table.attrs.get("dropped_rows"), inputs=table.attrs.get("inputs"))
     _print_metrics(metrics, list(result.metrics), out_dir)
     return metrics
 
@@ -241,8 +246,8 @@ def _number(value: object, spec: str) -> str:
 def write_scaling(rows: list[dict], out_dir: Path) -> pd.DataFrame:
     """The scaling table (one row per job's metrics, by parameter count) and its figure: scaling.{parquet,csv,png,svg}."""
     frame = pd.DataFrame(rows).sort_values("parameters").reset_index(drop=True)
-    frame.to_parquet(out_dir / "scaling.parquet", index=False)
-    frame.to_csv(out_dir / "scaling.csv", index=False)
+    write_frame(frame, out_dir / "scaling.parquet", index=False)
+    write_frame(frame, out_dir / "scaling.csv", index=False)
     _plot_scaling(frame, out_dir / "scaling")
     return frame
 

@@ -6,12 +6,15 @@ and `emolab experiment=watch` feeds it the same events rebuilt from transcript.j
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
 from rich.console import Console
@@ -20,9 +23,18 @@ from rich.table import Table
 from rich.text import Text
 
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.limits import InputLimits
+from emotion_probe.terminal import printable
 
 log = logging.getLogger("emolab.negotiation")
 COLORS = {"salesperson": "cyan", "customer": "magenta", "probe": "yellow", "closing": "green"}
+
+
+def shown(value: object, style: str = "") -> Text:
+    """Text from a model, a scenario or a transcript as the console shows it: control characters escaped
+    (emotion_probe.terminal), and never read as rich markup, so `[link=...]` in a reply stays text."""
+    return Text(printable(value), style=style)
 
 
 def emotion_bars(rows: dict[str, list[float] | None], emotions: Sequence[str]) -> Table:
@@ -39,7 +51,7 @@ def emotion_bars(rows: dict[str, list[float] | None], emotions: Sequence[str]) -
                 cells.append(Text("-", style="dim"))
             else:
                 cells.append(Text("█" * round(values[i] / 5), style="bold") + Text(f" {values[i]:.0f}", style="dim"))
-        table.add_row(emotion, *cells)
+        table.add_row(shown(emotion), *cells)
     return table
 
 
@@ -61,22 +73,22 @@ def matching_heatmap(C: np.ndarray, title: str, emotions: Sequence[str]) -> Tabl
     A row whose primary never co-occurred with another is undefined and shows dashes.
     """
     matching, totals = matching_matrix(C), np.asarray(C).sum(axis=1)
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_header=True)
+    table = Table(title=shown(title), title_justify="left", box=None, pad_edge=False, show_header=True)
     table.add_column("P(col | row)")
     for emotion in emotions:
-        table.add_column(emotion, justify="right")
+        table.add_column(shown(emotion), justify="right")
     for i, emotion in enumerate(emotions):
         if totals[i] <= 0:
             cells = [Text("-", style="dim") for _ in emotions]
         else:
             cells = [Text("·", style="dim") if i == j else Text(f"{matching[i, j]:.2f}", style=_heat(matching[i, j]))
                      for j in range(len(emotions))]
-        table.add_row(emotion, *cells)
+        table.add_row(shown(emotion), *cells)
     return table
 
 
 def _preview(text: str, limit: int = RAW_PREVIEW) -> str:
-    flat = " ".join(text.split())
+    flat = printable(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -111,22 +123,23 @@ class LiveView:
         """A rule that opens a trial's block (live only; log lines carry the trial number already)."""
         if self.live:
             self._end_line()
-            self.console.rule(f"trial {trial}: {item}" if item else f"trial {trial}")
+            self.console.rule(shown(f"trial {trial}: {item}" if item else f"trial {trial}"))
 
     def handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "start" and self.live:
             speaker = event["speaker"]
             self._end_line()
-            self.console.print(Text(f"\n{speaker} ", style=f"bold {COLORS.get(speaker, 'white')}"), end="")
+            self.console.print(Text(f"\n{printable(speaker)} ", style=f"bold {COLORS.get(speaker, 'white')}"), end="")
             self._streaming = True
             self._resumes = None
         elif kind == "token" and self.live:
             if self._resumes is not None:  # the next attempt after a retry: a block of its own
-                self.console.print(Text(f"{self._resumes} ", style=f"bold {COLORS.get(self._resumes, 'white')}"),
-                                   end="")
+                self.console.print(Text(f"{printable(self._resumes)} ",
+                                        style=f"bold {COLORS.get(self._resumes, 'white')}"), end="")
                 self._streaming, self._resumes = True, None
-            self.console.print(Text(event["text"], style="dim"), end="", soft_wrap=True, highlight=False)
+            self.console.print(Text(printable(event["text"], newlines=True), style="dim"), end="", soft_wrap=True,
+                               highlight=False)
         elif kind == "retry":
             self._retry(event)
         elif kind == "restart":
@@ -139,34 +152,34 @@ class LiveView:
     def _turn(self, record: dict) -> None:
         speaker = record["speaker"]
         if speaker == "closing":
-            line = f"closing: paid {record['paid']}" + (f" (claimed {record['paid_claimed']})"
-                                                        if record["paid_claimed"] != record["paid"] else "")
+            paid, claimed = record.get("paid"), record.get("paid_claimed")
+            line = f"closing: paid {paid}" + (f" (claimed {claimed})" if claimed != paid else "")
             self._say(line, "closing")
             return
         self._end_line()
         self._resumes = None
         failed = record.get("parse_status") == "failed"
         if self.live:
-            label = (f"{speaker}: ", f"bold {COLORS.get(speaker, 'white')}")
+            label = (f"{printable(speaker)}: ", f"bold {COLORS.get(speaker, 'white')}")
             if failed:
                 errors, attempts = record.get("errors") or [], record.get("attempts")
-                reason = f" ({errors[-1]})" if errors else ""
+                reason = f" ({printable(errors[-1])})" if errors else ""
                 raw = _preview(record.get("raw") or record.get("text") or "")
-                self.console.print(Text.assemble(
-                    label, (f"parse failed after {attempts} attempt{'' if attempts == 1 else 's'}{reason}: ", "red"),
-                    (raw, "dim")), highlight=False)
+                failure = f"parse failed after {printable(attempts)} attempt{'' if attempts == 1 else 's'}{reason}: "
+                self.console.print(Text.assemble(label, (failure, "red"), (raw, "dim")), highlight=False)
             else:  # the validated message, never the raw JSON
-                self.console.print(Text.assemble(label, record["text"]), highlight=False)
+                self.console.print(Text.assemble(label, printable(record.get("text") or "", newlines=True)),
+                                   highlight=False)
         else:
-            log.info("trial %s turn %s %s%s: %s", record.get("trial"), record["turn"], speaker,
-                     " (unparsed)" if failed else "", record["text"][:200])
+            log.info("trial %s turn %s %s%s: %s", printable(record.get("trial")), printable(record.get("turn")),
+                     printable(speaker), " (unparsed)" if failed else "", printable((record.get("text") or "")[:200]))
         self._learn_labels(record)
         if speaker == "salesperson":
             self._prediction = record.get("prediction")
         else:
             self._report = record.get("report")
             if record.get("decision") in ("accept", "walk_away"):
-                self._say(f"customer decides: {record['decision']}", "customer")
+                self._say(f"customer decides: {printable(record['decision'])}", "customer")
 
     def _retry(self, event: dict) -> None:
         speaker = event.get("speaker", "?")
@@ -184,10 +197,10 @@ class LiveView:
         """A yellow line between attempts; the next attempt's text then streams as a block of its own."""
         if self.live:
             self._end_line()
-            self.console.print(Text(line, style="yellow"), highlight=False)
+            self.console.print(shown(line, style="yellow"), highlight=False)
             self._resumes = speaker
         else:
-            log.info("trial %s %s %s", event.get("trial"), speaker, line)
+            log.info("trial %s %s %s", printable(event.get("trial")), printable(speaker), printable(line))
 
     def _end_line(self) -> None:
         if self._streaming:
@@ -210,7 +223,9 @@ class LiveView:
         primary = np.asarray(record.get("probe_primary") or [], dtype=float)
         if primary.sum() > 0:
             C = cooccurrence((primary / primary.sum())[None, :])
-            self._cooccurrence[trial] = self._cooccurrence.get(trial, np.zeros_like(C)) + C
+            before = self._cooccurrence.get(trial)
+            # A record over other emotions than the trial's earlier ones (a transcript from elsewhere) starts anew.
+            self._cooccurrence[trial] = C if before is None or before.shape != C.shape else before + C
         self._probed[trial] = self._probed.get(trial, 0) + 1
         return trial
 
@@ -219,8 +234,8 @@ class LiveView:
         if self.live:
             self._end_line()
             rows = {"customer says": self._report, "salesperson predicted": self._prediction,
-                    "probe": record["probe_primary"]}
-            labels = self._labels(max(len(values) for values in rows.values() if values is not None))
+                    "probe": record.get("probe_primary")}
+            labels = self._labels(max((len(values) for values in rows.values() if values is not None), default=0))
             self.console.print(emotion_bars(rows, labels))
             C = self._cooccurrence.get(trial, np.zeros((len(labels),) * 2))
             n = self._probed[trial]
@@ -230,9 +245,71 @@ class LiveView:
 
     def _say(self, line: str, speaker: str) -> None:
         if self.live:
-            self.console.print(Text(line, style=f"bold {COLORS[speaker]}"))
+            self.console.print(shown(line, style=f"bold {COLORS[speaker]}"))
         else:
-            log.info(line)
+            log.info("%s", printable(line))
+
+
+#: The most values a record's emotion list may hold: far more primaries than any wheel has, and few enough that
+#: the matching matrix the view draws from them (values squared) stays small.
+MAX_EMOTIONS = 1000
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Values = Annotated[list[Percent], Field(max_length=MAX_EMOTIONS)]
+
+
+class TranscriptRecord(BaseModel):
+    """One line of transcript.jsonl as it is read back (by `watch`, and on resume): the fields the view and the
+    resume use, with the types experiments/negotiation.py writes. Other fields are kept as they are.
+
+    A transcript may come from elsewhere, so a line that emolab could not have written is refused by its
+    line number rather than drawn. Every field but `speaker` is absent from some kind of record (a probe
+    record has no text, a closing record no emotions), hence their None.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    speaker: str = Field(description="salesperson | customer | probe | closing")
+    trial: int | None = Field(default=None, description="the trial the record belongs to")
+    turn: int | None = Field(default=None, description="the dialogue turn")
+    text: str | None = Field(default=None, description="the message the other side read")
+    raw: str | None = Field(default=None, description="the model's raw reply")
+    parse_status: str | None = Field(default=None, description="ok | failed | human")
+    attempts: int | None = Field(default=None, ge=1, description="replies the turn took")
+    errors: list[str] | None = Field(default=None, description="why each attempt before the last was refused")
+    emotions: list[str] | None = Field(default=None, max_length=MAX_EMOTIONS, description="labels of the values")
+    prediction: Values | None = Field(default=None, description="the salesperson's prediction, in percent")
+    report: Values | None = Field(default=None, description="the customer's self-report, in percent")
+    probe_primary: Values | None = Field(default=None, description="the probe's mass per primary, in percent")
+    decision: str | None = Field(default=None, description="continue | accept | walk_away")
+    paid: float | None = Field(default=None, description="what the customer paid, at closing")
+    paid_claimed: float | None = Field(default=None, description="what the customer said it paid")
+
+    @model_validator(mode="after")
+    def _attempts_have_errors(self) -> "TranscriptRecord":
+        # Every refused attempt leaves its error (agents.structured.call_structured), so the retries the view
+        # replays are bounded by the line itself.
+        if self.attempts is not None and self.attempts > len(self.errors or []) + 1:
+            raise ValueError(f"{self.attempts} attempts but {len(self.errors or [])} errors")
+        return self
+
+
+def transcript_record(line: str, where: str, limits: InputLimits) -> dict:
+    """One transcript.jsonl line as its record (the dict as written), or a ConfigError naming `where`
+    (the file and line number): a line that is not JSON, not an object or not a record emolab writes."""
+    try:
+        record = limits.loads(line)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{where} is not valid JSON ({err.msg})") from None
+    except ValueError as err:  # nested too deeply, or a number of more digits than Python reads
+        raise ConfigError(f"{where} is not valid JSON ({str(err).split(';')[0]})") from None
+    if not isinstance(record, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
+        raise ConfigError(f"{where} is not a transcript record ({kind} where a JSON object belongs)")
+    try:
+        TranscriptRecord.model_validate(record)
+    except ValidationError as err:
+        raise ConfigError(f"{where} is not a transcript record: {first_validation_problem(err)}") from None
+    return record
 
 
 def replay(record: dict, attempts_allowed: int | None = None) -> list[dict]:
@@ -258,13 +335,18 @@ def summary_table(trials: pd.DataFrame) -> Table:
     for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
         table.add_column(column, justify="right")
 
-    def number(value: object, spec: str) -> str:
-        return "-" if pd.isna(value) else format(value, spec)
+    def number(value: object, spec: str) -> Text:
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            return Text("-")
+        try:
+            return Text(format(value, spec))
+        except (TypeError, ValueError):  # a watched run's file holds what it holds
+            return shown(value)
 
     for _, row in trials.iterrows():
-        table.add_row(str(row["trial"]), row["status"], number(row["price"], "g"),
-                      number(row["mean_abs_error_pp"], ".1f"), number(row["js_divergence"], ".3f"),
-                      str(row["turns"]), str(row["parse_failures"]), str(row["truncated"]))
+        table.add_row(shown(row.get("trial")), shown(row.get("status")), number(row.get("price"), "g"),
+                      number(row.get("mean_abs_error_pp"), ".1f"), number(row.get("js_divergence"), ".3f"),
+                      shown(row.get("turns")), shown(row.get("parse_failures")), shown(row.get("truncated")))
     return table
 
 

@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.text import Text
 
-from emotion_probe.errors import ConfigError, EmolabError
+from emotion_probe.errors import EmolabError
 from emotion_probe.redaction import redact, redacted
+from emotion_probe.terminal import printable
 from experiments.callbacks import finished_job
 from experiments.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
 
@@ -35,7 +36,8 @@ USER_ERROR = 2
 
 def _report(message: str, details: str = "") -> None:
     # One unwrapped line, and no markup parsing: messages quote user text like "[x]".
-    message, details = redact(message), redact(details)
+    # Masked and escaped: messages quote file contents and paths, which may carry keys or terminal controls.
+    message, details = printable(redact(message)), printable(redact(details), newlines=True)
     console = Console(stderr=True, soft_wrap=True)
     console.print(Text.assemble(("error: ", "bold red"), message))
     if details:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import matplotlib
 
@@ -26,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from langgraph.types import Command
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.prompt import Prompt
 from rich.text import Text
@@ -46,7 +43,9 @@ from agents.human import (
 from agents.negotiation import NegotiationScenario
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.models.wrappers.batching import BatchingBackend
-from emotion_probe.errors import ConfigError
+from emotion_probe.data import resolve_data_file
+from emotion_probe.files import output_errors, save_figure, write_frame, write_text_atomic
+from emotion_probe.limits import InputLimits
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import (
@@ -56,9 +55,18 @@ from environments.negotiation import (
     matching_over_conversation,
 )
 from environments.timing import NodeTimings
-from experiments.callbacks import claim_run_dir
-from experiments.common import RunLayers, build_model, output_dir, validated, write_manifest
-from experiments.live import LiveView, stdout_is_live, summary_table
+from experiments.callbacks import claim_run_dir, reads_config
+from experiments.checkpointer import CheckpointerSettings, open_checkpointer
+from experiments.common import (
+    RunLayers,
+    build_model,
+    config_group_files,
+    input_hashes,
+    output_dir,
+    validated,
+    write_manifest,
+)
+from experiments.live import LiveView, stdout_is_live, summary_table, transcript_record
 from experiments.negotiation_report import NEGOTIATION_REPORT
 from experiments.reporting import register
 from emotion_probe.analysis.stats import json_safe
@@ -139,63 +147,6 @@ def with_customer_persona(scenario: NegotiationScenario, persona: CustomerPerson
 def run_key(out_dir: Path) -> str:
     """A short id of this job's run dir: thread ids stay unique when many jobs share one Postgres database."""
     return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
-
-
-class CheckpointerSettings(BaseModel):
-    """conf/checkpointer/*.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["sqlite", "postgres"] = Field(description="which checkpointer to build")
-    # Each kind sets only its own key, so the other kind's key is legitimately absent from its file.
-    filename: str | None = Field(default=None, min_length=1,
-                                 description="kind=sqlite: the SQLite file inside the job's run dir")
-    url_env: str | None = Field(default=None, description="kind=postgres: the environment variable holding the "
-                                                          "connection string")
-
-    @model_validator(mode="after")
-    def _kind_has_its_key(self) -> "CheckpointerSettings":
-        needed = "filename" if self.kind == "sqlite" else "url_env"
-        if getattr(self, needed) is None:
-            raise ValueError(f"{needed}: kind={self.kind} needs it")
-        return self
-
-
-#: Key of the advisory lock that serializes checkpoint-table setup across jobs ("emolab" in ASCII).
-POSTGRES_SETUP_LOCK = 0x656D6F6C6162
-
-
-@contextmanager
-def open_checkpointer(settings: CheckpointerSettings, out_dir: Path) -> Iterator[Any]:
-    """The LangGraph checkpointer the `checkpointer` config group names (one SQLite file per job, or Postgres)."""
-    if settings.kind == "sqlite":
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        with SqliteSaver.from_conn_string(str(out_dir / settings.filename)) as saver:
-            yield saver
-        return
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        raise ConfigError('checkpointer=postgres needs the postgres extra: pip install "emolab[postgres]"') from None
-    url = os.environ.get(settings.url_env or "")
-    if not url:
-        raise ConfigError(f"checkpointer.url_env: environment variable {settings.url_env} is not set "
-                          "(it must hold the PostgreSQL connection string)")
-    with PostgresSaver.from_conn_string(url) as saver:
-        # setup() creates the tables on first use. Jobs that start together on a fresh database would
-        # all run its migrations and collide on their bookkeeping table, so a session advisory lock
-        # lets one job run them while the others wait (and then find nothing left to do). The others
-        # poll rather than block: a blocked statement is an open transaction, and the migrations'
-        # CREATE INDEX CONCURRENTLY waits for every open transaction, which would deadlock.
-        with saver.conn.cursor() as cursor:
-            while not cursor.execute("SELECT pg_try_advisory_lock(%s) AS ok", (POSTGRES_SETUP_LOCK,)).fetchone()["ok"]:
-                time.sleep(0.2)
-            try:
-                saver.setup()
-            finally:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK,))
-        yield saver
 
 
 #: One prompt at a time, when concurrent trials wait for a person.
@@ -289,21 +240,30 @@ def _stop_play(console: Console, stop: StopPlay, request: dict, trial: Any) -> S
     return SystemExit(0)
 
 
+@reads_config(*NegotiationSettings.model_fields, "model", "salesperson", "customer", "scenario", "checkpointer", "probe",
+              "limits", "cache", "retry", "seed", "paths")
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    limits = validated(InputLimits, cfg.limits, "limits")
     persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
-    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
+    if persona.description is not None:
+        limits.check_text(persona.description, "customer.persona.description")
+    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario").within(limits), persona)
     checkpointer_settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, list(NegotiationSettings.model_fields)), "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     # Loaded once, before the (slow) models, so a bad probe.wheel fails in a second. Its primaries are the
     # emotions the agents report and predict, with or without the probe (probe.wheel is part of the
     # run's fingerprint, so a resume with another wheel is refused by claim_run_dir).
+    # What the run reads, by content: the wheel, and the scenario's and customer persona's config files.
+    inputs = input_hashes(resolve_data_file("wheels", probe_settings.wheel),
+                          *config_group_files("scenario", "customer/persona"))
     wheel = EmotionWheel.load(probe_settings.wheel)
     emotions = list(wheel.primaries)
     out_dir = output_dir(cfg)
-    # Checkpointed trials are picked up by thread id alone: refuse a dir whose trials ran with other settings.
-    claim_run_dir(cfg, out_dir)
+    # Checkpointed trials are picked up by thread id alone: refuse a dir whose trials ran with other settings
+    # or from other files.
+    claim_run_dir(cfg, out_dir, inputs)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
     probe = EmotionProbe(probe_model, wheel, probe_settings) \
         if settings.probe_messages else None
@@ -321,12 +281,13 @@ def run(cfg: DictConfig) -> dict:
     view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1,
                     emotions=emotions)
     transcript_path = out_dir / "transcript.jsonl"
-    written = transcript_keys(transcript_path)  # lines already there, from an earlier (killed) run
+    written = transcript_keys(transcript_path, limits)  # lines already there, from an earlier (killed) run
 
     transcript_lock = threading.Lock()
     thread_prefix = run_key(out_dir)
-    with open_checkpointer(checkpointer_settings, out_dir) as checkpointer, \
-            transcript_path.open("a", encoding="utf-8") as transcript:
+    # A full disk or a dir that refuses writes ends the run in one line; every line and checkpoint before stays.
+    with output_errors(), open_checkpointer(checkpointer_settings, out_dir) as checkpointer, \
+            transcript_path.open("ab", buffering=0) as transcript:
         graph = build_negotiation_graph(checkpointer)
 
         def record(records: list[dict]) -> None:
@@ -335,14 +296,19 @@ def run(cfg: DictConfig) -> dict:
                 for line in records:
                     key = transcript_key(line)
                     if key not in written:
-                        transcript.write(dumps_strict(line, default=str) + "\n")
+                        data = (dumps_strict(line, default=str) + "\n").encode("utf-8")
+                        # Unbuffered: a write the disk refuses fails here, and leaves nothing to flush at close.
+                        with output_errors(transcript_path):
+                            while data:
+                                data = data[transcript.write(data):]
                         written.add(key)
-                transcript.flush()
 
         def one_trial(trial: int) -> dict:
             config = {"configurable": {"thread_id": f"{thread_prefix}/{scenario.name}-trial-{trial}"}}
             snapshot = graph.get_state(config)
-            if snapshot.values and not snapshot.next:
+            # Finished: nothing left to run, and no finished step whose output is saved but not yet applied (a
+            # run stopped between saving a step's writes and the checkpoint after it shows no `next` either).
+            if snapshot.values and not snapshot.next and not snapshot.tasks:
                 log.info("trial %d already finished; skipping", trial)
                 values = snapshot.values
                 record(values.get("turns", []))  # lines a run killed after the last commit did not write
@@ -355,8 +321,8 @@ def run(cfg: DictConfig) -> dict:
                 values = _stream_trial(graph, first_input, config, context, view, record, console)
             draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png", wheel)
             if probe is not None:
-                (out_dir / f"matching_trial{trial}.json").write_text(
-                    dumps_strict(matching_record(values, emotions), indent=2), encoding="utf-8")
+                write_text_atomic(out_dir / f"matching_trial{trial}.json",
+                                  dumps_strict(matching_record(values, emotions), indent=2))
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
                     "seed": cfg.seed, "status": values["status"],
                     "deal": values["status"] == "deal", "final_price": values.get("final_price"),
@@ -366,14 +332,15 @@ def run(cfg: DictConfig) -> dict:
         with ThreadPoolExecutor(settings.concurrency) as pool:
             rows = list(pool.map(one_trial, range(settings.trials)))
     trials = pd.DataFrame(rows)
-    trials.to_parquet(out_dir / "trials.parquet", index=False)
+    write_frame(trials, out_dir / "trials.parquet", index=False)
     summary = _summary(trials, scenario, settings.analysis, seed=cfg.seed)
-    (out_dir / "summary.json").write_text(dumps_strict(summary, indent=2), encoding="utf-8")
+    write_text_atomic(out_dir / "summary.json", dumps_strict(summary, indent=2))
     _figures(trials, out_dir, summary)
     models = {"salesperson": salesperson_model, "customer": customer_model}
     if probe is not None:
         models["probe"] = probe_model
-    write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary)
+    write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary,
+                   inputs=inputs)
     console.print(summary_table(trials))
     console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
                   "emotions_trial<N>.png" + (", matching_trial<N>.json" if probe is not None else "") + "}")
@@ -385,17 +352,26 @@ def transcript_key(record: dict) -> tuple:
     return record.get("trial"), record.get("turn"), record.get("speaker")
 
 
-def transcript_keys(path: Path) -> set[tuple]:
-    """The keys of the lines already in a transcript. A torn last line (a kill mid-write) is cut off first."""
+def transcript_keys(path: Path, limits: InputLimits | None = None) -> set[tuple]:
+    """The keys of the lines already in a transcript.
+
+    A torn last line (no newline: a kill mid-write) is cut off, as its record is still in the checkpoint and
+    is written again. Any other line that is not a transcript record raises a ConfigError naming its
+    number, before the file is touched: what is wrong there is not for a resume to guess. `limits` caps the
+    lines (None: conf/limits/default.yaml's).
+    """
     if not path.exists():
         return set()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
+    limits = limits or InputLimits.shipped()
+    keys, end = set(), 0
+    for number, line, end in limits.read_lines(path, whole_only=True):
+        if line.strip():
+            keys.add(transcript_key(transcript_record(line, f"{path}: line {number}", limits)))
+    if end < path.stat().st_size:
         log.warning("%s: cutting off a torn last line", path)
         with path.open("r+b") as handle:
             handle.truncate(end)
-    return {transcript_key(json.loads(line)) for line in data[:end].decode("utf-8").splitlines() if line.strip()}
+    return keys
 
 
 def matching_record(values: dict, emotions: list[str]) -> dict:
@@ -495,7 +471,7 @@ def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
         ax.legend(fontsize=7, frameon=False)
     print(f"prediction error vs price ({summary['pairing']} pairing): {caption}")
     fig.tight_layout()
-    fig.savefig(out_dir / "error_vs_price.png", dpi=150)
+    save_figure(fig, out_dir / "error_vs_price.png", dpi=150)
     plt.close(fig)
 
 
@@ -526,7 +502,7 @@ def draw_trial_pies(turns: list[dict], path: Path, wheel: EmotionWheel) -> None:
             ax.set_title(f"turn {turn}: {label}", fontsize=7)
     fig.legend(wheel.primaries, loc="lower center", ncols=min(len(wheel.primaries), 8), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

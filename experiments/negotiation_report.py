@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from emotion_probe.analysis.negotiation import correlation_caption, draw_fit, error_price_correlation
+from emotion_probe.files import save_figure
 from experiments.reporting import (
     Block,
     ExperimentReport,
@@ -194,7 +195,7 @@ def _price_by_condition(trials: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("final price")
     ax.tick_params(axis="x", labelsize=7, rotation=20)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -211,7 +212,7 @@ def _deal_rate_by_condition(by_condition: pd.DataFrame, path: Path) -> Path:
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("deal rate")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -252,7 +253,7 @@ def _error_vs_price(trials: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("price")
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -280,7 +281,7 @@ def _error_price_by_model(trials: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("emotion prediction error (percentage points)")
     ax.set_ylabel("price")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -10,6 +10,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
+from rich.text import Text
 
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe.models.base import GenerateConfig
@@ -20,15 +21,28 @@ from emotion_probe.analysis.bias import (
     content_free_prior,
     recognition_summary,
 )
+from emotion_probe.data import resolve_data_file
 from emotion_probe.errors import ConfigError
 from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe, ProbeSettings
 from emotion_probe.engines.local import PartsManifest, run_in_parts, with_labels
+from emotion_probe.files import write_frame
+from emotion_probe.terminal import printable
+from emotion_probe.limits import InputLimits
 from emotion_probe.scenarios import Scenario, load_scenarios
 from emotion_probe.analysis.stats import resample_rows
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
-from experiments.common import build_model, output_dir, validated, write_json_atomic, write_manifest
+from experiments.callbacks import claim_run_dir, reads_config
+from experiments.common import (
+    build_model,
+    config_group_files,
+    input_hashes,
+    output_dir,
+    validated,
+    write_json_atomic,
+    write_manifest,
+)
 from experiments.persona_report import PERSONA_BIAS_REPORT
 from experiments.reporting import register
 
@@ -47,13 +61,20 @@ class RecognitionSettings(BaseModel):
     bootstrap: int = Field(ge=0, description="bootstrap resamples of the scenarios for accuracy intervals; 0 = off")
 
 
+@reads_config("model", "probe", "persona", "recognition", "scenarios", "limit", "keep_empty", "limits", "cache",
+              "retry", "seed", "paths", "progress")
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     persona = validated(PersonaSpec, cfg.persona, "persona")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
     settings = validated(RecognitionSettings, cfg.recognition, "recognition")
     wheel = EmotionWheel.load(probe_settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
+    # What the run reads, by content: the scenarios, the wheel, the persona's config file and its personas.json.
+    inputs = input_hashes(resolve_data_file("scenarios", cfg.scenarios), resolve_data_file("wheels", probe_settings.wheel),
+                          *config_group_files("persona"), persona.file)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty,
+                               limits=validated(InputLimits, cfg.limits, "limits"))
+    dropped_rows = scenarios.dropped  # for the manifest; the list is rebuilt below
     unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
     if unlabelled:
         raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
@@ -61,6 +82,7 @@ def run(cfg: DictConfig) -> dict:
     # Files with only a label (the authors' `label`) get its primary from the wheel.
     scenarios = [s if s.primary else s.model_copy(update={"primary": wheel.primary_of(s.emotion)}) for s in scenarios]
     out_dir = output_dir(cfg)
+    claim_run_dir(cfg, out_dir, inputs)  # before recognition_parts/ is read back
     model = build_model(cfg.model, cfg)
     agent = PersonaAgent(persona, wheel)
     # The persona's prompt replaces probe.template; every other setting is the run's. Validated with the
@@ -104,7 +126,7 @@ def run(cfg: DictConfig) -> dict:
     paper = probe_settings.method == "paper"
     table.insert(4, "predicted", _paper_predictions(table) if paper else argmax_labels(P, wheel.words))
     table.insert(5, "predicted_calibrated", calibrated_argmax(P, prior, wheel.words))
-    table.to_parquet(out_dir / "predictions.parquet", index=False)
+    write_frame(table, out_dir / "predictions.parquet", index=False)
     metrics = {"persona": persona.name, "phrase": persona.phrase, "model": model.name,
                "method": probe_settings.method, "scenarios": len(table), **_accuracies(table, wheel),
                "bootstrap_resamples": settings.bootstrap, **_intervals(table, wheel, settings.bootstrap, cfg.seed)}
@@ -112,18 +134,20 @@ def run(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_json_atomic(out_dir / "prior.json", dict(zip(wheel.words, prior.tolist())))
     write_manifest(out_dir, cfg, models={"persona": model}, timings=context.timings, started=started,
-                   probe=probe.describe(), persona=persona.model_dump())
+                   probe=probe.describe(), persona=persona.model_dump(), dropped_rows=dropped_rows, inputs=inputs)
     def ci(key: str) -> str:
         low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
         return f" [{low:.1%}, {high:.1%}]" if low is not None and np.isfinite(low) and np.isfinite(high) else ""
 
-    Console().print(
-        f"[bold]{persona.name}[/] ({persona.phrase or 'no persona'}): accuracy {metrics['accuracy']:.1%}"
+    # The persona file's own text, shown as text: no control characters, no rich markup.
+    Console().print(Text.assemble(
+        (printable(persona.name), "bold"),
+        f" ({printable(persona.phrase or 'no persona')}): accuracy {metrics['accuracy']:.1%}"
         f"{ci('accuracy')} over {len(wheel.words)} words, {metrics['primary_accuracy']:.1%}"
         f"{ci('primary_accuracy')} over primaries; calibrated "
         f"{metrics['calibrated_accuracy']:.1%} / {metrics['calibrated_primary_accuracy']:.1%}; "
-        f"coverage {metrics['coverage']:.1%}  -> {out_dir}"
-    )
+        f"coverage {metrics['coverage']:.1%}  -> {printable(out_dir)}"
+    ))
     return metrics
 
 

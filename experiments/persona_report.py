@@ -28,6 +28,7 @@ from emotion_probe.analysis.bias import (
     per_class_accuracy,
 )
 from emotion_probe.errors import ConfigError
+from emotion_probe.files import file_part, save_figure, write_frame
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
 from experiments.reporting import (
@@ -97,12 +98,16 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     accuracy = result.accuracy
 
     view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
-    for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary"]:
+    for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary", "unanswered"]:
         view.add_column(column, justify="left" if column == "persona" else "right")
     for name, row in accuracy.iterrows():
         view.add_row(name, *(_with_interval(row, key) for key in ("accuracy", "primary_accuracy", "calibrated_accuracy",
-                                                                   "calibrated_primary_accuracy")))
+                                                                   "calibrated_primary_accuracy")),
+                     f"{row['unanswered']} of {row['scenarios']}" if "scenarios" in row else str(row["unanswered"]))
     console.print(view)
+    if accuracy["unanswered"].any():
+        console.print("unanswered: rows where the model named no wheel word (probe.method=paper: none in the top k); "
+                      "accuracies and confusion tables count the answered rows")
     console.print(f"wrote {out_dir}")
     return accuracy
 
@@ -135,6 +140,16 @@ def _answers(column: pd.Series) -> list[str | None]:
     return [value if isinstance(value, str) else None for value in column]
 
 
+def _unanswered(column: pd.Series) -> int:
+    """Rows without a prediction: the model named no wheel word (the paper method's top k held none)."""
+    return sum(answer is None for answer in _answers(column))
+
+
+def _gap(x: float | None, y: float | None) -> str:
+    """|x - y| as a percentage, or "-" when either accuracy is undefined (a persona with no answer)."""
+    return "-" if x is None or y is None or pd.isna(x) or pd.isna(y) else f"{abs(x - y):.1%}"
+
+
 def accuracy_tests(a: str, b: str, table_a: pd.DataFrame, table_b: pd.DataFrame, wheel: EmotionWheel) -> pd.DataFrame:
     """McNemar's exact test of A's accuracy against B's, per prediction column and level (135 words,
     6 primaries), on the scenarios both personas answered (all of them under probe.method=exact):
@@ -162,6 +177,7 @@ class PersonaReport:
     per_primary: pd.DataFrame  # persona x primary accuracy
     comparisons: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (A, B) -> per-emotion tests
     accuracy_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # McNemar per pair, column and level
+    unanswered: dict[str, int] = field(default_factory=dict)  # persona -> rows without a `predicted` answer
     figures: list[Path] = field(default_factory=list)  # PNGs written, in the order a reader should see them
 
 
@@ -189,8 +205,11 @@ def write_persona_report(
     accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()], index=list(jobs))
     accuracy = accuracy.drop(columns="persona", errors="ignore")
     accuracy.index.name = "persona"
-    accuracy.to_parquet(out_dir / "accuracy.parquet")
-    accuracy.to_csv(out_dir / "accuracy.csv")
+    # Counted here from the predictions, so every report shows them whatever the jobs' metrics.json holds.
+    accuracy["unanswered"] = [_unanswered(table["predicted"]) for _, table in jobs.values()]
+    accuracy["calibrated_unanswered"] = [_unanswered(table["predicted_calibrated"]) for _, table in jobs.values()]
+    write_frame(accuracy, out_dir / "accuracy.parquet")
+    write_frame(accuracy, out_dir / "accuracy.csv")
     _bar_chart(accuracy, out_dir / "accuracy.png")
 
     primary_confusions: dict[str, np.ndarray] = {}
@@ -198,14 +217,15 @@ def write_persona_report(
     for name, (_, table) in jobs.items():
         answered = table["predicted"].notna()  # no prediction where the model named no word (paper method)
         fine = confusion_matrix(table.loc[answered, "emotion"], table.loc[answered, "predicted"], wheel.words)
-        pd.DataFrame(fine, index=wheel.words, columns=wheel.words).to_parquet(out_dir / f"confusion_{name}.parquet")
+        write_frame(pd.DataFrame(fine, index=wheel.words, columns=wheel.words), out_dir / f"confusion_{file_part(name)}.parquet")
         primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
         per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)
     _heatmaps(primary_confusions, wheel.primaries, out_dir / "confusion_primary.png")
     per_primary_frame = pd.DataFrame(per_primary).T
-    per_primary_frame.to_csv(out_dir / "per_primary_accuracy.csv")
+    write_frame(per_primary_frame, out_dir / "per_primary_accuracy.csv")
     result = PersonaReport(accuracy, primary_confusions, per_primary_frame,
-                           figures=[out_dir / "accuracy.png", out_dir / "confusion_primary.png"])
+                           figures=[out_dir / "accuracy.png", out_dir / "confusion_primary.png"],
+                           unanswered=accuracy["unanswered"].astype(int).to_dict())
 
     tests = []
     for a, b in pairs:
@@ -215,8 +235,15 @@ def write_persona_report(
         if paired is None and test == "sign":
             raise ConfigError(f"pairs: {a} and {b} did not read the same scenarios (their ids differ), so the "
                               "paired test cannot pair them; rerun both on one scenario file, or set test=fisher")
-        frames = []
+        frames: dict[bool, pd.DataFrame] = {}
+        silent = []
         for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
+            # A persona without a single answer in this column has no rates to compare: said, and the
+            # rest of the report is still written.
+            if mute := [p for p in (a, b) if _unanswered(jobs[p][1][column]) == len(jobs[p][1])]:
+                silent.append(f"{'calibrated' if calibrated else 'uncalibrated'} predictions not compared: no answer "
+                              f"from {' or '.join(mute)}")
+                continue
             if test == "sign":
                 table = compare_paired_predictions(_answers(paired[0][column]), _answers(paired[1][column]),
                                                    wheel.words)
@@ -224,31 +251,36 @@ def write_persona_report(
                 counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy()
                           for p in (a, b)]
                 table = compare_predictions(counts[0], counts[1], wheel.words)
-            frames.append(table.assign(calibrated=calibrated))
-        comparison = pd.concat(frames, ignore_index=True)
-        comparison.to_parquet(out_dir / f"compare_{a}_vs_{b}.parquet", index=False)
-        comparison.to_csv(out_dir / f"compare_{a}_vs_{b}.csv", index=False)
-        result.comparisons[(a, b)] = comparison
+            frames[calibrated] = table.assign(calibrated=calibrated)
+        if frames:
+            comparison = pd.concat(frames.values(), ignore_index=True)
+            write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.parquet", index=False)
+            write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.csv", index=False)
+            result.comparisons[(a, b)] = comparison
         reference = "neutral" if "neutral" in per_primary else None
-        _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, out_dir / f"radar_{a}_vs_{b}.png")
-        result.figures.append(out_dir / f"radar_{a}_vs_{b}.png")
-        gap = {c: abs(jobs[a][0][f"{c}accuracy"] - jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
+        radar = out_dir / f"radar_{file_part(a)}_vs_{file_part(b)}.png"
+        _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, radar)
+        result.figures.append(radar)
+        gap = {c: _gap(jobs[a][0][f"{c}accuracy"], jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
+        significant = " -> ".join(str(int(frames[c]["significant"].sum())) if c in frames else "-"
+                                  for c in (False, True))
         mcnemar = ""
         if paired is not None:
             pair_tests = accuracy_tests(a, b, *paired, wheel)
             tests.append(pair_tests)
             word = pair_tests[pair_tests["level"] == "word"].set_index("calibrated")["p_value"]
             mcnemar = f" (McNemar p {word.loc[False]:.3g} -> {word.loc[True]:.3g})"
-        console.print(f"{a} vs {b}: accuracy gap {gap['']:.1%} before calibration, {gap['calibrated_']:.1%} after"
-                      f"{mcnemar}; significant emotions ({test}, BH) {int(frames[0]['significant'].sum())} -> "
-                      f"{int(frames[1]['significant'].sum())}")
+        console.print(f"{a} vs {b}: accuracy gap {gap['']} before calibration, {gap['calibrated_']} after"
+                      f"{mcnemar}; significant emotions ({test}, BH) {significant}"
+                      + "".join(f"; {note}" for note in silent))
     if tests:
         result.accuracy_tests = pd.concat(tests, ignore_index=True)
-        result.accuracy_tests.to_csv(out_dir / "accuracy_tests.csv", index=False)
+        write_frame(result.accuracy_tests, out_dir / "accuracy_tests.csv", index=False)
 
     for emotion in pie_emotions:
-        _pies(jobs, wheel, emotion, out_dir / f"pies_{emotion}.png")
-        result.figures.append(out_dir / f"pies_{emotion}.png")
+        pies = out_dir / f"pies_{file_part(emotion)}.png"
+        _pies(jobs, wheel, emotion, pies)
+        result.figures.append(pies)
     return result
 
 
@@ -269,7 +301,7 @@ def _bar_chart(accuracy: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.legend(frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -285,7 +317,7 @@ def _heatmaps(confusions: dict[str, np.ndarray], labels: list[str], path: Path) 
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -300,26 +332,33 @@ def _radar(series: dict[str, pd.Series], wheel: EmotionWheel, path: Path) -> Non
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
+#: The pie slice of rows without an answer, and its colour (no primary's).
+UNANSWERED = "unanswered"
+UNANSWERED_COLOR = "#c8c8c8"
+
+
 def _pies(jobs: dict, wheel: EmotionWheel, emotion: str, path: Path) -> None:
-    """What scenarios of one true emotion (a word, or a primary's whole group) are predicted as."""
+    """What scenarios of one true emotion (a word, or a primary's whole group) are predicted as; rows
+    without an answer are a grey "unanswered" slice."""
     group = emotion in wheel.primaries
     fig, axes = plt.subplots(1, len(jobs), figsize=(2.8 * len(jobs), 3.2), squeeze=False)
     for ax, (name, (_, table)) in zip(axes[0], jobs.items()):
         rows = table[table["primary"] == emotion] if group else table[table["emotion"] == emotion]
-        predicted = rows["predicted"].map(wheel.primary_of).value_counts()
+        predicted = pd.Series([UNANSWERED if answer is None else wheel.primary_of(answer)
+                               for answer in _answers(rows["predicted"])], dtype=object).value_counts()
         if predicted.empty:
             ax.text(0.5, 0.5, "no scenarios", ha="center")
         else:
-            ax.pie(predicted, labels=predicted.index, colors=[wheel.group_colors[p] for p in predicted.index],
-                   textprops={"fontsize": 7})
+            colors = [UNANSWERED_COLOR if p == UNANSWERED else wheel.group_colors[p] for p in predicted.index]
+            ax.pie(predicted, labels=predicted.index, colors=colors, textprops={"fontsize": 7})
         ax.set_title(name, fontsize=9)
     fig.suptitle(f"true {'group' if group else 'emotion'}: {emotion}, predicted primary", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -376,6 +415,11 @@ def persona_section(part: SectionInput) -> Section:
         section.blocks.append(table_block(f"{prefix}Accuracy", result.accuracy, index=True))
         section.blocks.append(table_block(f"{prefix}Accuracy per primary", result.per_primary, index=True))
         section.blocks.append(figures_block(f"{prefix}Figures", result.figures))
+        if unanswered := {persona: n for persona, n in result.unanswered.items() if n}:
+            counts = ", ".join(f"{persona} {n} of {len(persona_jobs[persona][1])}" for persona, n in unanswered.items())
+            section.blocks.append(Block("text", text=f"{prefix}rows without an answer (the model named no wheel word; "
+                                                     f"probe.method=paper: none in the top k), left out of the "
+                                                     f"accuracies and confusion tables: {counts}"))
         for persona, counts in result.primary_confusions.items():
             confusion = pd.DataFrame(counts, index=pd.Index(wheel.primaries, name="true \\ predicted"),
                                      columns=wheel.primaries)

@@ -19,6 +19,7 @@ from rich.text import Text
 from agents.negotiation import NegotiationScenario, agent_turns
 from emotion_probe.models.base import ChatMessage
 from emotion_probe.models.chat_template import load_chat_template
+from emotion_probe.terminal import printable
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import validated
 from experiments.negotiation import CustomerPersona, with_customer_persona
@@ -107,21 +108,22 @@ def show(previews: list[AgentPreview], console: Console) -> None:
             console.print(Text("No chat template is applied here (a server applies its own; the scripted backend "
                                "takes the messages as they are). The messages sent:", style="dim"))
             for message in agent.messages:
-                console.print(Text(f"[{message.role}]", style="bold"), Text(message.content), highlight=False)
+                console.print(Text(f"[{message.role}]", style="bold"), Text(printable(message.content, newlines=True)),
+                              highlight=False)
         else:
             t = agent.tokens or {}
             template_tokens = t["prompt"] - t["system"] - t["first_user_turn"]
             console.print(Text(f"prompt after the chat template: {t['prompt']} tokens (system prompt {t['system']}, "
                                f"first user turn {t['first_user_turn']}, template {template_tokens}); "
                                f"tokenizer from {agent.tokenizer}", style="bold"))
-            console.print(Text(agent.prompt), highlight=False, soft_wrap=True)
+            console.print(Text(printable(agent.prompt, newlines=True)), highlight=False, soft_wrap=True)
         console.print(Text(f"JSON schema of each reply ({agent.schema_name}):", style="bold"))
-        console.print(Text(compact_json(agent.json_schema)), highlight=False, soft_wrap=True)
+        console.print(Text(printable(compact_json(agent.json_schema), newlines=True)), highlight=False, soft_wrap=True)
 
 
 def run(cfg: DictConfig) -> list[dict]:
     previews = preview(cfg)
     console = Console()
-    console.print(Text(_scenario_line(cfg)), highlight=False, soft_wrap=True)
+    console.print(Text(printable(_scenario_line(cfg))), highlight=False, soft_wrap=True)
     show(previews, console)
     return [agent.model_dump() for agent in previews]

@@ -15,11 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from emotion_probe.models.wrappers.core import usage_of
 from emotion_probe.engines.ray import RaySettings
+from emotion_probe.files import write_frame
+from emotion_probe.terminal import printable
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import RunLayers, output_dir, probe_scenario_file, validated, write_manifest
+from experiments.callbacks import claim_run_dir, reads_config
+from experiments.common import RunLayers, input_hashes, output_dir, probe_scenario_file, validated, write_manifest
 from experiments.reporting import (
     Block,
     ExperimentReport,
@@ -52,6 +56,8 @@ class LabelCheck(BaseModel):
     calibrate: bool = Field(description="divide each primary's mass by its mean over the set first")
 
 
+@reads_config("model", "probe", "scenarios", "limit", "keep_empty", "limits", "engine", "ray", "label_check",
+              "show_top", "cache", "retry", "paths", "progress")
 def run(cfg: DictConfig) -> pd.DataFrame:
     engine = validated(ProbeEngine, {"engine": cfg.engine}, "").engine
     label_check = validated(LabelCheck, cfg.label_check, "label_check")
@@ -61,7 +67,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         return _run_on_ray(cfg, ray_settings, label_check)
     probe, table, out_dir = probe_scenario_file(cfg)
     model = {**probe.model.describe(), "usage": usage_of(probe.model)}
-    write_manifest(out_dir, cfg, model=model, probe=probe.describe(), scenarios=len(table))
+    write_manifest(out_dir, cfg, model=model, probe=probe.describe(), scenarios=len(table),
+                   dropped_rows=table.attrs.get("dropped_rows"), inputs=table.attrs.get("inputs"))
     _print_summary(table, probe.wheel, probe.describe()["scored_with"], cfg.show_top, out_dir)
     _check_labels(table, probe.wheel, label_check, out_dir)
     return table
@@ -77,7 +84,7 @@ def _check_labels(table: pd.DataFrame, wheel: EmotionWheel, settings: LabelCheck
     checked = label_consistency(labelled[wheel.words].astype(float).to_numpy(), list(labelled["emotion"]), wheel,
                                 top=settings.top, calibrate=settings.calibrate)
     checked.insert(0, "id", list(labelled["id"]))
-    checked.to_csv(out_dir / "label_check.csv", index=False)
+    write_frame(checked, out_dir / "label_check.csv", index=False)
     flagged = words_to_rewrite(checked, settings.min_share)
     Console().print(
         f"label check: {int(checked['passes'].sum())} of {len(checked)} scenarios read as their primary "
@@ -89,19 +96,25 @@ def _check_labels(table: pd.DataFrame, wheel: EmotionWheel, settings: LabelCheck
 def _run_on_ray(cfg: DictConfig, ray_settings: RaySettings, label_check: LabelCheck) -> pd.DataFrame:
     from emotion_probe.probe import ProbeSettings
     from emotion_probe.engines.ray import probe_scenarios_on_ray
+    from emotion_probe.data import resolve_data_file
+    from emotion_probe.limits import InputLimits
     from emotion_probe.scenarios import load_scenarios
 
     # Every input is checked here, before Ray starts and before any worker loads the model.
     settings = validated(ProbeSettings, cfg.probe, "probe")
+    inputs = input_hashes(resolve_data_file("scenarios", cfg.scenarios), resolve_data_file("wheels", settings.wheel))
     wheel = EmotionWheel.load(settings.wheel)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty)
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty,
+                               limits=validated(InputLimits, cfg.limits, "limits"))
     layers = RunLayers.from_config(cfg)
     out_dir = output_dir(cfg)
+    claim_run_dir(cfg, out_dir, inputs)  # a dir of another run's table is refused, not overwritten
     result = probe_scenarios_on_ray(
         scenarios, OmegaConf.to_container(cfg.model, resolve=True), wheel, settings, ray_settings, out_dir,
         cache=layers.cache, retry=layers.retry, show_progress=cfg.progress,
     )
-    write_manifest(out_dir, cfg, model=result.model, probe=result.probe, scenarios=len(result.table), ray=result.ray)
+    write_manifest(out_dir, cfg, model=result.model, probe=result.probe, scenarios=len(result.table), ray=result.ray,
+                   dropped_rows=scenarios.dropped, inputs=inputs)
     _print_summary(result.table, wheel, result.probe["scored_with"], cfg.show_top, out_dir)
     Console().print(f"probed on {result.ray['ran_on']} by {len(result.ray['workers'])} workers")
     _check_labels(result.table, wheel, label_check, out_dir)
@@ -122,7 +135,9 @@ def _print_summary(table: pd.DataFrame, wheel: EmotionWheel, scored_with: str | 
     for _, row in table.head(10).iterrows():
         ranked = row[words].astype(float).sort_values(ascending=False).head(show_top)
         top = ", ".join(f"{w} {p:.2f}" for w, p in ranked.items())
-        cells = [row["id"], row["text"]] + ([str(row["emotion"])] if "emotion" in table.columns else []) + [top]
+        # The file's own text, shown as text: no control characters, no rich markup.
+        cells = [Text(printable(row["id"])), Text(printable(row["text"]))] \
+            + ([Text(printable(row["emotion"]))] if "emotion" in table.columns else []) + [Text(printable(top))]
         summary.add_row(*cells)
     console.print(summary)
     if "emotion" in table.columns:

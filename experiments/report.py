@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.files import write_frame, write_text_atomic
 from experiments.common import output_dir, validated
 from experiments.reporting import (
     COMPLETED,
@@ -205,9 +206,9 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     console = Console()
     loaded = _main_tables(jobs, settings)
     results = merge_tables(jobs, [entry for _, entry in loaded.values()])
-    results.to_parquet(out_dir / "results.parquet", index=False)
+    write_frame(results, out_dir / "results.parquet", index=False)
     jobs_table = overview(jobs)
-    jobs_table.to_csv(out_dir / "jobs.csv", index=False)
+    write_frame(jobs_table, out_dir / "jobs.csv", index=False)
 
     sections = [Section("Jobs", "jobs", [table_block("", jobs_table)])]
     if sweep_manifest is not None:
@@ -221,7 +222,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     subtitle = (f"{len(jobs)} jobs under {sweep_dir} ({', '.join(sorted({j.experiment for j in jobs}))}); "
                 f"written {written}")
     html_path = out_dir / "report.html"
-    html_path.write_text(render_html(f"Sweep report: {sweep_dir.name}", subtitle, sections), encoding="utf-8")
+    write_text_atomic(html_path, render_html(f"Sweep report: {sweep_dir.name}", subtitle, sections))
 
     view = Table(title=f"Sweep report: {len(jobs)} jobs")
     for column in ["experiment", "jobs", "completed", "rows in results.parquet"]:

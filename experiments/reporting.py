@@ -21,8 +21,6 @@ bad file into one ConfigError naming it.
 from __future__ import annotations
 
 import base64
-import importlib
-import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -44,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rich.console import Console
 
 from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.limits import InputLimits
 from emotion_probe.wheel import EmotionWheel
 from experiments.callbacks import JOB_FILE, JobRecord, read_job_record
 
@@ -141,10 +140,11 @@ def invalid(path: Path, err: ValidationError) -> ConfigError:
     return ConfigError(f"{path}: {first_validation_problem(err)}")
 
 
-def read_json(path: Path, model: type[M]) -> M:
+def read_json(path: Path, model: type[M], limits: InputLimits | None = None) -> M:
+    """A JSON file validated by `model`; JSON nesting is capped by `limits` (None: conf/limits/default.yaml's)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = (limits or InputLimits.shipped()).loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError, as is nesting too deep
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
     try:
         return model.model_validate(data)
@@ -157,6 +157,8 @@ def read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -224,7 +226,7 @@ def _is_run_manifest(path: Path) -> bool:
     """A run's manifest.json records its config; the probe's parts manifests do not."""
     try:
         return isinstance(data := json.loads(path.read_text(encoding="utf-8")), dict) and "config" in data
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return True  # unreadable: let the validation report it with its path
 
 
@@ -246,7 +248,11 @@ def _load_job(sweep_dir: Path, path: Path) -> Job | None:
         raise ConfigError(f"{hydra_dir / 'config.yaml'}: empty")
     if "sweep_dir" in config:
         return None  # a report over other jobs (this one, persona_report, hierarchy_report), not a sweep job
-    record = read_job_record(path)
+    try:
+        record = read_job_record(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path / JOB_FILE} is corrupt (not UTF-8: {err.reason}); delete it to rerun that job") \
+            from None
     if (hydra_dir / "overrides.yaml").is_file():
         try:
             lines = _OVERRIDE_LIST.validate_python(read_yaml(hydra_dir / "overrides.yaml") or [])
@@ -258,6 +264,10 @@ def _load_job(sweep_dir: Path, path: Path) -> Job | None:
     else:
         overrides = {}
     task = config.get("task")
+    if task is not None:
+        from experiments.registry import check_task
+
+        check_task(task, f"{path}: task")
     experiment: str | None = None
     if (hydra_dir / "hydra.yaml").is_file():
         try:
@@ -524,13 +534,9 @@ def report_for(task: str | None) -> ExperimentReport | None:
     if not task:
         return None
     if task not in _REGISTRY:
-        module_name = task.rpartition(".")[0]
-        try:
-            found = bool(module_name) and importlib.util.find_spec(module_name) is not None
-        except ImportError:  # a parent package is missing
-            found = False
-        if found:
-            importlib.import_module(module_name)
+        from experiments.registry import import_owner
+
+        import_owner(task)  # only a registered experiment's module is ever imported on a job file's say-so
     return _REGISTRY.get(task)
 
 

@@ -11,16 +11,17 @@ less the tokens streamed while each reply was written.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from emotion_probe.errors import ConfigError
-from experiments.live import LiveView, replay, summary_table
+from emotion_probe.limits import InputLimits
+from experiments.common import validated
+from experiments.live import LiveView, replay, summary_table, transcript_record
+from experiments.reporting import read_parquet, read_yaml
 
 
 def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
@@ -29,10 +30,13 @@ def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return None, None
-    cfg = OmegaConf.load(saved)
-    item = OmegaConf.select(cfg, "scenario.item", default=None)
-    retries = OmegaConf.select(cfg, "max_parse_retries", default=None)
-    return item, (int(retries) + 1 if isinstance(retries, int) else None)
+    # Read as plain YAML: the job may come from elsewhere, and resolving its interpolations would act on it.
+    cfg = read_yaml(saved)
+    scenario = cfg.get("scenario") if isinstance(cfg, dict) else None
+    item = scenario.get("item") if isinstance(scenario, dict) else None
+    retries = cfg.get("max_parse_retries") if isinstance(cfg, dict) else None
+    return (item if isinstance(item, str) else None), \
+        (retries + 1 if isinstance(retries, int) and not isinstance(retries, bool) else None)
 
 
 #: What the values of a record without its own `emotions` labels are: transcripts written before
@@ -40,37 +44,41 @@ def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
 UNLABELLED_EMOTIONS = ("love", "joy", "surprise", "anger", "sadness", "fear")
 
 
-def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float = 0.5, timeout_s: float | None = None) -> int:
-    """Render every transcript record; keep reading until the job writes its summary. Returns records shown."""
+def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float = 0.5, timeout_s: float | None = None,
+           limits: InputLimits | None = None) -> int:
+    """Render every transcript record; keep reading until the job writes its summary. Returns records shown.
+
+    A line that is not a transcript record stops the watch with a ConfigError naming its number. The last
+    line, while it has no newline yet, is still being written: it is read again on the next poll.
+    `limits` caps each line, the lines and JSON nesting (None: conf/limits/default.yaml's).
+    """
+    limits = limits or InputLimits.shipped()
     transcript = run_dir / "transcript.jsonl"
     item, attempts_allowed = _job_settings(run_dir)
     if view.emotions is None:
         view.emotions = list(UNLABELLED_EMOTIONS)  # until a record names its own (every new one does)
     started = time.monotonic()
     shown = 0
-    position = 0
-    buffer = ""
+    position = 0  # where the first line not yet shown starts
+    number = 0  # lines read so far
     trial: object = None
     while True:
         if transcript.exists():
-            with transcript.open(encoding="utf-8") as handle:
-                handle.seek(position)
-                buffer += handle.read()
-                position = handle.tell()
-            *complete, buffer = buffer.split("\n")  # a line still being written stays in the buffer
-            for line in complete:
-                if line.strip():
-                    record = json.loads(line)
-                    if shown == 0 or record.get("trial") != trial:  # the live run opens each trial with a rule
-                        trial = record.get("trial")
-                        view.begin_trial(trial, item)
-                    for event in replay(record, attempts_allowed):
-                        view.handle(event)
-                    shown += 1
+            for number, line, position in limits.read_lines(transcript, start=position, first=number + 1,
+                                                            whole_only=True):
+                if not line.strip():
+                    continue
+                record = transcript_record(line, f"{transcript}: line {number}", limits)
+                if shown == 0 or record.get("trial") != trial:  # the live run opens each trial with a rule
+                    trial = record.get("trial")
+                    view.begin_trial(trial, item)
+                for event in replay(record, attempts_allowed):
+                    view.handle(event)
+                shown += 1
         finished = (run_dir / "summary.json").exists()
         if finished or not follow or (timeout_s is not None and time.monotonic() - started > timeout_s):
             if finished and (run_dir / "trials.parquet").is_file():
-                view.console.print(summary_table(pd.read_parquet(run_dir / "trials.parquet")))
+                view.console.print(summary_table(read_parquet(run_dir / "trials.parquet")))
             return shown
         time.sleep(poll_s)
 
@@ -79,7 +87,8 @@ def run(cfg: DictConfig) -> int:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run_dir: {run_dir} is not a directory")
+    limits = validated(InputLimits, cfg.limits, "limits")
     console = Console()
-    shown = follow(run_dir, LiveView(console, live=True), follow=cfg.follow, poll_s=cfg.poll_s)
-    console.print(f"[dim]{shown} transcript records from {run_dir}[/]")
+    shown = follow(run_dir, LiveView(console, live=True), follow=cfg.follow, poll_s=cfg.poll_s, limits=limits)
+    console.print(f"{shown} transcript records from {run_dir}", style="dim", markup=False)
     return shown

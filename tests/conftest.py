@@ -96,7 +96,7 @@ def tiny_llama():
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def write_deal_agents():
     """Writes `salesperson/model/scripted_deal.yaml` and `customer/model/scripted_deal.yaml` under a folder.
 

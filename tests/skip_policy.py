@@ -18,6 +18,9 @@ CI_ENV = "EMOLAB_CI"
 ALLOWED = {
     "../shared/reference is not beside this checkout":
         "the authors' released files are read from beside the checkout; they are not part of a clone",
+    "this machine cannot mount a tmpfs (needs root with CAP_SYS_ADMIN)":
+        "a full disk (and, for root, a read-only dir) is made with a small tmpfs; a container without "
+        "CAP_SYS_ADMIN cannot mount one (tests/test_bad_files.py)",
 }
 
 

@@ -98,9 +98,10 @@ def test_labelled_jsonl_with_label_and_no_id(tmp_path):
 def test_sentence_file_keeps_empty_rows_and_duplicates_when_asked(tmp_path):
     path = tmp_path / "hierarchy_prompts.txt"
     path.write_bytes("I won.\n\nIt rained\u2028all day.\nI won.\r\n   \nLast one".encode())
-    default = load_scenarios(str(path))
-    assert [(r.id, r.text) for r in default] == [("line-1", "I won."), ("line-3", "It rained\u2028all day."),
+    dropped = load_scenarios(str(path), keep_empty=False)
+    assert [(r.id, r.text) for r in dropped] == [("line-1", "I won."), ("line-3", "It rained\u2028all day."),
                                                  ("line-6", "Last one")]
+    assert [r.id for r in load_scenarios(str(path))] == [f"line-{n}" for n in range(1, 7)]  # their format, whole
     kept = load_scenarios(str(path), keep_empty=True)
     assert [r.text.strip() for r in kept] == ["I won.", "", "It rained\u2028all day.", "I won.", "", "Last one"]
     assert [r.id for r in kept] == [f"line-{n}" for n in range(1, 7)]

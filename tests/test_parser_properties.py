@@ -99,7 +99,8 @@ def test_a_text_with_a_line_separator_inside_is_one_row(tmp_path):
     assert [s.text for s in load_scenarios(path)] == ["one\u2028two"]
 
 
-@pytest.mark.parametrize(("line", "reason"), [(DEEP, "line 1 is not valid JSON (nested too deeply)"),
+@pytest.mark.parametrize(("line", "reason"), [(DEEP, "line 1 is not valid JSON (nested deeper than 64 levels, "
+                                                     "limits.json_depth)"),
                                                ('{"id": "a", "text": "x", "n": 1' + "0" * 5000 + "}",
                                                 "line 1 is not valid JSON (Exceeds the limit (4300 digits)")])
 def test_scenario_lines_python_cannot_read_are_named(tmp_path, line, reason):

@@ -20,9 +20,11 @@ from pydantic import BaseModel
 
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.engines.ray import RaySettings
+from emotion_probe.limits import InputLimits
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import WheelSpec
+from experiments.callbacks import LockSettings
 from experiments.common import validated
 from experiments.generate_scenarios import GeneratorSettings
 from experiments.hierarchy import HierarchySettings
@@ -65,6 +67,7 @@ CASES: list[tuple[str, type[BaseModel], Callable[[DictConfig], dict], tuple[str,
     ("recognition", RecognitionSettings, _node("recognition"), ()),
     ("cache", CacheSettings, _node("cache"), ()),
     ("retry", RetrySettings, _node("retry"), ()),
+    ("limits", InputLimits, _node("limits"), ()),
     ("checkpointer", CheckpointerSettings, _node("checkpointer"), ()),
     ("customer/persona", CustomerPersona, _node("customer.persona"), ()),
     ("experiment=negotiation", NegotiationSettings, _fields(NegotiationSettings), ()),
@@ -72,6 +75,7 @@ CASES: list[tuple[str, type[BaseModel], Callable[[DictConfig], dict], tuple[str,
     ("experiment=probe", LabelCheck, _node("label_check"), ()),
     ("experiment=probe", RaySettings, _node("ray"), ()),
     ("experiment=probe", ProbeEngine, _fields(ProbeEngine), ()),
+    ("experiment=probe", LockSettings, _fields(LockSettings), ()),
     ("experiment=report", _report_settings(), _fields(_report_settings()), ("sweep_dir=some/sweep",)),
 ]
 

@@ -15,20 +15,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from emolab_cli import REPO, emolab, one_error_line
 
 
 def _emolab(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-
-
-def _error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
-    lines = result.stderr.splitlines()
-    assert lines and lines[0].startswith("error: "), result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr
-    return lines[0]
+    return emolab(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture()
@@ -62,7 +53,7 @@ COPY = "{{_target_: shutil.copyfile, _args_: [{planted}, {mine}]}}"
 def test_a_scenario_file_cannot_build_anything(tmp_path, victim, text):
     mine, planted = victim
     searchpath = _folder(tmp_path, {"scenario/shared.yaml": text.format(planted=planted, mine=mine)})
-    error = _error_line(_emolab(tmp_path, "experiment=negotiation", searchpath, "scenario=shared", "model=scripted",
+    error = one_error_line(_emolab(tmp_path, "experiment=negotiation", searchpath, "scenario=shared", "model=scripted",
                                 f"hydra.run.dir={tmp_path / 'run'}"))
     assert "shared.yaml" in error
     assert mine.read_text() == "my notes\n"
@@ -71,14 +62,14 @@ def test_a_scenario_file_cannot_build_anything(tmp_path, victim, text):
 def test_a_model_file_may_name_only_a_registered_provider(tmp_path, victim):
     mine, planted = victim
     searchpath = _folder(tmp_path, {"model/shared.yaml": f"_target_: shutil.copyfile\nsrc: {planted}\ndst: {mine}\n"})
-    error = _error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=shared",
+    error = one_error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=shared",
                                 f"hydra.run.dir={tmp_path / 'run'}"))
     assert "'shutil.copyfile' is not a registered model provider" in error, error
     assert mine.read_text() == "my notes\n"
     # A registered provider with a nested _target_ is refused too (instantiate is recursive).
     searchpath = _folder(tmp_path, {"model/nested.yaml": "defaults:\n  - scripted\n  - _self_\n"
                                                          f"responses: {COPY.format(planted=planted, mine=mine)}\n"})
-    error = _error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=nested",
+    error = one_error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=nested",
                                 f"hydra.run.dir={tmp_path / 'run'}"))
     assert "only a model config's root may name a _target_" in error, error
     assert mine.read_text() == "my notes\n"
@@ -89,7 +80,7 @@ def test_a_command_line_target_is_checked_as_well(tmp_path, victim):
     error = _emolab(tmp_path, "experiment=negotiation", "salesperson/model=scripted",
                     "salesperson.model._target_=shutil.copyfile", f"+salesperson.model.src={planted}",
                     f"+salesperson.model.dst={mine}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert "is not a registered model provider" in _error_line(error)
+    assert "is not a registered model provider" in one_error_line(error)
     assert mine.read_text() == "my notes\n"
 
 
@@ -97,7 +88,7 @@ def test_a_command_line_target_is_checked_as_well(tmp_path, victim):
 def test_group_options_are_names(tmp_path, option):
     outside = tmp_path / "outside.yaml"
     outside.write_text("name: outside\n")
-    error = _error_line(_emolab(tmp_path / "..", "experiment=preview", f"scenario={option}"))
+    error = one_error_line(_emolab(tmp_path / "..", "experiment=preview", f"scenario={option}"))
     assert "a config option is a name of a file" in error, error
 
 
@@ -105,7 +96,7 @@ def test_a_shared_file_cannot_read_the_environment(tmp_path):
     searchpath = _folder(tmp_path, {"scenario/leaky.yaml": "defaults:\n  - acorn\n  - _self_\n"
                                                             "customer_persona: ${oc.env:SECRET_KEY}\n"})
     result = _emolab(tmp_path, "experiment=preview", searchpath, "scenario=leaky", env={"SECRET_KEY": "sk-live-123"})
-    assert "may not read environment variables" in _error_line(result)
+    assert "may not read environment variables" in one_error_line(result)
     assert "sk-live-123" not in result.stdout + result.stderr
 
 
@@ -116,9 +107,9 @@ def test_a_shared_experiment_preset_may_set_keys_across_groups_but_not_hydra(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     bad = _folder(tmp_path, {"experiment/bad.yaml": "# @package _global_\ndefaults:\n  - preview\n  - _self_\n"
                                                     "hydra:\n  job_logging:\n    root:\n      level: DEBUG\n"})
-    assert "may not set the hydra node" in _error_line(_emolab(tmp_path, "experiment=bad", bad))
+    assert "may not set the hydra node" in one_error_line(_emolab(tmp_path, "experiment=bad", bad))
     launcher = _folder(tmp_path, {"hydra/launcher/evil.yaml": "_target_: shutil.copyfile\n"})
-    assert "Hydra's own configs" in _error_line(_emolab(tmp_path, "experiment=preview", launcher,
+    assert "Hydra's own configs" in one_error_line(_emolab(tmp_path, "experiment=preview", launcher,
                                                         "hydra/launcher=evil"))
 
 
@@ -128,13 +119,13 @@ def test_a_job_file_naming_an_unregistered_task_is_refused_not_imported(tmp_path
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text("task: this.run\nseed: 0\n")
     result = _emolab(tmp_path, "experiment=report", f"sweep_dir={tmp_path / 'sweep'}")
-    error = _error_line(result)
+    error = one_error_line(result)
     assert "'this.run' is not a registered experiment" in error, error
     assert "Beautiful is better than ugly" not in result.stdout + result.stderr
 
 
 def test_only_registered_experiments_run(tmp_path):
-    error = _error_line(_emolab(tmp_path, "experiment=preview", "task=this.run"))
+    error = one_error_line(_emolab(tmp_path, "experiment=preview", "task=this.run"))
     assert "'this.run' is not a registered experiment" in error
 
 
@@ -188,7 +179,7 @@ def test_a_crafted_checkpoint_row_is_refused_on_resume_and_runs_nothing(tmp_path
         db.execute("INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (thread, namespace, checkpoint, "planted", 0, "turns", "msgpack", payload))
-    error = _error_line(_short_script_run(run_dir))
+    error = one_error_line(_short_script_run(run_dir))
     assert "would call os.system" in error and "nothing was run" in error, error
     assert not marker.exists()
 
@@ -197,7 +188,7 @@ def test_a_garbage_checkpoint_file_is_one_line(tmp_path):
     run_dir = tmp_path / "run"
     assert _short_script_run(run_dir).returncode == 2
     (run_dir / "checkpoints.sqlite").write_bytes(b"this is no database" * 100)
-    error = _error_line(_short_script_run(run_dir))
+    error = one_error_line(_short_script_run(run_dir))
     assert "checkpoints.sqlite is not a readable checkpoint database" in error, error
 
 
@@ -206,11 +197,11 @@ def test_init_conf_never_writes_through_a_symlink(tmp_path):
     outside.mkdir()
     (tmp_path / "mine" / "scenario").mkdir(parents=True)
     (tmp_path / "mine" / "scenario" / "my_deal.yaml").symlink_to(outside / "planted.yaml")  # dangling
-    error = _error_line(_emolab(tmp_path, "experiment=init_conf", "dir=mine"))
+    error = one_error_line(_emolab(tmp_path, "experiment=init_conf", "dir=mine"))
     assert "my_deal.yaml is a symlink" in error, error
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "model").symlink_to(outside)
-    assert "other/model is a symlink" in _error_line(_emolab(tmp_path, "experiment=init_conf", "dir=other"))
+    assert "other/model is a symlink" in one_error_line(_emolab(tmp_path, "experiment=init_conf", "dir=other"))
     assert list(outside.iterdir()) == []
 
 
@@ -251,7 +242,7 @@ def test_an_unreadable_file_in_a_config_folder_is_one_line(tmp_path, content, re
     folder = tmp_path / "mine" / "scenario"
     folder.mkdir(parents=True)
     (folder / "broken.yaml").write_bytes(content)
-    error = _error_line(_emolab(tmp_path, "experiment=preview", "hydra.searchpath=[file://mine]", "scenario=broken"))
+    error = one_error_line(_emolab(tmp_path, "experiment=preview", "hydra.searchpath=[file://mine]", "scenario=broken"))
     assert error == f"error: mine/scenario/broken.yaml: {reason}" or reason in error, error
 
 

@@ -118,3 +118,15 @@ def test_unparsable_wheel_files_name_the_file_and_the_position(tmp_path, suffix,
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         EmotionWheel.load(path)
+
+
+def test_a_wheel_word_with_a_terminal_control_is_refused(tmp_path):
+    """Wheel words reach console tables, file names and figures: a received wheel may not smuggle ESC in."""
+    import yaml
+
+    from emotion_probe.errors import ConfigError
+
+    path = tmp_path / "wheel.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "groups": [{"primary": "joy\x1b]8;;http://x\x07", "color": "#000000"}]}))
+    with pytest.raises(ConfigError, match="holds a control character"):
+        EmotionWheel.load(str(path))

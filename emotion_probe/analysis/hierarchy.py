@@ -392,10 +392,15 @@ def nested_tree(graph: nx.DiGraph, root_name: str = SYNTHETIC_ROOT) -> dict:
 
 def tree_from_nested(data: object, source: str = "tree") -> nx.DiGraph:
     """Read a nested name/children tree: the top object is the synthetic root, never a node itself.
-    Names are stripped; a name met twice is one node (with one parent per appearance)."""
+    Names are stripped; a name met twice is one node (with one parent per appearance), so a name
+    below itself makes a cycle, which is refused (`require_acyclic`)."""
+    if not isinstance(data, dict) or not isinstance(data.get("children", []), list):
+        raise ConfigError(f"{source}: expected an object with \"name\" and \"children\" (a nested tree)")
     graph = nx.DiGraph()
-
-    def walk(node: object, parent: str | None, depth: int) -> None:
+    # Depth first, in file order, on a stack of its own: a tree of any depth is read without recursion.
+    stack: list[tuple[object, str | None, int]] = [(top, None, 1) for top in reversed(data.get("children", []))]
+    while stack:
+        node, parent, depth = stack.pop()
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or not node["name"].strip():
             raise ConfigError(f"{source}: every node needs a non-empty \"name\" (at depth {depth})")
         children = node.get("children", [])
@@ -406,14 +411,26 @@ def tree_from_nested(data: object, source: str = "tree") -> nx.DiGraph:
             graph.add_node(name)
         else:
             graph.add_edge(parent, name)
-        for child in children:
-            walk(child, name, depth + 1)
+        stack.extend((child, name, depth + 1) for child in reversed(children))
+    return require_acyclic(graph, source)
 
-    if not isinstance(data, dict) or not isinstance(data.get("children", []), list):
-        raise ConfigError(f"{source}: expected an object with \"name\" and \"children\" (a nested tree)")
-    for top in data.get("children", []):
-        walk(top, None, 1)
-    return graph
+
+def tree_from_edges(edges: list[tuple[str, str]], source: str = "tree") -> nx.DiGraph:
+    """A tree from (parent, child) pairs, names stripped (the authors' edges.csv keeps their tokens' spaces)."""
+    graph = nx.DiGraph()
+    graph.add_edges_from((parent.strip(), child.strip()) for parent, child in edges)
+    return require_acyclic(graph, source)
+
+
+def require_acyclic(graph: nx.DiGraph, source: str = "tree") -> nx.DiGraph:
+    """`graph` when no parent -> child path leads back to where it started, else a ConfigError naming one
+    cycle: a cyclic "tree" has no roots or leaves to measure, and its metrics would read as an empty tree."""
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return graph
+    path = " -> ".join([str(cycle[0][0]), *(str(child) for _, child in cycle)])
+    raise ConfigError(f"{source}: not a hierarchy, it has a cycle: {path}")
 
 
 def edge_agreement(ours: nx.DiGraph, reference: nx.DiGraph) -> dict[str, float | int]:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import networkx as nx
 from matplotlib.lines import Line2D
 
+from emotion_probe.files import save_figure
 from emotion_probe.wheel import EmotionWheel
 
 
@@ -102,7 +103,7 @@ def save_png_and_svg(fig: Any, out_base: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".svg"):
         path = out_base.with_suffix(suffix)
-        fig.savefig(path, dpi=150 if suffix == ".png" else None)
+        save_figure(fig, path, dpi=150 if suffix == ".png" else None)
         written.append(path)
     plt.close(fig)
     return written

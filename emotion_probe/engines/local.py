@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.files import replacing, write_text_atomic
 from emotion_probe.probe import EmotionProbe
-from emotion_probe.scenarios import Scenario
+from emotion_probe.scenarios import Scenario, ScenarioList
 
 ID_COLUMNS = ["id", "text"]
 PARTS_DIR = "probe_parts"
@@ -57,7 +58,7 @@ def _identity_changes(found: dict[str, Any] | None, expected: dict[str, Any] | N
 def _check_manifest(parts_dir: Path, expected: PartsManifest) -> None:
     path = parts_dir / "manifest.json"
     if not path.exists():
-        path.write_text(expected.model_dump_json(indent=2), encoding="utf-8")
+        write_text_atomic(path, expected.model_dump_json(indent=2))
         return
     try:
         found = PartsManifest.model_validate_json(path.read_text(encoding="utf-8"))
@@ -105,11 +106,9 @@ def run_in_parts(
         for start in range(0, len(todo), chunk_size):
             batch = todo[start : start + chunk_size]
             frame = compute(batch)
-            # Write to a temporary name and rename: a part on disk is always complete.
-            final = parts_dir / f"part-{next_part:05d}.parquet"
-            staging = final.with_suffix(".tmp")
-            frame.to_parquet(staging, index=False)
-            staging.rename(final)
+            # Written under a temporary name and renamed: a part on disk is always complete.
+            with replacing(parts_dir / f"part-{next_part:05d}.parquet") as staging:
+                frame.to_parquet(staging, index=False)
             next_part += 1
             progress.advance(task, len(batch))
     table = pd.concat([pd.read_parquet(p) for p in sorted(parts_dir.glob("part-*.parquet"))], ignore_index=True)
@@ -146,7 +145,10 @@ def probe_scenarios(
     show_progress: bool = True,
 ) -> pd.DataFrame:
     """Probe `scenarios` and write `distributions.parquet` (id, text, labels, one column per word, and with
-    probe.method=paper the rank-order columns `top_k_words` and `top_k_first_word`)."""
+    probe.method=paper the rank-order columns `top_k_words` and `top_k_first_word`).
+
+    When `scenarios` came from `load_scenarios`, the returned table's `attrs["dropped_rows"]` holds what
+    reading the file left out (ScenarioList.dropped), for the run's manifest."""
     out_dir = Path(out_dir)
     reserved = set(ID_COLUMNS) | {"emotion", "primary"}
     if clash := reserved & set(probe.words):
@@ -165,5 +167,9 @@ def probe_scenarios(
     if missing:
         raise ConfigError(f"probe parts in {out_dir / PARTS_DIR} lack columns {missing[:5]}; delete them to start over")
     table = with_labels(table, scenarios)
-    table.to_parquet(out_dir / "distributions.parquet", index=False)
+    with replacing(out_dir / "distributions.parquet") as staging:
+        table.to_parquet(staging, index=False)
+    if isinstance(scenarios, ScenarioList):
+        # Set after writing: it describes the file read, not the table, so the Parquet file does not carry it.
+        table.attrs["dropped_rows"] = dict(scenarios.dropped)
     return table

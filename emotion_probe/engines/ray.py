@@ -27,10 +27,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy
+from emotion_probe.files import replacing
 from emotion_probe.errors import ConfigError, EmolabError
 from emotion_probe.probe import (
     FIRST_WORD_COLUMN,
     RANKED_COLUMN,
+    TOP_K_PROBABILITIES_COLUMN,
+    TOP_K_TOKENS_COLUMN,
     EmotionProbe,
     ProbeSettings,
 )
@@ -194,6 +197,9 @@ def probe_scenarios_on_ray(
         raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
     if "_target_" not in model_config:
         raise ConfigError("model config has no _target_ naming the backend class to build")
+    from emotion_probe.models.registry import check_model_config
+
+    check_model_config(model_config)  # before a worker gets it: workers build only registered providers
     # Checked here, before any worker starts, so the user gets one line instead of a remote traceback.
     if missing := [key for key, value in model_config.items() if value == "???"]:
         raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")
@@ -250,8 +256,12 @@ def probe_scenarios_on_ray(
     if RANKED_COLUMN in rows.columns:  # the paper probe's rank order, as plain lists and strings
         table[RANKED_COLUMN] = [[str(w) for w in words] for words in rows[RANKED_COLUMN]]
         table[FIRST_WORD_COLUMN] = [w if isinstance(w, str) else None for w in rows[FIRST_WORD_COLUMN]]
+    if TOP_K_TOKENS_COLUMN in rows.columns:  # probe.keep_top_k_tokens: every top-k token and its probability
+        table[TOP_K_TOKENS_COLUMN] = [[str(t) for t in tokens] for tokens in rows[TOP_K_TOKENS_COLUMN]]
+        table[TOP_K_PROBABILITIES_COLUMN] = [[float(p) for p in row] for row in rows[TOP_K_PROBABILITIES_COLUMN]]
     table = with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
-    table.to_parquet(out_dir / "distributions.parquet", index=False)
+    with replacing(out_dir / "distributions.parquet") as staging:
+        table.to_parquet(staging, index=False)
     workers = sorted({record["worker"] for record in records})
     usage = _total_usage(records)
     # A worker's description carries its own counters; the run's are the totals over all workers.
