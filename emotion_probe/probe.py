@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from emotion_probe.models.base import ModelBackend
+from emotion_probe.models.base import ModelBackend, RankedToken
 from emotion_probe.errors import ConfigError
 from emotion_probe.wheel import EmotionWheel
 
@@ -92,8 +92,9 @@ def normalize_logprobs(logprobs: np.ndarray) -> np.ndarray:
 #: Table columns the paper method adds beside the word columns (see ProbeScores).
 RANKED_COLUMN = "top_k_words"
 FIRST_WORD_COLUMN = "top_k_first_word"
-#: ... and with keep_top_k_tokens, every top-k token and its probability, in rank order.
+#: ... and with keep_top_k_tokens, every top-k token, its vocabulary id and its probability, in rank order.
 TOP_K_TOKENS_COLUMN = "top_k_tokens"
+TOP_K_TOKEN_IDS_COLUMN = "top_k_token_ids"
 TOP_K_PROBABILITIES_COLUMN = "top_k_probabilities"
 
 # The authors' recognition rule tokenizes the concatenated top-k token strings with this pattern.
@@ -110,9 +111,10 @@ class ProbeScores:
     - first_word (paper only): per row, the authors' recognition answer (see `authors_first_word`), or None.
     - variant_tokens (paper only): top-k tokens dropped because a better-ranked token of the same
       word was already counted in that row (e.g. "joy" after " joy").
-    - top_tokens, top_probabilities (paper with keep_top_k_tokens only): per row, every top-k token as
-      the backend reports it (its decoded text; a backend that reports texts lists two ids with one
-      text once) and its raw probability, in rank order.
+    - top_tokens, top_token_ids, top_probabilities (paper with keep_top_k_tokens only): per row, every
+      top-k token in rank order: its decoded text, its vocabulary id (None where the backend reports
+      texts only, an OpenAI-compatible server; such a backend lists two ids with one text once) and its
+      raw probability. Two ids that decode to one text are two entries here; the word columns count the first.
     """
 
     probabilities: np.ndarray
@@ -120,7 +122,16 @@ class ProbeScores:
     first_word: list[str | None] | None = None
     variant_tokens: int = 0
     top_tokens: list[list[str]] | None = None
+    top_token_ids: list[list[int | None]] | None = None
     top_probabilities: list[list[float]] | None = None
+
+
+def _first_of_each_text(ranked: Sequence[RankedToken]) -> dict[str, float]:
+    """{text: logprob} from ranked tokens, the likelier of two ids with one text kept: top_tokens' own answer."""
+    top: dict[str, float] = {}
+    for token in ranked:
+        top.setdefault(token.text, token.logprob)
+    return top
 
 
 def authors_first_word(tokens: Sequence[str], words: set[str]) -> str | None:
@@ -223,6 +234,7 @@ class EmotionProbe:
             frame[FIRST_WORD_COLUMN] = [word for c in chunks for word in c.first_word]
         if self.settings.keep_top_k_tokens:
             frame[TOP_K_TOKENS_COLUMN] = [row for c in chunks for row in c.top_tokens]
+            frame[TOP_K_TOKEN_IDS_COLUMN] = [row for c in chunks for row in c.top_token_ids]
             frame[TOP_K_PROBABILITIES_COLUMN] = [row for c in chunks for row in c.top_probabilities]
         return frame
 
@@ -262,21 +274,25 @@ class EmotionProbe:
         (case-sensitive: " Joy" is not "joy"), as in the authors' code. Probabilities are the model's
         own, never renormalized over the wheel.
         """
-        top = self.model.top_tokens(prompts, self.settings.top_k)
+        keep = self.settings.keep_top_k_tokens
+        if keep:
+            # The same request with ids; the word columns read it as top_tokens would answer (first text wins).
+            every = self.model.ranked_tokens(prompts, self.settings.top_k)
+            top = [_first_of_each_text(ranked) for ranked in every]
+        else:
+            top = self.model.top_tokens(prompts, self.settings.top_k)
         index = self.wheel.index
         vocabulary = set(self.words)
         P = np.zeros((len(prompts), len(self.words)))
         ranked: list[list[str]] = []
         first_words: list[str | None] = []
-        kept_tokens: list[list[str]] = []
-        kept_probabilities: list[list[float]] = []
+        kept_tokens = [[token.text for token in row] for row in every] if keep else None
+        kept_ids = [[token.id for token in row] for row in every] if keep else None
+        kept_probabilities = [[float(np.exp(token.logprob)) for token in row] for row in every] if keep else None
         variants = 0
         for row, candidates in enumerate(top):
             # Rank order is descending probability; the stable sort keeps the backend's order among ties.
             tokens = [token for token, _ in sorted(candidates.items(), key=lambda item: -item[1])]
-            if self.settings.keep_top_k_tokens:
-                kept_tokens.append(tokens)
-                kept_probabilities.append([float(np.exp(candidates[token])) for token in tokens])
             words: list[str] = []
             for token in tokens:
                 word = token.strip()
@@ -290,9 +306,7 @@ class EmotionProbe:
                 words.append(word)
             ranked.append(words)
             first_words.append(authors_first_word(tokens, vocabulary))
-        keep = self.settings.keep_top_k_tokens
-        return ProbeScores(P, ranked, first_words, variants, kept_tokens if keep else None,
-                           kept_probabilities if keep else None)
+        return ProbeScores(P, ranked, first_words, variants, kept_tokens, kept_ids, kept_probabilities)
 
     def describe(self) -> dict[str, object]:
         described = {**self.settings.model_dump(), "scored_with": self.last_method, "exact": self.last_exact}

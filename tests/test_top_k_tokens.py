@@ -92,3 +92,35 @@ def test_engine_ray_keeps_them_as_the_local_engine_does(tmp_path):
         tables[engine] = pd.read_parquet(tmp_path / engine / "distributions.parquet")
     assert [list(t) for t in tables["ray"][TOP_K_TOKENS_COLUMN]] == [[" joy", " the", " fear"]] * 3
     pd.testing.assert_frame_equal(tables["ray"], tables["local"])
+
+
+@pytest.mark.embedded
+def test_the_embedded_model_keeps_token_ids_that_decode_to_the_kept_texts(smollm2, tmp_path):
+    """Token-level checks need ids: two ids that decode to one text stay two entries, and keeping them
+    changes no probability of the word columns. Through the response cache, a second call reads them back."""
+    from emotion_probe.models.wrappers.cache import CachingBackend
+    from emotion_probe.probe import TOP_K_TOKEN_IDS_COLUMN
+
+    texts = ["My best friend surprised me with a party.", "The dog growled in the dark."]
+    wheel = EmotionWheel.load("shaver")
+    plain = EmotionProbe(smollm2, wheel, probe_settings(method="paper", top_k=100)).frame(texts)
+    cached = CachingBackend(smollm2, tmp_path / "c.sqlite", {"model": "smollm2"})
+    keeping = EmotionProbe(cached, wheel, probe_settings(method="paper", top_k=100, keep_top_k_tokens=True))
+    kept = keeping.frame(texts)
+    np.testing.assert_allclose(kept[wheel.words].to_numpy(), plain[wheel.words].to_numpy(), rtol=1e-6, atol=0)
+    for ids, tokens, probabilities in zip(kept[TOP_K_TOKEN_IDS_COLUMN], kept[TOP_K_TOKENS_COLUMN],
+                                          kept[TOP_K_PROBABILITIES_COLUMN]):
+        assert len(ids) == len(tokens) == 100 and len(set(ids)) == 100
+        assert [smollm2.tokenizer.decode([int(i)]) for i in ids] == list(tokens)
+        assert list(probabilities) == sorted(probabilities, reverse=True)
+    again = keeping.frame(texts)
+    assert cached.usage()["cache"]["hits"] == len(texts)
+    assert [list(ids) for ids in again[TOP_K_TOKEN_IDS_COLUMN]] == [list(ids) for ids in kept[TOP_K_TOKEN_IDS_COLUMN]]
+
+
+def test_a_backend_that_reports_texts_only_keeps_null_ids():
+    from emotion_probe.probe import TOP_K_TOKEN_IDS_COLUMN
+
+    settings = probe_settings(wheel="ekman", method="paper", keep_top_k_tokens=True, top_k=2)
+    frame = EmotionProbe(ScriptedBackend(continuation_logprobs=TOP), EmotionWheel.load("ekman"), settings).frame(["x"])
+    assert list(frame.loc[0, TOP_K_TOKEN_IDS_COLUMN]) == [None, None]

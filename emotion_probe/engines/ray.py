@@ -33,6 +33,7 @@ from emotion_probe.probe import (
     FIRST_WORD_COLUMN,
     RANKED_COLUMN,
     TOP_K_PROBABILITIES_COLUMN,
+    TOP_K_TOKEN_IDS_COLUMN,
     TOP_K_TOKENS_COLUMN,
     EmotionProbe,
     ProbeSettings,
@@ -258,6 +259,7 @@ def probe_scenarios_on_ray(
         table[FIRST_WORD_COLUMN] = [w if isinstance(w, str) else None for w in rows[FIRST_WORD_COLUMN]]
     if TOP_K_TOKENS_COLUMN in rows.columns:  # probe.keep_top_k_tokens: every top-k token and its probability
         table[TOP_K_TOKENS_COLUMN] = [[str(t) for t in tokens] for tokens in rows[TOP_K_TOKENS_COLUMN]]
+        table[TOP_K_TOKEN_IDS_COLUMN] = [[None if pd.isna(i) else int(i) for i in ids] for ids in rows[TOP_K_TOKEN_IDS_COLUMN]]
         table[TOP_K_PROBABILITIES_COLUMN] = [[float(p) for p in row] for row in rows[TOP_K_PROBABILITIES_COLUMN]]
     table = with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
     with replacing(out_dir / "distributions.parquet") as staging:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,14 @@ class Generation(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+
+
+class RankedToken(NamedTuple):
+    """One of a prompt's most likely next tokens."""
+
+    id: int | None  # the vocabulary id; None where the backend reports text only (an OpenAI-compatible server)
+    text: str  # the token decoded on its own
+    logprob: float
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,15 @@ class ModelBackend(ABC):
         """The k most likely next tokens after each prompt, as {token text: logprob}."""
         raise NotSupported(f"model {self.name!r} ({type(self).__name__}) cannot list its next-token top-k; "
                            "probe.method=paper needs a model that exposes token probabilities")
+
+    def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
+        """The k most likely next tokens after each prompt, in rank order, with their ids where the backend
+        knows them: what a token-level comparison needs (two ids that decode to one text stay two entries).
+
+        By default `top_tokens`' entries with no ids; a backend that sees its vocabulary overrides this.
+        """
+        return [[RankedToken(None, text, float(logprob)) for text, logprob in sorted(row.items(), key=lambda item: -item[1])]
+                for row in self.top_tokens(prompts, k)]
 
     def num_parameters(self) -> int | None:
         """Parameter count, for scaling plots; None where the backend cannot know."""

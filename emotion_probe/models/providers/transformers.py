@@ -17,6 +17,7 @@ from emotion_probe.models.base import (
     GenerateConfig,
     Generation,
     ModelBackend,
+    RankedToken,
     ScoreResult,
     TokenCallback,
 )
@@ -845,9 +846,18 @@ class TransformersBackend(ModelBackend):
         return scores
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
+        results: list[dict[str, float]] = []
+        for ranked in self.ranked_tokens(prompts, k):
+            top: dict[str, float] = {}
+            for token in ranked:
+                top.setdefault(token.text, token.logprob)  # two ids can decode to one text: the likelier (first) stays
+            results.append(top)
+        return results
+
+    def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
         torch = self._torch
         prompt_ids = self._encode(prompts)
-        results: list[dict[str, float]] = [{} for _ in prompts]
+        results: list[list[RankedToken]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -862,7 +872,6 @@ class TransformersBackend(ModelBackend):
                 ).logits[:, -1]
             values, indices = self._log_softmax(logits).topk(k, dim=-1)
             for row, i in enumerate(chunk):
-                for value, token in zip(values[row].tolist(), indices[row].tolist()):
-                    # Two ids can decode to the same text; keep the likelier (listed first).
-                    results[i].setdefault(self.tokenizer.decode([token]), value)
+                results[i] = [RankedToken(token, self.tokenizer.decode([token]), value)
+                              for value, token in zip(values[row].tolist(), indices[row].tolist())]
         return results

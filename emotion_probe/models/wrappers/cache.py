@@ -31,6 +31,7 @@ from emotion_probe.models.base import (
     GenerateConfig,
     Generation,
     ModelBackend,
+    RankedToken,
     ScoreResult,
     TokenCallback,
     as_messages,
@@ -301,6 +302,20 @@ class CachingBackend(BackendWrapper):
             rows.update(fresh)
         self._count(hits=len(keys) - len(missing), misses=len(missing))
         return [dict(rows[key]) for key in keys]
+
+    def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
+        prompts = list(prompts)
+        keys = [self._key("ranked_tokens", {"prompt": p, "k": k}) for p in prompts]
+        rows = self._lookup(keys)
+        missing = _first_index_of_each_missing(keys, rows)
+        if missing:
+            result = self.inner.ranked_tokens([prompts[i] for i in missing], k)
+            fresh = {keys[i]: [[token.id, token.text, float(token.logprob)] for token in ranked]
+                     for i, ranked in zip(missing, result)}
+            self._store("ranked_tokens", fresh)
+            rows.update(fresh)
+        self._count(hits=len(keys) - len(missing), misses=len(missing))
+        return [[RankedToken(*entry) for entry in rows[key]] for key in keys]
 
     # --------------------------------------------------------------- reporting
     def usage(self) -> dict[str, Any]:

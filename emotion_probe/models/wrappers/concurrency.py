@@ -162,3 +162,6 @@ class ConcurrencyLimit(BackendWrapper):
 
     def top_tokens(self, prompts, k):
         return self._per_request(lambda: self.inner.top_tokens(prompts, k))
+
+    def ranked_tokens(self, prompts, k):
+        return self._per_request(lambda: self.inner.ranked_tokens(prompts, k))

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, TypeVar
 
-from emotion_probe.models.base import GenerateConfig, Generation, ModelBackend, ScoreResult, TokenCallback, handing_down
+from emotion_probe.models.base import (GenerateConfig, Generation, ModelBackend, RankedToken, ScoreResult, TokenCallback,
+                                       handing_down)
 from emotion_probe.errors import ConfigError, EmolabError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class BackendWrapper(ModelBackend):
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
         return self.inner.top_tokens(prompts, k)
+
+    def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
+        return self.inner.ranked_tokens(prompts, k)
 
     @property
     def batches_natively(self) -> bool:  # type: ignore[override]
@@ -155,10 +159,17 @@ class CountingBackend(BackendWrapper):
         return self.inner.score(prompts, continuations, word_boundary=word_boundary)
 
     def top_tokens(self, prompts, k) -> list[dict[str, float]]:
+        self._count_ranking(prompts)
+        return self.inner.top_tokens(prompts, k)
+
+    def ranked_tokens(self, prompts, k) -> list[list[RankedToken]]:
+        self._count_ranking(prompts)  # the same request as top_tokens, answered with ids
+        return self.inner.ranked_tokens(prompts, k)
+
+    def _count_ranking(self, prompts) -> None:
         with self._lock:
             self.calls["top_tokens"] += 1
             self.calls["ranked_prompts"] += len(prompts)
-        return self.inner.top_tokens(prompts, k)
 
     def usage(self) -> dict[str, Any]:
         with self._lock:
@@ -396,6 +407,9 @@ class RetryingBackend(BackendWrapper):
 
     def top_tokens(self, prompts, k) -> list[dict[str, float]]:
         return self._per_request(lambda: self.inner.top_tokens(prompts, k), "top_tokens")
+
+    def ranked_tokens(self, prompts, k) -> list[list[RankedToken]]:
+        return self._per_request(lambda: self.inner.ranked_tokens(prompts, k), "ranked_tokens")
 
     def usage(self) -> dict[str, Any]:
         with self._lock:
