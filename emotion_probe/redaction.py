@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: `scheme://userinfo@` : the userinfo (user, or user:password) is replaced.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+#: `scheme://userinfo@` : the userinfo (user, or user:password) is replaced. Hydra's sweep records escape
+#: the colons (`http\://user\:key@host`), so a backslash may come before each.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*\\?://)(?P<userinfo>[^/@\s'\"]+)@")
 #: Query parameters that carry secrets by convention.
 _SECRET_PARAMS = re.compile(r"(?P<name>[?&](?:api[_-]?key|key|token|access[_-]?token|password|secret|sig)=)[^&\s'\"#]+",
                             re.IGNORECASE)

@@ -4,19 +4,24 @@ emolab's own config (`pkg://conf`) and Hydra's are trusted. A folder the user pu
 (`hydra.searchpath=[file://my_conf]`, `--config-dir`) often holds files from colleagues, so each of its
 files is checked before Hydra composes it:
 
+- it lives in a group folder (`scenario/`, `model/`, ...), never at the folder's root, and never in
+  `hydra/` or `paths/`: Hydra's own settings and where runs write come from emolab and the command line;
 - it writes only its own group: a `# @package` header may not move it elsewhere (an experiment preset,
-  which sets keys across groups by design, may write anywhere but the `hydra` node);
-- its defaults list may not pull anything into another package, nor choose Hydra's own groups
-  (launchers, callbacks and logging are built by Hydra before any emolab code runs);
+  which sets keys across groups by design, may write anywhere but the `hydra` and `paths` nodes);
+- its defaults list loads only from groups, places nothing into another package, and only a preset
+  loads another preset;
 - it may name a `_target_` only at the root of a model config, and only a registered provider
   (emotion_probe.models.registry), which `instantiate_backend` checks again before building;
-- it may not read environment variables (`${oc.env:...}`), where keys live.
+- its values are literal: no `${...}` (a resolver runs code, `oc.env` reads secrets, and a plain
+  interpolation copies other nodes, such as a key in a URL, into prompts);
+- it is read from inside the folder: a symlink out of it is refused.
 
 Every file, shipped or not, is also loaded only by a plain option name: `scenario=../../x` is refused.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +37,10 @@ from emotion_probe.models.registry import check_model_config, nested_targets
 TRUSTED_SOURCES = ("ImportlibResourcesConfigSource", "StructuredConfigSource")
 #: An option name: a file name in its group's folder, without folders or dots that climb.
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-#: Resolvers that read the environment or decode text into config: never from a shared file.
-FORBIDDEN_RESOLVER = re.compile(r"\$\{\s*oc\.(env|decode)\s*:")
+#: Groups a config folder may not provide, and top-level keys an experiment preset may not set: Hydra's own
+#: settings (launchers, callbacks, logging, environment) and where runs write.
+PROTECTED_GROUPS = ("hydra", "paths")
+PROTECTED_KEYS = ("hydra", "paths")
 #: Where an experiment preset may place a model config (its `_target_` is checked as a model's).
 MODEL_NODES = ("model", "salesperson.model", "customer.model")
 
@@ -51,44 +58,76 @@ def check_config_path(config_path: str) -> None:
                           "without '/', '..' or an absolute path")
 
 
+def _target_group(entry: Any, group: str) -> str:
+    """The group a defaults entry of a file in `group` loads from: its own, a subgroup, or an absolute one."""
+    raw = getattr(entry, "group", None)
+    if raw is None:  # a config entry (`- acorn`, `- /model/scripted`): its group is the path's folder
+        raw = (getattr(entry, "path", None) or "").rpartition("/")[0] or ("/" if str(entry.path).startswith("/") else "")
+    raw = str(raw)
+    if raw.startswith("/"):
+        return raw.strip("/")
+    return "/".join(part for part in (group, raw) if part)
+
+
 def check_user_file(source: str, config_path: str, result: Any) -> None:
     """Refuse a file of a user's config folder that writes, builds or reads what it may not (see the module doc)."""
     group = config_path.rpartition("/")[0]
-    where = f"{source.removeprefix('file://')}/{config_path}.yaml"
-    if group == "hydra" or group.startswith("hydra/"):
-        raise ConfigError(f"{where}: a config folder may not provide Hydra's own configs ({group}/)")
+    where = f"{source}/{config_path}.yaml"
+    if not group:
+        raise ConfigError(f"{where}: a config folder holds files in groups (scenario/, model/, ...); a file at its "
+                          "root could write any key, so it is not read")
+    if group.split("/")[0] in PROTECTED_GROUPS:
+        raise ConfigError(f"{where}: a config folder may not provide {group}/ configs (Hydra's own settings and "
+                          "where runs write are set by emolab and the command line)")
+    _check_stays_inside(source, config_path, where)
     own_package = group.replace("/", ".")
     preset = group == "experiment"
     package = (result.header or {}).get("package")
-    if package not in (None, "_group_", own_package) and not (preset and package == "_global_"):
+    writes_root = preset and package == "_global_"
+    if package not in (None, "_group_", own_package) and not writes_root:
         raise ConfigError(f"{where}: '# @package {package}' writes outside its group {group!r}; a file of a config "
-                          f"folder may only write its own group (experiment presets: anywhere but hydra)")
+                          f"folder may only write its own group (experiment presets: anywhere but {PROTECTED_KEYS})")
     for entry in result.defaults_list or []:
-        target_group = (getattr(entry, "group", None) or getattr(entry, "path", None) or "").lstrip("/")
-        if target_group == "hydra" or target_group.startswith("hydra/"):
-            raise ConfigError(f"{where}: its defaults list may not choose Hydra's own configs ({target_group})")
+        if getattr(entry, "path", None) == "_self_":
+            continue
+        target = _target_group(entry, group)
+        if not target or target.split("/")[0] in PROTECTED_GROUPS:
+            raise ConfigError(f"{where}: its defaults list may not load {target or 'a root'} config "
+                              f"({getattr(entry, 'group', None) or entry.path})")
+        if target.split("/")[0] == "experiment" and not preset:
+            raise ConfigError(f"{where}: only an experiment preset may load another preset ({target})")
         if entry.package not in (None, "", "_here_", "_group_") and not (
-                preset and not entry.package.startswith(("hydra", "_global_.hydra")) and entry.package != "_global_"):
-            raise ConfigError(f"{where}: its defaults list places {target_group!r} at @{entry.package}, "
+                writes_root and not entry.package.startswith(("hydra", "_global_"))):
+            raise ConfigError(f"{where}: its defaults list places {target!r} at @{entry.package}, "
                               "outside the file's own group")
     content = OmegaConf.to_container(result.config, resolve=False) if result.config is not None else {}
     if not isinstance(content, dict):
         return
-    if (preset and package == "_global_") and "hydra" in content:
-        raise ConfigError(f"{where}: a config folder's preset may not set the hydra node")
+    if writes_root and (protected := sorted(set(content) & set(PROTECTED_KEYS))):
+        raise ConfigError(f"{where}: a config folder's preset may not set the {protected[0]} node")
     for path in nested_targets(content):
         node_path = path.removesuffix("._target_") if path != "_target_" else ""
         if _is_model_group(group) and node_path == "":
             check_model_config(content, where)
-        elif preset and package == "_global_" and node_path in MODEL_NODES:
+        elif writes_root and node_path in MODEL_NODES:
             check_model_config(OmegaConf.to_container(OmegaConf.select(result.config, node_path)), f"{where}: {node_path}")
         else:
             raise ConfigError(f"{where}: {path}: only a model config's root may name a _target_ "
                               "(a config file is data; it may not build objects)")
-    text = OmegaConf.to_yaml(result.config) if result.config is not None else ""
-    if FORBIDDEN_RESOLVER.search(text):
-        raise ConfigError(f"{where}: a config folder's file may not read environment variables or decode text "
-                          "(${oc.env:...}, ${oc.decode:...}); pass such values on the command line")
+    if "${" in OmegaConf.to_yaml(result.config):
+        # A resolver runs code of its own (oc.create builds objects, oc.env reads secrets), and a plain
+        # interpolation copies other nodes (a key in a URL) into prompts: values from a shared file are literal.
+        raise ConfigError(f"{where}: a config folder's file may not interpolate (${{...}}); write the value itself, "
+                          "or pass it on the command line")
+
+
+def _check_stays_inside(source: str, config_path: str, where: str) -> None:
+    """Refuse a file that is a symlink (or inside a linked folder) leading out of its config folder."""
+    folder = os.path.realpath(source)
+    real = os.path.realpath(os.path.join(source, f"{config_path}.yaml"))
+    if os.path.commonpath([folder, real]) != folder:
+        raise ConfigError(f"{where}: it links to {real}, outside the config folder {folder}; a config folder's "
+                          "files are read only from inside it")
 
 
 def check_option_overrides(overrides: list[str], groups: set[str]) -> None:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.text import Text
 
 from emotion_probe.errors import EmolabError
+from emotion_probe.files import write_text_atomic
 from emotion_probe.redaction import redact, redacted
 from emotion_probe.terminal import printable
 from experiments.callbacks import finished_job
@@ -53,7 +54,6 @@ def load_task(path: str) -> Callable[[DictConfig], Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def app(cfg: DictConfig) -> object:
-    _redact_logs()
     try:
         check_composed(cfg)
         task = load_task(cfg.task)
@@ -86,28 +86,32 @@ def _resume_hint() -> str:
     return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
 
 
-class _RedactingFilter(logging.Filter):
-    """Masks URL credentials in every log line (a key pasted into base_url, a PostgreSQL URL)."""
+def _clean_log_records() -> None:
+    """Every log record, Hydra's own included, has URL credentials masked and control characters shown as
+    escapes (a model's reply or a server's error text can hold them), whatever handler Hydra configures."""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "emolab_clean", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
+    def clean_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: logging reports that itself
+            return record
+        cleaned = printable(redact(message), newlines=True)
         if cleaned != message:
             record.msg, record.args = cleaned, None
-        return True
+        return record
 
-
-def _redact_logs() -> None:
-    """Put the filter on every handler Hydra configured for this job (console and the job's .log file)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _RedactingFilter) for f in handler.filters):
-            handler.addFilter(_RedactingFilter())
+    clean_record.emolab_clean = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(clean_record)
 
 
 @contextmanager
 def _redacted_hydra_records() -> Iterator[None]:
-    """Hydra copies the config and the command line into .hydra/{config,hydra,overrides}.yaml: masked, and
-    written under a temporary name then renamed, so a reader never sees half a file."""
+    """Hydra copies the config and the command line into .hydra/{config,hydra,overrides}.yaml and a sweep's
+    multirun.yaml: masked, and (the .hydra/ files) written whole or not at all (emotion_probe.files)."""
     from hydra.core import utils as hydra_core_utils
     from omegaconf import OmegaConf
 
@@ -119,15 +123,23 @@ def _redacted_hydra_records() -> Iterator[None]:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         clean = OmegaConf.create(redacted(OmegaConf.to_container(cfg, resolve=False)))
-        staging = output_dir / f".{filename}.tmp"
-        staging.write_text(OmegaConf.to_yaml(clean), encoding="utf-8")
-        staging.replace(output_dir / filename)
+        write_text_atomic(output_dir / filename, OmegaConf.to_yaml(clean))
+
+    save_yaml = OmegaConf.save
+
+    def save_sweep_record(config: Any, f: Any, resolve: bool = False) -> None:
+        # The basic sweeper writes multirun.yaml with OmegaConf.save itself, not through _save_config.
+        if str(f).endswith("multirun.yaml"):
+            config = OmegaConf.create(redacted(OmegaConf.to_container(config, resolve=False)))
+        save_yaml(config, f, resolve=resolve)
 
     hydra_core_utils._save_config = save_config
+    OmegaConf.save = staticmethod(save_sweep_record)  # type: ignore[method-assign]
     try:
         yield
     finally:
         hydra_core_utils._save_config = original
+        OmegaConf.save = save_yaml  # type: ignore[method-assign]
 
 
 def split_hydra_error(err: CompactHydraException) -> tuple[str, str]:
@@ -194,6 +206,7 @@ def main() -> None:
     except EmolabError as err:
         _report(str(err))
         sys.exit(USER_ERROR)
+    _clean_log_records()
     with _hydra_errors_as_user_errors(), guarded_config_loading(), _redacted_hydra_records():
         app()
 

@@ -92,11 +92,17 @@ def test_group_options_are_names(tmp_path, option):
     assert "a config option is a name of a file" in error, error
 
 
-def test_a_shared_file_cannot_read_the_environment(tmp_path):
+@pytest.mark.parametrize("value", [
+    "${oc.env:SECRET_KEY}",
+    "${oc.${oc.select:nope,env}:SECRET_KEY}",  # a resolver whose name is itself interpolated
+    "${hydra:overrides.task}",                  # the command line, keys in URLs included
+    "${salesperson.model.base_url}",             # a plain interpolation copies another node into a prompt
+])
+def test_a_shared_file_cannot_read_the_environment_or_other_nodes(tmp_path, value):
     searchpath = _folder(tmp_path, {"scenario/leaky.yaml": "defaults:\n  - acorn\n  - _self_\n"
-                                                            "customer_persona: ${oc.env:SECRET_KEY}\n"})
+                                                            f"customer_persona: {value!r}\n"})
     result = _emolab(tmp_path, "experiment=preview", searchpath, "scenario=leaky", env={"SECRET_KEY": "sk-live-123"})
-    assert "may not read environment variables" in one_error_line(result)
+    assert "may not interpolate" in one_error_line(result)
     assert "sk-live-123" not in result.stdout + result.stderr
 
 
@@ -109,7 +115,7 @@ def test_a_shared_experiment_preset_may_set_keys_across_groups_but_not_hydra(tmp
                                                     "hydra:\n  job_logging:\n    root:\n      level: DEBUG\n"})
     assert "may not set the hydra node" in one_error_line(_emolab(tmp_path, "experiment=bad", bad))
     launcher = _folder(tmp_path, {"hydra/launcher/evil.yaml": "_target_: shutil.copyfile\n"})
-    assert "Hydra's own configs" in one_error_line(_emolab(tmp_path, "experiment=preview", launcher,
+    assert "may not provide hydra/launcher/ configs" in one_error_line(_emolab(tmp_path, "experiment=preview", launcher,
                                                         "hydra/launcher=evil"))
 
 
@@ -259,3 +265,84 @@ def test_every_shipped_preset_and_model_config_names_a_registered_entry():
     targets = {yaml.safe_load(path.read_text()).get("_target_") for path in (conf / "model").glob("*.yaml")} - {None}
     assert targets <= set(registered_providers())
     assert all(callable(entry.load()) for entry in [*registered_experiments().values(), *registered_providers().values()])
+
+
+def test_a_resolver_cannot_build_an_object_inside_a_model_config(tmp_path, victim):
+    """oc.create makes a node with a _target_ only when resolved: the model is checked, and built, as resolved."""
+    mine, planted = victim
+    searchpath = _folder(tmp_path, {"model/evil.yaml": "defaults:\n  - scripted\n  - _self_\nresponses: "
+                                    f"'${{oc.create:{{_target_:shutil.copyfile,_args_:[{planted},{mine}]}}}}'\n"})
+    assert "may not interpolate" in one_error_line(_emolab(tmp_path, "experiment=probe", searchpath, "model=evil",
+                                                           f"hydra.run.dir={tmp_path / 'run'}"))
+    # The same from the command line (the user's own, so not a file rule): the resolved node is refused.
+    error = one_error_line(_emolab(tmp_path, "experiment=probe", "model=scripted", "cache.enabled=false",
+                                   f"model.responses='${{oc.create:{{_target_:shutil.copyfile,_args_:[{planted},{mine}]}}}}'",
+                                   f"hydra.run.dir={tmp_path / 'run2'}"))
+    assert "only a model config's root may name a _target_" in error, error
+    assert mine.read_text() == "my notes\n"
+
+
+LOGGING_PAYLOAD = ("hydra:\n  job_logging:\n    formatters:\n      evil:\n        '()': shutil.copyfile\n"
+                   "        src: {planted}\n        dst: {mine}\n")
+
+
+@pytest.mark.parametrize("files, args", [
+    # A primary config of the folder's own, chosen with --config-dir/--config-name.
+    ({"evil.yaml": "defaults:\n  - config\n  - _self_\n" + LOGGING_PAYLOAD}, ["--config-name", "evil"]),
+    # A preset that pulls a file at the folder's root into the global package.
+    ({"experiment/mine.yaml": "# @package _global_\ndefaults:\n  - preview\n  - /evil\n  - _self_\n",
+      "evil.yaml": LOGGING_PAYLOAD}, ["experiment=mine"]),
+    # A scenario that pulls in a preset, whose _global_ header is absolute.
+    ({"scenario/x.yaml": "defaults:\n  - acorn\n  - /experiment/helper\n  - _self_\n",
+      "experiment/helper.yaml": "# @package _global_\ndefaults:\n  - /evil\n", "evil.yaml": LOGGING_PAYLOAD},
+     ["experiment=preview", "scenario=x"]),
+    # A preset that moves where the run writes.
+    ({"experiment/elsewhere.yaml": "# @package _global_\ndefaults:\n  - preview\n  - _self_\n"
+      "paths:\n  output_dir: {planted_dir}\n"}, ["experiment=elsewhere"]),
+])
+def test_no_route_reaches_hydra_or_the_output_paths(tmp_path, victim, files, args):
+    mine, planted = victim
+    folder = tmp_path / "shared_conf"
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text.format(planted=planted, mine=mine, planted_dir=tmp_path / "elsewhere"))
+    run_dir = tmp_path / "run"
+    command = (["--config-dir", str(folder)] if "--config-name" in args else [f"hydra.searchpath=[file://{folder}]"])
+    one_error_line(_emolab(tmp_path, *command, *args, f"hydra.run.dir={run_dir}"))
+    assert mine.read_text() == "my notes\n"
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_symlink_out_of_the_config_folder_is_refused(tmp_path):
+    secret = tmp_path / "home" / "credentials.yaml"
+    secret.parent.mkdir()
+    secret.write_text("name: token-SUPERSECRET\n")
+    folder = tmp_path / "shared_conf" / "persona"
+    folder.mkdir(parents=True)
+    (folder / "kube.yaml").symlink_to(secret)
+    result = _emolab(tmp_path, "experiment=preview", f"hydra.searchpath=[file://{tmp_path / 'shared_conf'}]",
+                     "persona=kube")
+    assert "outside the config folder" in one_error_line(result)
+    assert "SUPERSECRET" not in result.stdout + result.stderr
+
+
+def test_a_key_in_a_url_is_masked_in_a_sweeps_records_and_log(tmp_path):
+    secret = "sk-sweep-secret-9"
+    url = f"http://alice:{secret}@127.0.0.1:9/v1"
+    sweep = tmp_path / "sweep"
+    result = _emolab(tmp_path, "-m", "experiment=preview", "salesperson/model=openai", "salesperson.model.model=x",
+                     f"salesperson.model.base_url={url}", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sweep / "multirun.yaml").is_file()
+    leaked = [str(path) for path in sweep.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaked == [] and secret not in result.stdout + result.stderr
+
+
+def test_redaction_masks_every_spelling_of_a_url_credential():
+    from emotion_probe.redaction import redact
+
+    assert redact("https://user:key@host/v1") == "https://***@host/v1"
+    assert redact(r"base_url=http\://alice\:sk-1@127.0.0.1\:9/v1") == r"base_url=http\://***@127.0.0.1\:9/v1"
+    assert redact("postgresql://u:p@db/x?sslmode=require") == "postgresql://***@db/x?sslmode=require"
+    assert redact("http://h/v1?api_key=abc&x=1") == "http://h/v1?api_key=***&x=1"
+    assert redact("http://127.0.0.1:8000/v1 and mail a@b.com") == "http://127.0.0.1:8000/v1 and mail a@b.com"

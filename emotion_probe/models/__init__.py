@@ -22,26 +22,34 @@ __all__ = ["ChatMessage", "GenerateConfig", "Generation", "ModelBackend", "Score
 
 def instantiate_backend(config: Any) -> ModelBackend:
     """Build a backend from a `model:` config node (a DictConfig, or a plain dict such as a Ray worker
-    receives), reporting bad config as one ConfigError."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    receives), reporting bad config as one ConfigError.
+
+    The node's `_target_` must name a registered provider (emotion_probe.models.registry), which is called
+    with the node's other keys, resolved: nothing below the root is built, whatever a resolver made there.
+    """
     from omegaconf import DictConfig, OmegaConf
+
+    from emotion_probe.models.registry import check_model_config, registered_providers
 
     if not isinstance(config, DictConfig):
         config = OmegaConf.create(config)
     if "_target_" not in config:
         raise ConfigError("model config has no _target_ naming the backend class to build")
-    from emotion_probe.models.registry import check_model_config
-
-    # Before Hydra sees it: instantiate would call any importable name, at any depth of the node.
-    check_model_config(OmegaConf.to_container(config, resolve=False))
     missing = [key for key in config if OmegaConf.is_missing(config, key)]
     if missing:
         raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")
     try:
-        return instantiate(config, _convert_="all")
-    except InstantiationException as err:
-        # Hydra wraps whatever the constructor raised; surface our own clear message unwrapped.
-        if isinstance(err.__cause__, EmolabError):
-            raise err.__cause__ from None
-        raise ConfigError(f"model config: {err}") from None
+        resolved = OmegaConf.to_container(config, resolve=True)
+    except Exception as err:  # an interpolation that cannot resolve is the config's, not a bug
+        raise ConfigError(f"model config: {type(err).__name__}: {err}") from None
+    check_model_config(resolved)
+    target = resolved.pop("_target_")
+    if hydra_keys := sorted(key for key in resolved if str(key).startswith("_") and str(key).endswith("_")):
+        raise ConfigError(f"model config: {hydra_keys[0]} is not a setting of a provider")
+    provider = registered_providers()[target].load()
+    try:
+        return provider(**resolved)
+    except EmolabError:
+        raise
+    except TypeError as err:  # a key the provider does not take, or a required one missing
+        raise ConfigError(f"model config ({target}): {err}") from None
