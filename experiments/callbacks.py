@@ -7,18 +7,23 @@ Slurm node, a Ray worker), so each job records its own outcome in `<job dir>/job
 (`finished_job`) and skips jobs that already completed with the same config and the same input files.
 
 A run dir has one writer at a time: the callback holds an exclusive lock on `<dir>/.emolab.lock` from
-the start of a run (or a sweep job, or a sweep in its sweep dir) to its end, and a second process on
-the same dir stops with `error: <dir> is in use by pid N on <host>` (or waits, with `wait_for_lock`).
+the start of a run (or a sweep job, or a sweep in its sweep dir) to its end, and on the dir the job
+writes (`paths.output_dir`) when that is elsewhere; a second process on the same dir stops with
+`error: <dir> is in use by pid N on <host>` (or waits, with `wait_for_lock`). A lock that cannot be
+taken (a lock file that is a dir or a link, a read-only dir) stops the run too.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.terminal import printable
 from experiments.common import changed_inputs, current_inputs, git_commit, validated, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -185,8 +191,10 @@ def read_job_record(job_dir: Path) -> JobRecord | None:
         return JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as err:
         problem = err.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "(file)"
-        raise ConfigError(f"{path} is corrupt ({field}: {problem['msg']}); delete it to rerun that job") from None
+        # A key of the file is the file's text: escaped, as it reaches a console and logs.
+        field = printable(".".join(str(part) for part in problem["loc"])) or "(file)"
+        raise ConfigError(f"{path} is corrupt ({field}: {printable(problem['msg'])}); delete it to rerun that job") \
+            from None
 
 
 class RunSettingsFile(BaseModel):
@@ -329,39 +337,139 @@ class LockSettings(BaseModel):
 
 
 class LockOwner(BaseModel):
-    """A lock's sidecar file: who holds it, so that a second process can name them."""
+    """A lock's sidecar file: who holds it, so that a second process can name them.
 
-    model_config = ConfigDict(extra="ignore")
+    The sidecar is a file in a dir someone else may have written (a run dir received from another person):
+    a pid outside what any system uses, or a host no host name can be, makes it a sidecar that names nobody.
+    """
 
-    pid: int
-    host: str
-    since: str | None = None
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    pid: int = Field(gt=0, le=2**31 - 1)  # os.kill overflows past a C int, and 0 or -1 mean groups of processes
+    host: str = Field(min_length=1, max_length=255)
+    since: str | None = Field(default=None, max_length=64)
 
 
-#: The locks this process holds, by their lock file's resolved path. Module state, not the callback's:
-#: launchers pickle the callback to send it to their workers, and a held lock is not picklable.
-_HELD: dict[str, Any] = {}
+#: The most of a sidecar that is read: the file emolab writes is a few dozen bytes.
+_OWNER_FILE_LIMIT = 4096
+
+#: The locks this process holds: their open file descriptors (flock is held on them), by their lock file's
+#: path in its resolved dir. Module state, not the callback's: launchers pickle the callback to send it to
+#: their workers, and a held lock is not picklable.
+_HELD: dict[str, int] = {}
+
+#: An owner file that exists but names nobody (unreadable, not JSON, not what emolab writes).
+_UNNAMED = "unnamed"
 
 
 def _owner_file(lock_file: Path) -> Path:
     return lock_file.with_name(LOCK_OWNER_FILE if lock_file.name == LOCK_FILE else f"{lock_file.name}.json")
 
 
-def _lock_owner(owner_file: Path) -> LockOwner | None:
+def _lock_key(lock_file: Path) -> str:
+    # The dir resolved, not the file: a lock file that is a link must not be followed, even to name it.
+    return str(Path(lock_file).parent.resolve() / Path(lock_file).name)
+
+
+def _lock_owner(owner_file: Path) -> LockOwner | None | Literal["unnamed"]:
     """The holder its sidecar names; None when there is no sidecar yet (or any more), or it names a process
-    of this host that is gone (a holder killed before it could remove it, whose lock the kernel let go)."""
+    of this host that is gone (a holder killed before it could remove it, whose lock the kernel let go);
+    `_UNNAMED` when the sidecar names nobody (a link, not a file, too long, not what emolab writes)."""
     try:
-        owner = LockOwner.model_validate_json(owner_file.read_bytes())
-    except (OSError, ValidationError):
+        fd = os.open(owner_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
+    except OSError:  # a link (ELOOP), a dir, another user's unreadable file
+        return _UNNAMED
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _UNNAMED
+        data = os.read(fd, _OWNER_FILE_LIMIT + 1)
+    except OSError:
+        return _UNNAMED
+    finally:
+        os.close(fd)
+    if len(data) > _OWNER_FILE_LIMIT:
+        return _UNNAMED
+    try:
+        owner = LockOwner.model_validate_json(data)
+    except ValidationError:
+        return _UNNAMED
     if owner.host == platform.node():
         try:
             os.kill(owner.pid, 0)
         except ProcessLookupError:
             return None
-        except PermissionError:  # alive, another user's
+        except OSError:  # PermissionError: alive, another user's
             pass
     return owner
+
+
+def _holder(owner: LockOwner | Literal["unnamed"] | None, owner_file: Path) -> str:
+    """How an error names the lock's holder. Every text from the sidecar is escaped: a host name with
+    terminal controls in it would act on the terminal that shows the error."""
+    if isinstance(owner, LockOwner):
+        return f"pid {owner.pid} on {printable(owner.host)}"
+    return f"an unknown process ({owner_file} does not name it)"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device or special file"
+
+
+def _refuse_unless_regular(path: Path, what: Path | str) -> None:
+    """A ConfigError when `path` exists and is not a regular file: a lock taken on a link would lock (or let
+    emolab write) another file, and a dir or a pipe can hold no lock at all."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"cannot lock {what}: {path} is a {_kind(mode)}, not a regular file; remove it")
+
+
+def _lock_error(err: OSError, lock_file: Path, what: Path | str) -> ConfigError:
+    """A failure to take a lock as a user error: a read-only dir or a full disk as emolab says them
+    anywhere (emotion_probe.files.output_error), anything else with its errno's words."""
+    from emotion_probe.files import output_error
+
+    problem = output_error(err, lock_file)
+    if problem is not None:
+        return problem
+    if err.errno is None:
+        reason = str(err)
+    else:
+        reason = f"{os.strerror(err.errno)} ({errno.errorcode.get(err.errno, err.errno)})"
+    return ConfigError(f"cannot lock {what}: {err.filename or lock_file}: {reason}")
+
+
+def _open_lock_file(lock_file: Path, what: Path | str) -> int:
+    """The lock file opened (made if missing), never through a link and only when it is a regular file.
+
+    Checked before it is opened (a device file may act on being opened) and again on what was opened (the
+    path may have changed in between). Nothing is ever written to it: flock needs only the descriptor.
+    """
+    _refuse_unless_regular(lock_file, what)
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise _lock_error(err, lock_file, what) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"cannot lock {what}: {lock_file} is a {_kind(mode)}, not a regular file; remove it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def hold_lock(lock_file: Path, what: Path | str, *, wait: bool) -> bool:
@@ -369,57 +477,71 @@ def hold_lock(lock_file: Path, what: Path | str, *, wait: bool) -> bool:
     sidecar. When another process holds it: a ConfigError `<what> is in use by pid N on <host>`, or with
     `wait`, one line on stderr and a wait until it is free. False when this process holds it already.
 
-    The lock is flock(2) (through filelock), so the kernel lets go of it when its holder dies, `kill -9`
-    included: a stale lock file never blocks a rerun.
+    The lock is flock(2), so the kernel lets go of it when its holder dies, `kill -9` included: a stale lock
+    file never blocks a rerun. Any failure to take it (a lock file that is a dir or a link, a sidecar that is
+    a link, a read-only dir) is a ConfigError too: a run must never go on without its lock.
     """
-    from filelock import FileLock, Timeout
-
-    from emotion_probe.files import output_error
-
-    key = str(lock_file.resolve())
+    lock_file = Path(lock_file)
+    key = _lock_key(lock_file)
     if key in _HELD:
         return False
-    lock = FileLock(str(lock_file), thread_local=False)
     owner_file = _owner_file(lock_file)
-    # The holder writes its sidecar just after it takes the lock, and removes it just before it lets go:
-    # a sidecar missing while the lock is held lasts moments, so it is read again for a while.
-    named_by = time.monotonic() + 3.0
-    timeout: float = 0
-    while True:
-        try:
-            lock.acquire(timeout=timeout)
-            break
-        except Timeout:
+    fd = _open_lock_file(lock_file, what)
+    try:
+        # The holder writes its sidecar just after it takes the lock, and removes it just before it lets go:
+        # a sidecar missing while the lock is held lasts moments, so it is read again for a while.
+        named_by = time.monotonic() + 3.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as err:  # a file system without locks (ENOLCK)
+                raise _lock_error(err, lock_file, what) from None
             owner = _lock_owner(owner_file)
             if owner is None and time.monotonic() < named_by:
                 time.sleep(0.05)
                 continue
-            holder = f"pid {owner.pid} on {owner.host}" if owner else f"a process that did not name itself in {owner_file}"
             if not wait:
-                raise ConfigError(f"{what} is in use by {holder}") from None
-            print(f"waiting for {what}: in use by {holder} (wait_for_lock=true)", file=sys.stderr, flush=True)
-            timeout = -1
-        except OSError as err:  # a read-only dir, a full disk
-            problem = output_error(err, lock_file)
-            if problem is None:
-                raise
-            raise problem from None
+                raise ConfigError(f"{what} is in use by {_holder(owner, owner_file)}")
+            print(printable(f"waiting for {what}: in use by {_holder(owner, owner_file)} (wait_for_lock=true)"),
+                  file=sys.stderr, flush=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:
+                raise _lock_error(err, lock_file, what) from None
+            break
+        # Replaced by a rename, which never writes through a link; refused all the same when it is one (or
+        # a dir), as that is no sidecar emolab left.
+        _refuse_unless_regular(owner_file, what)
+        try:
+            # A plain dict, not a LockOwner: this host's name is written as it is, even one a reader refuses.
+            write_json_atomic(owner_file, {"pid": os.getpid(), "host": platform.node(), "since": _now()})
+        except OSError as err:
+            raise _lock_error(err, owner_file, what) from None
+    except BaseException:
+        os.close(fd)  # lets go of the lock, if it was taken
+        raise
     if not _HELD:
         # A run that ends by sys.exit (a user error, a person who stops play) skips Hydra's end callbacks:
         # its locks are let go, and their sidecars removed, as the process exits.
         atexit.register(_release_all)
-    _HELD[key] = lock
-    write_json_atomic(owner_file, LockOwner(pid=os.getpid(), host=platform.node(), since=_now()).model_dump())
+    _HELD[key] = fd
     return True
 
 
 def release_lock(lock_file: Path) -> None:
     """Let go of a lock `hold_lock` took (its sidecar first, so nobody reads a released holder's name)."""
-    lock = _HELD.pop(str(Path(lock_file).resolve()), None)
-    if lock is None:
+    fd = _HELD.pop(_lock_key(Path(lock_file)), None)
+    if fd is None:
         return
-    _owner_file(Path(lock_file)).unlink(missing_ok=True)
-    lock.release()
+    try:
+        _owner_file(Path(lock_file)).unlink(missing_ok=True)  # a link is removed, never what it points to
+    except OSError:  # replaced by a dir meanwhile: the lock goes all the same
+        pass
+    finally:
+        os.close(fd)
     if not _HELD:
         atexit.unregister(_release_all)
 
@@ -446,35 +568,49 @@ def only_writer_of(path: Path, *, wait: bool) -> Iterator[None]:
 def _hold_run_dir(config: DictConfig, run_dir: Path) -> str | None:
     """Lock `run_dir` for this run (see hold_lock); the lock file to release, or None if held already.
 
-    A refusal ends the process here, as the app ends one for bad input (one `error:` line, exit 2): Hydra
-    turns an exception raised in a callback into a warning and runs the job anyway.
+    A refusal, or any failure to take the lock, ends the process here, as the app ends one for bad input
+    (one `error:` line, exit 2): Hydra turns an exception raised in a callback into a warning and runs the
+    job anyway, which would be a run without its lock.
     """
-    from emotion_probe.files import output_error
-
     try:
         wait = validated(LockSettings, {"wait_for_lock": config.get("wait_for_lock", False)}, "").wait_for_lock
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            problem = output_error(err, run_dir)
-            if problem is None:
-                raise
-            raise problem from None
+            raise _lock_error(err, run_dir, run_dir) from None
         lock_file = run_dir / LOCK_FILE
         return str(lock_file) if hold_lock(lock_file, run_dir, wait=wait) else None
     except ConfigError as err:
         from rich.console import Console
         from rich.text import Text
 
-        # As experiments.main reports a user error: one unwrapped line, no markup parsing.
-        Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(err)))
+        from emotion_probe.redaction import redact
+
+        # As experiments.main reports a user error: one unwrapped line, no markup parsing, masked and escaped.
+        Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), printable(redact(str(err)))))
         sys.exit(USER_ERROR)
+    except Exception:  # a bug: its traceback, and still no run without the lock
+        log.exception("cannot lock %s", printable(run_dir))
+        sys.exit(1)
+
+
+def _written_dir(config: DictConfig) -> Path | None:
+    """The dir the job writes (`paths.output_dir`, read by experiments.common.output_dir); None when the
+    config has none, or it does not resolve (the task then stops on it with its own error)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        value = OmegaConf.select(config, "paths.output_dir", throw_on_missing=False)
+    except OmegaConfBaseException:
+        return None
+    return Path(os.path.abspath(str(value))) if value is not None else None
 
 
 class SweepCallback(Callback):
     """Writes `job.json` per job and `manifest.json` per sweep (see the module docstring), and holds each
     run dir's lock: a single run's from its start to its end, each sweep job's for the job, and the sweep
-    dir's for the sweep (so a second sweep into it stops at once)."""
+    dir's for the sweep (so a second sweep into it stops at once); and, for the job, the lock of the dir it
+    writes (`paths.output_dir`) where that is not its run dir."""
 
     def __init__(self) -> None:
         self._job_started: float | None = None
@@ -483,6 +619,7 @@ class SweepCallback(Callback):
         # The lock files this callback took (plain paths: the callback is pickled to launcher workers).
         self._run_lock: str | None = None
         self._job_lock: str | None = None
+        self._output_lock: str | None = None
         self._sweep_lock: str | None = None
 
     # ------------------------------------------------------------------ per run
@@ -504,14 +641,22 @@ class SweepCallback(Callback):
         self._job_started_at = _now()
         # A sweep job's dir (a single run's is held since on_run_start, which this finds).
         self._job_lock = _hold_run_dir(config, Path(config.hydra.runtime.output_dir))
+        # The job writes where `paths.output_dir` says, which a user may point away from its run dir: two
+        # runs with their own run dirs and one output dir would write the same files. Taken before the task
+        # runs, so a refused run writes nothing there; None when it is the run dir, held already.
+        written = _written_dir(config)
+        if written is not None:
+            self._output_lock = _hold_run_dir(config, written)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         try:
             self._record_job(config, job_return)
         finally:
-            if self._job_lock is not None:
-                release_lock(Path(self._job_lock))
-                self._job_lock = None
+            for attribute in ("_output_lock", "_job_lock"):
+                held = getattr(self, attribute)
+                if held is not None:
+                    release_lock(Path(held))
+                    setattr(self, attribute, None)
 
     def _record_job(self, config: DictConfig, job_return: JobReturn) -> None:
         hydra = HydraConfig.get()
@@ -603,10 +748,18 @@ def swept_parameters(overrides_per_job: list[list[str]]) -> dict[str, list[str]]
     return values
 
 
+#: The corrupt job records this process warned about: the sweep manifest reads every record at the start
+#: of a sweep and again at its end, and one bad file is one warning.
+_WARNED: set[str] = set()
+
+
 def _safe_read(job_dir: Path) -> JobRecord | None:
-    """Like read_job_record, but a corrupt record only warns: callbacks must not fail a finished job."""
+    """Like read_job_record, but a corrupt record only warns (once): callbacks must not fail a finished job."""
     try:
         return read_job_record(job_dir)
     except ConfigError as err:
-        log.warning("%s", err)
+        message = printable(err)
+        if message not in _WARNED:
+            _WARNED.add(message)
+            log.warning("%s", message)
         return None

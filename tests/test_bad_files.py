@@ -180,7 +180,8 @@ def test_a_read_only_output_dir_is_named_in_one_line(finished_run, tmp_path):
         error = one_error_line(emolab("experiment=report", f"sweep_dir={finished_run[0]}",
                                       f"hydra.run.dir={tmp_path / 'report'}", f"paths.output_dir={out}"))
     reason = os.strerror(errno.EROFS if os.geteuid() == 0 else errno.EACCES)
-    assert error.startswith(f"error: cannot write {out}/results.parquet: {reason}")
+    # The first file a run makes in the dir it writes is that dir's lock (experiments.callbacks), before any work.
+    assert error.startswith(f"error: cannot write {out}/.emolab.lock: {reason}")
     assert error.endswith("what the run wrote before is kept")
 
 
@@ -206,8 +207,9 @@ def test_a_full_disk_is_named_in_one_line_and_leaves_no_half_file(finished_run, 
         error = one_error_line(emolab("experiment=report", f"sweep_dir={finished_run[0]}",
                                       f"hydra.run.dir={tmp_path / 'report'}", f"paths.output_dir={out}"))
         left = sorted(p.name for p in out.iterdir())
-    assert error.startswith(f"error: cannot write {out}/results.parquet: ") and "(ENOSPC)" in error
-    assert left == ["filler", "filler-tail"], "no half-written file, no temporary file"
+    # The lock file takes no block; the sidecar that names its holder is the first thing the run writes there.
+    assert error.startswith(f"error: cannot write {out}/.emolab.lock.json: ") and "(ENOSPC)" in error
+    assert left == [".emolab.lock", "filler", "filler-tail"], "no half-written file, no temporary file"
 
 
 def test_a_negotiation_that_fills_the_disk_stops_in_one_line_and_resumes(tmp_path, write_deal_agents):

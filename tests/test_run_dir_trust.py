@@ -323,3 +323,95 @@ def test_each_experiment_reads_exactly_the_config_keys_it_declares(tmp_path, tas
         else:
             unread.append(key)
     assert not unread, f"{task} declares keys it never reads: {unread}"
+
+
+# --- the lock itself: what cannot be taken stops the run, and what its holder wrote is only text ------------
+
+
+def test_a_lock_that_is_no_regular_file_stops_the_run_and_nothing_is_written_through_it(tmp_path):
+    """A lock that cannot be taken is no lock: were the run to go on, a second one would go on beside it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n", encoding="utf-8")
+    cases = {"lock_dir": (".emolab.lock", "directory", lambda path: path.mkdir()),
+             "lock_link": (".emolab.lock", "symbolic link", lambda path: path.symlink_to(victim)),
+             "sidecar_link": (".emolab.lock.json", "symbolic link", lambda path: path.symlink_to(victim))}
+    for name, (file_name, kind, make) in cases.items():
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        make(run_dir / file_name)
+        result = _run(_negotiation(run_dir), tmp_path)
+        assert _error_line(result) == (f"error: cannot lock {run_dir}: {run_dir / file_name} is a {kind}, not a "
+                                       "regular file; remove it"), name
+        assert not (run_dir / "transcript.jsonl").exists(), name
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_two_runs_writing_one_output_dir_from_two_run_dirs_have_one_writer(tmp_path):
+    """`paths.output_dir` is where a run writes, and a user may point it away from its hydra.run.dir."""
+    out_dir = tmp_path / "out"
+
+    def negotiation(run_dir: Path, *extra: str) -> list[str]:
+        return _negotiation(run_dir, f"paths.output_dir={out_dir}", *extra, delay_s=3.0)
+
+    first = subprocess.Popen(negotiation(tmp_path / "a"), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    waiting = None
+    try:
+        deadline = time.time() + 240
+        while not ((out_dir / "transcript.jsonl").is_file() and (out_dir / "transcript.jsonl").read_text().strip()):
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            assert time.time() < deadline, "the first run wrote no transcript line in 240 s"
+            time.sleep(0.2)
+        waiting = subprocess.Popen(negotiation(tmp_path / "c", "wait_for_lock=true"), cwd=tmp_path, env=_env(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        second = _run(negotiation(tmp_path / "b"), tmp_path)
+        assert _error_line(second) == f"error: {out_dir} is in use by pid {first.pid} on {platform.node()}"
+        assert first.poll() is None, "the first run ended before the second one was refused: slow its agents down"
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+        _, waited = waiting.communicate(timeout=300)
+    finally:
+        for process in (first, waiting):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert waiting.returncode == 0, waited[-3000:]
+    assert f"waiting for {out_dir}: in use by pid {first.pid} on {platform.node()}" in waited
+    keys = _transcript_keys(out_dir)
+    assert len(keys) == len(set(keys)) == TRIALS * 3, keys
+    assert not (out_dir / ".emolab.lock.json").exists()
+
+
+def test_the_holder_a_sidecar_names_is_printed_escaped_and_a_bad_sidecar_names_nobody(tmp_path):
+    from experiments.callbacks import hold_lock, release_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lock_file, sidecar = run_dir / ".emolab.lock", run_dir / ".emolab.lock.json"
+    assert hold_lock(lock_file, run_dir, wait=False)  # this test process holds the dir; the sidecar is forged
+    try:
+        sidecar.write_text(json.dumps({"pid": 1, "host": "box\x1b]0;pwned\x07"}), encoding="utf-8")
+        forged = _run(_negotiation(run_dir), tmp_path)
+        # A pid no system has, on this host: asking whether it is alive must not break the check.
+        sidecar.write_text(json.dumps({"pid": 2**80, "host": platform.node()}), encoding="utf-8")
+        bad = _run(_negotiation(run_dir), tmp_path)
+    finally:
+        release_lock(lock_file)
+    assert _error_line(forged) == f"error: {run_dir} is in use by pid 1 on box\\x1b]0;pwned\\x07"
+    assert _error_line(bad) == f"error: {run_dir} is in use by an unknown process ({sidecar} does not name it)"
+    assert not (run_dir / "transcript.jsonl").exists()
+
+
+def test_a_corrupt_job_record_in_a_sweep_dir_is_warned_about_once_and_escaped(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "7").mkdir(parents=True)
+    record = {"status": "FAILED", "num": 7, "overrides": [], "fingerprint": "0", "output_dir": str(sweep / "7"),
+              "started_at": None, "finished_at": "2025-01-01T00:00:00+00:00", "wall_time_s": None, "host": "box",
+              "pid": 1, "\x1b]0;pwned\x07\x1b[2J": 1}
+    (sweep / "7" / "job.json").write_text(json.dumps(record), encoding="utf-8")
+    command = _negotiation(tmp_path / "unused")
+    result = _run([*EMOLAB, "-m", *command[len(EMOLAB):], f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\x1b" not in output and "\x07" not in output
+    warning = f"{sweep / '7' / 'job.json'} is corrupt (\\x1b]0;pwned\\x07\\x1b[2J: Extra inputs are not permitted)"
+    assert output.count(warning) == 1, output[-3000:]
