@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -291,31 +291,28 @@ class CachingBackend(BackendWrapper):
         )
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
-        prompts = list(prompts)
-        keys = [self._key("top_tokens", {"prompt": p, "k": k}) for p in prompts]
-        rows = self._lookup(keys)
-        missing = _first_index_of_each_missing(keys, rows)
-        if missing:
-            result = self.inner.top_tokens([prompts[i] for i in missing], k)
-            fresh = {keys[i]: {token: float(value) for token, value in top.items()} for i, top in zip(missing, result)}
-            self._store("top_tokens", fresh)
-            rows.update(fresh)
-        self._count(hits=len(keys) - len(missing), misses=len(missing))
-        return [dict(rows[key]) for key in keys]
+        return self._per_prompt("top_tokens", prompts, k, self.inner.top_tokens,
+                                lambda top: {token: float(value) for token, value in top.items()}, dict)
 
     def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
+        return self._per_prompt("ranked_tokens", prompts, k, self.inner.ranked_tokens,
+                                lambda ranked: [[token.id, token.text, float(token.logprob)] for token in ranked],
+                                lambda rows: [RankedToken(*row) for row in rows])
+
+    def _per_prompt(self, verb: str, prompts: Sequence[str], k: int, compute: Callable[[list[str], int], list],
+                    to_json: Callable[[Any], Any], from_json: Callable[[Any], Any]) -> list:
+        """A next-token ranking verb cached per prompt: only the prompts not yet in the cache reach `compute`."""
         prompts = list(prompts)
-        keys = [self._key("ranked_tokens", {"prompt": p, "k": k}) for p in prompts]
+        keys = [self._key(verb, {"prompt": p, "k": k}) for p in prompts]
         rows = self._lookup(keys)
         missing = _first_index_of_each_missing(keys, rows)
         if missing:
-            result = self.inner.ranked_tokens([prompts[i] for i in missing], k)
-            fresh = {keys[i]: [[token.id, token.text, float(token.logprob)] for token in ranked]
-                     for i, ranked in zip(missing, result)}
-            self._store("ranked_tokens", fresh)
+            result = compute([prompts[i] for i in missing], k)
+            fresh = {keys[i]: to_json(answer) for i, answer in zip(missing, result)}
+            self._store(verb, fresh)
             rows.update(fresh)
         self._count(hits=len(keys) - len(missing), misses=len(missing))
-        return [[RankedToken(*entry) for entry in rows[key]] for key in keys]
+        return [from_json(rows[key]) for key in keys]
 
     # --------------------------------------------------------------- reporting
     def usage(self) -> dict[str, Any]:
