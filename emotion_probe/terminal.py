@@ -10,6 +10,8 @@ console or a log passes through here.
 
 from __future__ import annotations
 
+from rich.text import Text
+
 #: Unicode's bidirectional embedding, override and isolate controls: they reorder the text after them.
 _BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
 #: C0 controls, DEL and C1 controls (every character of Unicode category Cc), and the bidi controls.
@@ -26,3 +28,10 @@ def printable(text: object, newlines: bool = False) -> str:
     they are escaped too, so a log record stays one line and cannot forge the next.
     """
     return str(text).translate(_MULTILINE if newlines else _ONE_LINE)
+
+
+def printable_text(text: object, style: str = "", newlines: bool = False) -> Text:
+    """`text` as a rich console shows it: escaped as `printable` escapes it, and a `Text`, so that no
+    `[bold]` or `[link=...]` in it is read as markup. For any value a file or a model supplied (a name,
+    a table cell, a title)."""
+    return Text(printable(text, newlines=newlines), style=style)

@@ -16,6 +16,7 @@ from emotion_probe.analysis.bias import accuracy, compare_predictions
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import file_part, write_frame
 from emotion_probe.limits import InputLimits
+from emotion_probe.terminal import printable_text
 from experiments.common import output_dir
 
 
@@ -104,21 +105,23 @@ def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
         write_frame(table, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.csv", index=False)
         write_frame(table, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.parquet", index=False)
         console.print(_pair_table(a, b, table, accuracy(counts[a]), accuracy(counts[b]), cfg.top))
-    console.print(f"wrote {out_dir}/accuracy.csv and compare_<a>_vs_<b>.{{csv,parquet}}; * = q < 0.05 (Fisher, BH)")
+    console.print(printable_text(f"wrote {out_dir}/accuracy.csv and compare_<a>_vs_<b>.{{csv,parquet}}; "
+                                 "* = q < 0.05 (Fisher, BH)"))
     return tables
 
 
 def _pair_table(a: str, b: str, table: pd.DataFrame, accuracy_a: float, accuracy_b: float, top: int) -> Table:
-    view = Table(title=f"{a} (accuracy {accuracy_a:.1%}) vs {b} (accuracy {accuracy_b:.1%})")
-    view.add_column(f"more often predicted for {a}")
+    # Persona names are the confusion files' names and emotions their headers: escaped, and shown as text.
+    view = Table(title=printable_text(f"{a} (accuracy {accuracy_a:.1%}) vs {b} (accuracy {accuracy_b:.1%})"))
+    view.add_column(printable_text(f"more often predicted for {a}"))
     view.add_column("diff", justify="right")
-    view.add_column(f"more often predicted for {b}")
+    view.add_column(printable_text(f"more often predicted for {b}"))
     view.add_column("diff", justify="right")
     head = table.head(top)
     tail = table.tail(top).iloc[::-1]
     for (_, x), (_, y) in zip(head.iterrows(), tail.iterrows()):
         view.add_row(
-            x["emotion"] + (" *" if x["significant"] else ""), f"{x['diff']:+.3f}",
-            y["emotion"] + (" *" if y["significant"] else ""), f"{y['diff']:+.3f}",
+            printable_text(x["emotion"] + (" *" if x["significant"] else "")), f"{x['diff']:+.3f}",
+            printable_text(y["emotion"] + (" *" if y["significant"] else "")), f"{y['diff']:+.3f}",
         )
     return view

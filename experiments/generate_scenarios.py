@@ -16,6 +16,7 @@ from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.scenario_checks import normalized
 from emotion_probe.scenarios import load_scenarios
+from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
 from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
 from experiments.callbacks import LockSettings, only_writer_of, reads_config
@@ -71,7 +72,8 @@ def _generate(cfg: DictConfig, settings: GeneratorSettings) -> dict:
     )
     graph = build_scenario_generator_graph()
     seen = [normalized(s.text) for s in existing]
-    summary = Table(title=f"Scenario generation into {output}")
+    # Words come from the wheel file: every cell is escaped and shown as text.
+    summary = Table(title=printable_text(f"Scenario generation into {output}"))
     for column in ["emotion", "had", "written", "rejected", "status"]:
         summary.add_column(column)
     written_total = 0
@@ -86,8 +88,8 @@ def _generate(cfg: DictConfig, settings: GeneratorSettings) -> dict:
             )
             seen += [normalized(t) for t in state["accepted"]]
             written_total += len(state["accepted"])
-            summary.add_row(word, str(counts[word]), str(len(state["accepted"])), str(len(state["rejected"])),
-                            state["status"])
+            summary.add_row(*(printable_text(cell) for cell in (word, counts[word], len(state["accepted"]),
+                                                                len(state["rejected"]), state["status"])))
             progress.advance(task)
     Console().print(summary)
     Console().print(f"{written_total} new rows; {len(words) - len(todo)} emotions were already complete")

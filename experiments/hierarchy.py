@@ -30,6 +30,7 @@ from emotion_probe.analysis.hierarchy import (
 )
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
+from emotion_probe.terminal import printable_text
 from experiments.callbacks import reads_config
 from experiments.common import output_dir, probe_scenario_file, validated, write_json_atomic, write_manifest
 from experiments.reporting import (
@@ -179,7 +180,8 @@ def _print_metrics(metrics: dict, tree_keys: list[str], out_dir: Path) -> None:
             return "-"
         return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
 
-    table = Table(title=f"Emotion hierarchy of {metrics['model']}")
+    # The model's name comes from its config file: escaped, and shown as text.
+    table = Table(title=printable_text(f"Emotion hierarchy of {metrics['model']}"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI / p", justify="right")
@@ -200,7 +202,7 @@ def _print_metrics(metrics: dict, tree_keys: list[str], out_dir: Path) -> None:
         written += ["bootstrap_metrics.csv", "bootstrap_edges.csv"]
     if (out_dir / "threshold_sweep.csv").is_file():
         written += ["threshold_sweep.csv", "threshold_sweep.png", "threshold_sweep.svg"]
-    console.print(f"wrote {out_dir}/{{{', '.join(written)}}}")
+    console.print(printable_text(f"wrote {out_dir}/{{{', '.join(written)}}}"))
 
 
 def report(cfg: DictConfig) -> pd.DataFrame:
@@ -218,12 +220,13 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     table = Table(title=f"Hierarchy metrics across {len(frame)} runs")
     for column in ["model", "parameters", "edges", "nodes", "total_path_length", "average_depth", "wheel_alignment"]:
         table.add_column(column, justify="left" if column == "model" else "right")
+    # Every cell was read from a job's metrics.json (the model's name from its config): escaped, shown as text.
     for _, row in frame.iterrows():
-        table.add_row(str(row["model"]), _number(row["parameters"], ",.0f"), str(row["edges"]), str(row["nodes"]),
-                      str(row["total_path_length"]), _number(row["average_depth"], ".2f"),
-                      _number(row["wheel_alignment"], ".2f"))
+        cells = [row["model"], _number(row["parameters"], ",.0f"), row["edges"], row["nodes"], row["total_path_length"],
+                 _number(row["average_depth"], ".2f"), _number(row["wheel_alignment"], ".2f")]
+        table.add_row(*(printable_text(cell) for cell in cells))
     Console().print(table)
-    Console().print(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}")
+    Console().print(printable_text(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}"))
     return frame
 
 

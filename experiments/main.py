@@ -197,9 +197,26 @@ def _hydra_errors_as_user_errors() -> Iterator[None]:
         hydra_utils.run_and_report = original
 
 
+def _printable_warnings() -> None:
+    """Python's warnings reach the terminal escaped, like every other line a run prints: they quote what
+    they warn about (matplotlib names a glyph missing from its font, the glyph itself included, when a
+    figure's title holds a model's name with a control character in it)."""
+    import warnings
+
+    original = warnings.formatwarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+        return printable(original(message, category, filename, lineno, line), newlines=True)
+
+    warnings.formatwarning = formatwarning
+
+
 def main() -> None:
     """The `emolab` console script."""
     from hydra._internal.utils import get_args_parser
+
+    _printable_warnings()
 
     try:
         check_option_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides, shipped_groups())

@@ -47,6 +47,7 @@ from emotion_probe.data import resolve_data_file
 from emotion_probe.files import output_errors, save_figure, write_frame, write_text_atomic
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import EmotionProbe, ProbeSettings
+from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import (
     NegotiationContext,
@@ -155,7 +156,7 @@ _PROMPT_LOCK = threading.Lock()
 _STOPPED_CONSOLES: "weakref.WeakSet[Console]" = weakref.WeakSet()
 
 
-def _ask(console: Console, prompt: str, parse, default: Any = ...) -> Any:
+def _ask(console: Console, prompt: str | Text, parse, default: Any = ...) -> Any:
     """Ask until `parse` accepts the answer, showing its reason after each wrong one.
 
     `:q`, end of input (EOF) or Ctrl-C raise StopPlay. Works with piped stdin: rich reads with input().
@@ -204,7 +205,8 @@ def _ask_turn(request: dict, console: Console) -> dict:
     names = request["emotions"]  # the run's wheel's primaries, which the graph's interrupt names
     while True:
         message = _ask(console, f"[bold]{role}[/] your message", parse_message)
-        emotions = _ask(console, f"{whose}: {' '.join(names)}, or name=value",
+        # The names come from the wheel file: shown as text, so a `[...]` in one is not read as markup.
+        emotions = _ask(console, printable_text(f"{whose}: {' '.join(names)}, or name=value"),
                         lambda text: parse_emotions(text, names))
         if role == "salesperson":
             answer = {"message": message, "predicted_customer_emotions": emotions}

@@ -29,6 +29,7 @@ from emotion_probe.analysis.bias import (
 )
 from emotion_probe.errors import ConfigError
 from emotion_probe.files import file_part, save_figure, write_frame
+from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import output_dir
 from experiments.reporting import (
@@ -100,15 +101,17 @@ def report(cfg: DictConfig) -> pd.DataFrame:
     view = Table(title=f"Persona recognition accuracy ({len(jobs)} personas)")
     for column in ["persona", "accuracy", "primary", "calibrated", "calibrated primary", "unanswered"]:
         view.add_column(column, justify="left" if column == "persona" else "right")
+    # Every cell was read from the jobs' files (a persona's name, its metrics.json): escaped, and shown as text.
     for name, row in accuracy.iterrows():
-        view.add_row(name, *(_with_interval(row, key) for key in ("accuracy", "primary_accuracy", "calibrated_accuracy",
-                                                                   "calibrated_primary_accuracy")),
-                     f"{row['unanswered']} of {row['scenarios']}" if "scenarios" in row else str(row["unanswered"]))
+        cells = [name, *(_with_interval(row, key) for key in ("accuracy", "primary_accuracy", "calibrated_accuracy",
+                                                              "calibrated_primary_accuracy")),
+                 f"{row['unanswered']} of {row['scenarios']}" if "scenarios" in row else row["unanswered"]]
+        view.add_row(*(printable_text(cell) for cell in cells))
     console.print(view)
     if accuracy["unanswered"].any():
         console.print("unanswered: rows where the model named no wheel word (probe.method=paper: none in the top k); "
                       "accuracies and confusion tables count the answered rows")
-    console.print(f"wrote {out_dir}")
+    console.print(printable_text(f"wrote {out_dir}"))
     return accuracy
 
 
@@ -270,9 +273,10 @@ def write_persona_report(
             tests.append(pair_tests)
             word = pair_tests[pair_tests["level"] == "word"].set_index("calibrated")["p_value"]
             mcnemar = f" (McNemar p {word.loc[False]:.3g} -> {word.loc[True]:.3g})"
-        console.print(f"{a} vs {b}: accuracy gap {gap['']} before calibration, {gap['calibrated_']} after"
-                      f"{mcnemar}; significant emotions ({test}, BH) {significant}"
-                      + "".join(f"; {note}" for note in silent))
+        # Persona names come from the jobs' files: escaped, and shown as text.
+        console.print(printable_text(f"{a} vs {b}: accuracy gap {gap['']} before calibration, {gap['calibrated_']} "
+                                     f"after{mcnemar}; significant emotions ({test}, BH) {significant}"
+                                     + "".join(f"; {note}" for note in silent)))
     if tests:
         result.accuracy_tests = pd.concat(tests, ignore_index=True)
         write_frame(result.accuracy_tests, out_dir / "accuracy_tests.csv", index=False)

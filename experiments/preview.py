@@ -19,7 +19,7 @@ from rich.text import Text
 from agents.negotiation import NegotiationScenario, agent_turns
 from emotion_probe.models.base import ChatMessage
 from emotion_probe.models.chat_template import load_chat_template
-from emotion_probe.terminal import printable
+from emotion_probe.terminal import printable, printable_text
 from emotion_probe.wheel import EmotionWheel
 from experiments.common import validated
 from experiments.negotiation import CustomerPersona, with_customer_persona
@@ -100,7 +100,9 @@ def compact_json(value: Any, indent: int = 0, width: int = 100) -> str:
 
 def show(previews: list[AgentPreview], console: Console) -> None:
     for agent in previews:
-        console.rule(Text(f"{agent.role}{' (opens)' if agent.opens else ''}: model {agent.model}"), align="left")
+        # The model's name and its tokenizer's source come from config files: escaped, and shown as text.
+        console.rule(printable_text(f"{agent.role}{' (opens)' if agent.opens else ''}: model {agent.model}"),
+                     align="left")
         if agent.placeholder:
             console.print(Text(f"Its first user turn is the {previews[0].role}'s opening message, known only once "
                                f"the run starts; {agent.placeholder} stands in for it.", style="dim"))
@@ -113,9 +115,9 @@ def show(previews: list[AgentPreview], console: Console) -> None:
         else:
             t = agent.tokens or {}
             template_tokens = t["prompt"] - t["system"] - t["first_user_turn"]
-            console.print(Text(f"prompt after the chat template: {t['prompt']} tokens (system prompt {t['system']}, "
-                               f"first user turn {t['first_user_turn']}, template {template_tokens}); "
-                               f"tokenizer from {agent.tokenizer}", style="bold"))
+            console.print(printable_text(f"prompt after the chat template: {t['prompt']} tokens (system prompt "
+                                         f"{t['system']}, first user turn {t['first_user_turn']}, template "
+                                         f"{template_tokens}); tokenizer from {agent.tokenizer}", style="bold"))
             console.print(Text(printable(agent.prompt, newlines=True)), highlight=False, soft_wrap=True)
         console.print(Text(f"JSON schema of each reply ({agent.schema_name}):", style="bold"))
         console.print(Text(printable(compact_json(agent.json_schema), newlines=True)), highlight=False, soft_wrap=True)

@@ -29,6 +29,10 @@ def registered_experiments() -> dict[str, EntryPoint]:
 
 def check_task(task: Any, where: str = "task") -> str:
     """`task` itself when it names a registered experiment; else a ConfigError that lists the registered ones."""
+    # A file may hold any YAML value here (a list, a mapping), which no lookup by name can take.
+    if not isinstance(task, str):
+        raise ConfigError(f"{where} must be the name of a registered experiment (e.g. 'experiments.probe.run'), "
+                          f"not a {type(task).__name__}: {task!r}")
     if task not in registered_experiments():
         raise ConfigError(f"{where} {task!r} is not a registered experiment; expected one of "
                           f"{sorted(registered_experiments())} (another package registers one in the "
@@ -53,7 +57,7 @@ def load_experiment(task: Any, where: str = "task") -> Callable[..., Any]:
 
 def import_owner(task: Any) -> None:
     """Import the module of a registered `task` (its report registers itself there); nothing for any other value."""
-    entry = registered_experiments().get(task)
+    entry = registered_experiments().get(task) if isinstance(task, str) else None
     if entry is not None:
         import importlib
 

@@ -49,6 +49,7 @@ from rich.table import Table
 
 from emotion_probe.errors import ConfigError
 from emotion_probe.files import write_frame, write_text_atomic
+from emotion_probe.terminal import printable_text
 from experiments.common import output_dir, validated
 from experiments.reporting import (
     COMPLETED,
@@ -224,6 +225,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     html_path = out_dir / "report.html"
     write_text_atomic(html_path, render_html(f"Sweep report: {sweep_dir.name}", subtitle, sections))
 
+    # Experiment names are read from the jobs' files (.hydra/hydra.yaml, a sweep manifest): every cell is
+    # escaped and shown as text.
     view = Table(title=f"Sweep report: {len(jobs)} jobs")
     for column in ["experiment", "jobs", "completed", "rows in results.parquet"]:
         view.add_column(column, justify="left" if column == "experiment" else "right")
@@ -232,9 +235,9 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         by_experiment.setdefault(job.experiment, []).append(job)
     for experiment, members in sorted(by_experiment.items()):
         rows = int((results["experiment"] == experiment).sum()) if len(results) else 0
-        view.add_row(str(experiment), str(len(members)), str(sum(job.status == COMPLETED for job in members)),
-                     f"{rows:,}")
+        cells = [experiment, len(members), sum(job.status == COMPLETED for job in members), f"{rows:,}"]
+        view.add_row(*(printable_text(cell) for cell in cells))
     console.print(view)
-    console.print(f"wrote {out_dir}/{{results.parquet, jobs.csv}} and", markup=False)
-    console.print(str(html_path), style="bold", markup=False)
+    console.print(printable_text(f"wrote {out_dir}/{{results.parquet, jobs.csv}} and"))
+    console.print(printable_text(html_path, style="bold"))
     return results

@@ -275,6 +275,9 @@ def _load_job(sweep_dir: Path, path: Path) -> Job | None:
         except ValidationError as err:
             raise invalid(hydra_dir / "hydra.yaml", err) from None
         experiment = hydra_record.hydra.runtime.choices.get("experiment")
+        if experiment is not None and not isinstance(experiment, str):  # jobs are grouped by this name
+            raise ConfigError(f"{hydra_dir / 'hydra.yaml'}: hydra.runtime.choices.experiment must be a name, "
+                              f"not a {type(experiment).__name__}")
     experiment = experiment or experiment_of_task(task)
     overrides.pop("experiment", None)  # the `experiment` column already says it
     name = path.relative_to(sweep_dir).as_posix()

@@ -130,6 +130,26 @@ def test_a_job_file_naming_an_unregistered_task_is_refused_not_imported(tmp_path
     assert "Beautiful is better than ugly" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("task", "kind"), [("[this.run]", "list"), ("{a: 1}", "dict"), ("7", "int")])
+def test_a_job_file_whose_task_is_not_a_name_is_refused(tmp_path, task, kind):
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(f"task: {task}\nseed: 0\n")
+    error = one_error_line(emolab("experiment=report", f"sweep_dir={tmp_path / 'sweep'}",
+                                  f"hydra.run.dir={tmp_path / 'report'}"))
+    assert f"0: task must be the name of a registered experiment (e.g. 'experiments.probe.run'), not a {kind}" \
+        in error, error
+
+
+@pytest.mark.parametrize(("task", "kind"), [("[this.run]", "list"), ("{a: 1}", "dict")])
+def test_a_preset_whose_task_is_not_a_name_is_refused(tmp_path, task, kind):
+    preset = _folder(tmp_path, {"experiment/odd.yaml": "# @package _global_\ndefaults:\n  - preview\n  - _self_\n"
+                                                       f"task: {task}\n"})
+    error = one_error_line(emolab("experiment=odd", preset, f"hydra.run.dir={tmp_path / 'run'}"))
+    assert error.startswith(f"error: task must be the name of a registered experiment (e.g. "
+                            f"'experiments.probe.run'), not a {kind}"), error
+
+
 def test_only_registered_experiments_run(tmp_path):
     error = one_error_line(_emolab(tmp_path, "experiment=preview", "task=this.run"))
     assert "'this.run' is not a registered experiment" in error

@@ -20,6 +20,7 @@ from emotion_probe.errors import ConfigError
 from emotion_probe.files import replacing, write_text_atomic
 from emotion_probe.probe import EmotionProbe
 from emotion_probe.scenarios import Scenario, ScenarioList
+from emotion_probe.terminal import printable
 
 ID_COLUMNS = ["id", "text"]
 PARTS_DIR = "probe_parts"
@@ -94,15 +95,16 @@ def run_in_parts(
     done = {str(i) for part in parts for i in pd.read_parquet(part, columns=["id"])["id"]}
     todo = [s for s in scenarios if s.id not in done]
     next_part = len(parts)
+    # The label names a model or a persona from a config file: escaped, and shown as text, not markup.
     with Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not show_progress,
     ) as progress:
-        task = progress.add_task(label, total=len(scenarios), completed=len(scenarios) - len(todo))
+        task = progress.add_task(printable(label), total=len(scenarios), completed=len(scenarios) - len(todo))
         for start in range(0, len(todo), chunk_size):
             batch = todo[start : start + chunk_size]
             frame = compute(batch)
