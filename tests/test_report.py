@@ -34,13 +34,9 @@ responses:
 """,
     "customer/model/scripted_deal.yaml": """\
 # @package customer.model
-# A scripted customer: accepts at 1<seed>, then says what it paid.
+# A scripted customer; its script is CUSTOMER_SCRIPT, on the command line.
 defaults:
   - /model/scripted@_here_
-# The acceptance and the closing answer.
-responses:
-  - '{"message": "Deal at 1${seed}.", "my_emotions": {"love": 0, "joy": 50, "surprise": 20, "anger": 0, "sadness": 0, "fear": 30}, "decision": "accept", "price": 1${seed}}'
-  - '{"paid": 1${seed}}'
 """,
     "model/scripted_probe.yaml": """\
 # A scripted probe model: fixed log-probabilities for two wheel words.
@@ -51,6 +47,13 @@ defaults:
 continuation_logprobs: {" joy": -1.0, " fear": -2.0}
 """,
 }
+
+
+# The customer accepts at 1<seed>, then says what it paid. A config folder's values are literal (no ${...}),
+# so the script that interpolates the job's seed is an override of the command line, which may.
+CUSTOMER_SCRIPT = ("""customer.model.responses=['{"message": "Deal at 1${seed}.", "my_emotions": {"love": 0, "joy": 50, """
+                   """"surprise": 20, "anger": 0, "sadness": 0, "fear": 30}, "decision": "accept", "price": 1${seed}}',"""
+                   """'{"paid": 1${seed}}']""")
 
 
 def _emolab(*overrides: str) -> subprocess.CompletedProcess:
@@ -69,7 +72,7 @@ def negotiation_sweep(tmp_path_factory) -> Path:
         (root / "conf" / name).write_text(text, encoding="utf-8")
     sweep = root / "sweep"
     _emolab("-m", "experiment=negotiation", "salesperson/model=scripted_deal", "customer/model=scripted_deal",
-            "model=scripted_probe", "customer/persona=bargain_hunter,collector", "seed=1,2", "progress=false",
+            CUSTOMER_SCRIPT, "model=scripted_probe", "customer/persona=bargain_hunter,collector", "seed=1,2", "progress=false",
             f"hydra.sweep.dir={sweep}", f"hydra.searchpath=[file://{root / 'conf'}]")
     result = _emolab("experiment=report", f"sweep_dir={sweep}", f"hydra.run.dir={sweep / 'report'}")
     assert str(sweep / "report" / "report.html") in result.stdout.replace("\n", "")
