@@ -53,7 +53,6 @@ def check_config_path(config_path: str) -> None:
     """Refuse a config loaded by a path that climbs out of its group or is absolute (`scenario=../../x`)."""
     parts = config_path.split("/")
     if config_path.startswith("/") or "\\" in config_path or any(part in ("..", ".") for part in parts):
-        group, _, name = config_path.rpartition("/")
         raise ConfigError(f"{config_path!r}: a config option is a name of a file in its group's folder, "
                           "without '/', '..' or an absolute path")
 
