@@ -2,7 +2,7 @@
 
 Each parser takes the text typed at one prompt and returns the value, or raises `InvalidAnswer`
 whose message says what is wrong and how to type it instead; the console
-(`experiments.negotiation.ask_human`) shows that reason and asks again. `:q` at any prompt, or
+(`experiments.runs.negotiation.run.ask_human`) shows that reason and asks again. `:q` at any prompt, or
 input running out, stops play (`StopPlay`); the run's checkpoint keeps the trial, so a rerun into
 the same run dir asks the same turn again.
 """

@@ -8,7 +8,7 @@ Each case runs in a fresh Python process, so its peak resident memory (resource.
 - `scenarios (capped)`: emotion_probe.scenarios.load_scenarios under conf/limits/default.yaml, which refuses
   the line at read time (limits.line_chars), reading at most 4 bytes per allowed character of it;
 - `scenarios (uncapped)`: the same file read whole, as before the caps (Path.read_text), for comparison;
-- `transcript (capped)`: experiments.watch.follow on a transcript.jsonl whose one line is that long;
+- `transcript (capped)`: experiments.tools.watch.follow on a transcript.jsonl whose one line is that long;
 - `emolab experiment=probe`: the whole command on the 2 MB file, as a user runs it (the case that once ran
   for over 300 s and took 5.7 GB before any error, as the scenario was tokenized against every wheel word).
 
@@ -41,8 +41,8 @@ _CHILD = textwrap.dedent("""
     else:
         import io
         from rich.console import Console
-        from experiments.live import LiveView
-        from experiments.watch import follow
+        from experiments.runs.negotiation.live import LiveView
+        from experiments.tools.watch import follow
         read = lambda p: follow(p.parent, LiveView(Console(file=io.StringIO()), live=True), follow=False)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
@@ -93,7 +93,7 @@ _WRAPPER = textwrap.dedent("""
 
 
 def measure_cli(path: Path, folder: Path, timeout_s: float) -> dict:
-    command = [sys.executable, "-m", "experiments.main", "experiment=probe", f"scenarios={path}",
+    command = [sys.executable, "-m", "experiments.app.main", "experiment=probe", f"scenarios={path}",
                f"hydra.run.dir={folder / 'run'}", "progress=false"]
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _WRAPPER, str(timeout_s), *command], cwd=REPO, capture_output=True,

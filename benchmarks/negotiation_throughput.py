@@ -27,7 +27,7 @@ import pandas as pd
 
 def run(trials: int, concurrency: int, workdir: Path, seed: int) -> dict:
     out = workdir / f"c{concurrency}"
-    command = [sys.executable, "-m", "experiments.main", "experiment=negotiation", f"trials={trials}",
+    command = [sys.executable, "-m", "experiments.app.main", "experiment=negotiation", f"trials={trials}",
                f"concurrency={concurrency}", f"seed={seed}", "cache.enabled=false", f"hydra.run.dir={out}"]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -28,7 +28,7 @@ from emotion_probe import EmotionProbe, EmotionWheel
 from emotion_probe.models.providers.smollm2 import load_smollm2
 from emotion_probe.models.trie import left_pad
 from emotion_probe.scenarios import load_scenarios
-from experiments.config import probe_settings
+from experiments.app.config import probe_settings
 
 
 def best_of(repeats: int, run) -> float:

@@ -2,7 +2,7 @@
 
 This package knows nothing of agents or environments; they build on it.
 Heavy libraries (torch, transformers, openai) load only when a backend is built. A backend is built
-by name from the shipped config with `experiments.config.load_model("smollm2")`, or directly from
+by name from the shipped config with `experiments.app.config.load_model("smollm2")`, or directly from
 its class (`emotion_probe.models.providers.*`).
 """
 

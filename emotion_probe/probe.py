@@ -34,7 +34,7 @@ class ProbeSettings(BaseModel):
     """Every tunable of the probe (the `probe:` config group), validated once per run.
 
     No field has a default: the defaults live only in conf/probe/default.yaml. From Python, get them
-    with `experiments.config.probe_settings(**overrides)`.
+    with `experiments.app.config.probe_settings(**overrides)`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -162,7 +162,7 @@ class EmotionProbe:
     `wheel` is an EmotionWheel loaded once by the caller, and `settings` a validated ProbeSettings;
     neither is loaded or validated again here. From Python, take the config's defaults:
 
-    >>> from experiments.config import load_model, probe_settings
+    >>> from experiments.app.config import load_model, probe_settings
     >>> settings = probe_settings()
     >>> probe = EmotionProbe(load_model("smollm2"), EmotionWheel.load(settings.wheel), settings)
     >>> probe.distribution(["I won the lottery!"]).shape
@@ -176,7 +176,7 @@ class EmotionProbe:
                             "load it once with EmotionWheel.load(settings.wheel) and pass the object")
         if not isinstance(settings, ProbeSettings):
             raise TypeError(f"EmotionProbe takes validated ProbeSettings, not {type(settings).__name__}: "
-                            "use experiments.config.probe_settings(...) or ProbeSettings.model_validate(...)")
+                            "use experiments.app.config.probe_settings(...) or ProbeSettings.model_validate(...)")
         # settings.wheel is what manifests and resume checks record, so it must name the wheel in use.
         if wheel.source is not None and not _same_wheel_source(wheel.source, settings.wheel):
             raise ConfigError(f"probe.wheel is {settings.wheel!r} but the probe was given the wheel loaded from "

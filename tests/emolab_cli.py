@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def emolab(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`emolab <args>` in a fresh process (offline, as CI runs it), with `env` added to the environment."""
-    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "experiments.app.main", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 

@@ -18,8 +18,8 @@ from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe import ConfigError, EmotionWheel
 from emotion_probe.analysis.hierarchy import edge_agreement, nested_tree, tree_from_nested
 from emotion_probe.scenarios import load_scenarios
-from experiments.bias_table import load_confusion
-from experiments.common import validated
+from experiments.tools.bias_table import load_confusion
+from experiments.app.common import validated
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 AUTHORS_PERSONAS = {
@@ -151,7 +151,7 @@ def test_nested_trees_read_and_compare():
 
 
 def test_paper_hierarchy_on_a_sentence_file_then_compare_tree(tmp_path):
-    from experiments import compare_tree, hierarchy
+    from experiments.tools import compare_tree, hierarchy
 
     prompts = tmp_path / "hierarchy_prompts.txt"
     prompts.write_text("I won.\n\nI won.\nIt rained.\n")

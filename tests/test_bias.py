@@ -82,7 +82,7 @@ def test_calibration_divides_out_the_prior():
 @pytest.mark.skipif(not PAPER_COUNTS.exists(), reason="../shared/reference is not beside this checkout")
 def test_bias_table_on_the_paper_counts(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "experiment=bias_table", f"confusion={PAPER_COUNTS}",
+        [sys.executable, "-m", "experiments.app.main", "experiment=bias_table", f"confusion={PAPER_COUNTS}",
          f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300,
     )

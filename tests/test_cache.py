@@ -18,7 +18,7 @@ from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, M
 from emotion_probe.models.wrappers.cache import CachingBackend, ResponseCacheError
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy, response_cache_path, usage_of, wrap_backend
-from experiments.config import CacheSettings, RetrySettings
+from experiments.app.config import CacheSettings, RetrySettings
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend
 from emotion_probe.errors import ConfigError
 

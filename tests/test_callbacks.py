@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from experiments.callbacks import _jsonable
+from experiments.app.callbacks import _jsonable
 
 
 def test_a_dict_result_is_stored_with_values_json_lacks_as_text():
@@ -20,7 +20,7 @@ def test_a_dict_result_is_stored_with_values_json_lacks_as_text():
 def test_a_result_that_is_left_out_is_said(caplog):
     circular: dict = {}
     circular["self"] = circular
-    with caplog.at_level(logging.DEBUG, logger="experiments.callbacks"):
+    with caplog.at_level(logging.DEBUG, logger="experiments.app.callbacks"):
         assert _jsonable(circular) is None
         assert _jsonable(pd.DataFrame({"a": [1]})) is None
         assert _jsonable(None) is None

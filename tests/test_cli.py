@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-EMOLAB = [sys.executable, "-m", "experiments.main"]
+EMOLAB = [sys.executable, "-m", "experiments.app.main"]
 
 
 def _run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -145,15 +145,15 @@ def test_other_hydra_errors_are_one_line(tmp_path, args, message):
     [
         # Not registered: refused before anything is imported, whatever the module holds.
         (None, "no_such_package.run",
-         "error: task 'no_such_package.run' is not a registered experiment; expected one of ['experiments."),
+         "error: task 'no_such_package.run' is not a registered experiment; expected one of ['bias_table'"),
         ("def run(cfg): pass\n", "user_task.run",
-         "error: task 'user_task.run' is not a registered experiment; expected one of ['experiments."),
+         "error: task 'user_task.run' is not a registered experiment; expected one of ['bias_table'"),
         # Registered by a package's metadata, then broken.
-        ("def other(cfg): pass\n", "user_task.run+",
-         "error: task (set by the experiment config) 'user_task.run': module 'user_task' has no function 'run'"),
+        ("def other(cfg): pass\n", "user_task+",
+         "error: task (set by the experiment config) 'user_task': module 'user_task' has no function 'run'"),
         # The real cause, not a bare "not importable": here a dependency of the task is missing.
-        ("import emolab_missing_dependency\n", "user_task.run+",
-         "error: task (set by the experiment config) 'user_task.run' cannot be imported: "
+        ("import emolab_missing_dependency\n", "user_task+",
+         "error: task (set by the experiment config) 'user_task' cannot be imported: "
          "ModuleNotFoundError: No module named 'emolab_missing_dependency'"),
     ],
 )
@@ -165,7 +165,7 @@ def test_task_that_cannot_be_loaded_names_the_cause(tmp_path, module_text, task,
         dist = tmp_path / "user_task-1.0.dist-info"
         dist.mkdir()
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-task\nVersion: 1.0\n", encoding="utf-8")
-        (dist / "entry_points.txt").write_text("[emolab.experiments]\nuser = user_task:run\n", encoding="utf-8")
+        (dist / "entry_points.txt").write_text("[emolab.experiments]\nuser_task = user_task:run\n", encoding="utf-8")
         env = {"PYTHONPATH": str(tmp_path)}
     if module_text is not None:
         (tmp_path / "user_task.py").write_text(module_text, encoding="utf-8")  # importable: cwd leads sys.path

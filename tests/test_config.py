@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from emotion_probe import ConfigError
 from emotion_probe.models.providers.smollm2 import ensure_converted
 from emotion_probe.probe import ProbeSettings
-from experiments.common import build_model, validated
-from experiments.config import load_model, model_config, model_config_names
+from experiments.app.common import build_model, validated
+from experiments.app.config import load_model, model_config, model_config_names
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -29,8 +29,10 @@ def _names(group: str) -> list[str]:
 
 @pytest.mark.parametrize("experiment", _names("experiment"))
 def test_every_experiment_composes_and_names_a_real_task(experiment):
+    from experiments.app.registry import load_experiment
+
     cfg = _compose(f"experiment={experiment}")
-    assert callable(get_method(cfg.task))
+    assert cfg.task == experiment and callable(load_experiment(cfg.task))
 
 
 def test_every_experiment_file_is_global_and_documented():
@@ -99,7 +101,7 @@ def test_required_model_fields_are_reported():
 
 @pytest.mark.parametrize("name", sorted(_names("model")))
 def test_model_config_by_name_is_what_the_app_composes(name):
-    # experiments.config.model_config lets Hydra merge the defaults list, so it matches `emolab model=<name>`
+    # experiments.app.config.model_config lets Hydra merge the defaults list, so it matches `emolab model=<name>`
     # key for key and value for value (vllm and sglang: openai.yaml's keys under their own).
     app = OmegaConf.to_container(_compose(f"model={name}").model)
     assert OmegaConf.to_container(model_config(name)) == app

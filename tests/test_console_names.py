@@ -122,7 +122,7 @@ def test_the_persona_report_prints_a_persona_name_escaped(tmp_path, conf):
 
 
 def test_the_bias_table_prints_persona_names_and_words_escaped():
-    from experiments.bias_table import _pair_table
+    from experiments.tools.bias_table import _pair_table
 
     table = pd.DataFrame({"emotion": [HOSTILE, "joy"], "diff": [0.1, -0.1], "significant": [True, False]})
     console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=250)

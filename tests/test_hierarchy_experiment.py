@@ -30,7 +30,7 @@ TEXTS = [
 
 def _emolab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=cwd, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "experiments.app.main", *args], cwd=cwd, capture_output=True,
                             text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -27,7 +27,7 @@ from agents.human import (
     parse_paid,
 )
 from emotion_probe import EmotionWheel
-from experiments import negotiation as negotiation_experiment
+from experiments.runs.negotiation import run as negotiation_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHAVER = EmotionWheel.load("shaver").primaries
@@ -207,7 +207,7 @@ def test_salesperson_player_quits_and_resumes(tmp_path, monkeypatch, capsys):
 def _emolab(run_dir: Path, typed: list[str], sales: list[str], *extra: str) -> subprocess.CompletedProcess:
     responses = "[" + ",".join(f"'{s}'" for s in sales) + "]"
     return subprocess.run(
-        [sys.executable, "-m", "experiments.main", "experiment=negotiation", "player=customer",
+        [sys.executable, "-m", "experiments.app.main", "experiment=negotiation", "player=customer",
          "salesperson/model=scripted", "customer/model=scripted", "model=scripted", "probe_messages=false",
          "cache.enabled=false", "scenario.max_turns=3", f"salesperson.model.responses={responses}",
          f"hydra.run.dir={run_dir}", *extra],

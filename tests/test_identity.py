@@ -14,8 +14,8 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.stack import CacheOptions, resolved_model_config, wrap_backend
 from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario
-from experiments.callbacks import job_fingerprint
-from experiments.config import build_probe
+from experiments.app.callbacks import job_fingerprint
+from experiments.app.config import build_probe
 
 HELLO = [{"role": "user", "content": "hello"}]
 LOGPROBS = {" anger": -1.0, " disgust": -2.0, " fear": -3.0, " happiness": -0.5, " sadness": -4.0, " surprise": -5.0}
@@ -113,7 +113,7 @@ def test_probe_parts_record_the_full_identity_and_refuse_another(tmp_path):
 def test_the_run_manifest_records_the_resolved_identity(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.common import write_manifest
+    from experiments.app.common import write_manifest
 
     stack = wrap_backend(Placed("cuda", "bfloat16"), identity=CONFIG, cache=None, retry=None)
     manifest = write_manifest(tmp_path, OmegaConf.create({"seed": 0}), models={"probe": stack})

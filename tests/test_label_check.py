@@ -74,7 +74,7 @@ def test_the_probe_experiment_writes_the_check_for_a_labelled_set(tmp_path, caps
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from experiments import probe
+    from experiments.runs import probe
 
     scenarios = tmp_path / "two.jsonl"
     scenarios.write_text(
@@ -99,7 +99,7 @@ def test_the_probe_experiment_writes_the_check_for_a_labelled_set(tmp_path, caps
 
 def test_a_bad_setting_is_one_error_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "experiment=probe", "model=scripted", "label_check.top=0",
+        [sys.executable, "-m", "experiments.app.main", "experiment=probe", "model=scripted", "label_check.top=0",
          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: label_check.top")

@@ -30,7 +30,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-EMOLAB = [sys.executable, "-m", "experiments.main"]
+EMOLAB = [sys.executable, "-m", "experiments.app.main"]
 
 LAUNCHERS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",

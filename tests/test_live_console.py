@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
-from experiments.live import LiveView
+from experiments.runs.negotiation.live import LiveView
 
 SHAVER = ["love", "joy", "surprise", "anger", "sadness", "fear"]
 

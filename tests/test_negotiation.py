@@ -22,9 +22,9 @@ from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
-from experiments.common import validated
+from experiments.app.common import validated
 from emotion_probe.analysis.negotiation import trial_metrics
-from experiments.config import build_probe
+from experiments.app.config import build_probe
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "scenario"
 ACORN = NegotiationScenario.model_validate(yaml.safe_load((CONF / "acorn.yaml").read_text()))

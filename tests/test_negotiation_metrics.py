@@ -15,10 +15,10 @@ from scipy import stats
 
 from agents.negotiation import NegotiationScenario
 from emotion_probe.errors import ConfigError
-from experiments import negotiation as negotiation_experiment
+from experiments.runs.negotiation import run as negotiation_experiment
 from emotion_probe.analysis.stats import json_safe
-from experiments.common import validated, write_json_atomic
-from experiments.negotiation import NegotiationSettings, _summary
+from experiments.app.common import validated, write_json_atomic
+from experiments.runs.negotiation.run import NegotiationSettings, _summary
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     dumps_strict,

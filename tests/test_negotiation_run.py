@@ -14,9 +14,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from rich.console import Console
 
-from experiments import negotiation as negotiation_experiment
-from experiments.live import LiveView
-from experiments.watch import follow
+from experiments.runs.negotiation import run as negotiation_experiment
+from experiments.runs.negotiation.live import LiveView
+from experiments.tools.watch import follow
 
 
 def _cfg(tmp_path: Path, *overrides: str):
@@ -114,7 +114,7 @@ def test_a_run_with_another_wheel_reports_and_writes_its_primaries(tmp_path, whe
 def test_a_default_negotiation_on_the_embedded_model_measures_every_trial(tmp_path):
     """Default settings (seeded, grammar on), cache off: turns parse, every trial is scored, nothing hidden shows."""
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "trials=2", "concurrency=2", "scenario.max_turns=2",
+        [sys.executable, "-m", "experiments.app.main", "trials=2", "concurrency=2", "scenario.max_turns=2",
          "cache.enabled=false", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900,
     )

@@ -65,7 +65,7 @@ def test_a_hierarchy_where_no_prompt_names_a_wheel_word_finishes(tmp_path, blind
 
 
 def test_the_summary_scores_the_answered_rows_and_shows_the_others_as_unanswered(tmp_path, monkeypatch):
-    from experiments import probe
+    from experiments.runs import probe
 
     wheel = EmotionWheel.load("ekman")
     rows = np.full((3, len(wheel.words)), np.nan)

@@ -29,7 +29,7 @@ def test_negotiation_over_an_openai_endpoint_keeps_the_key_secret(llama_server_u
             f"{role}.model.structured_output=json_object",
         )
     ]
-    command = [sys.executable, "-m", "experiments.main", "experiment=negotiation", *agent_overrides,
+    command = [sys.executable, "-m", "experiments.app.main", "experiment=negotiation", *agent_overrides,
                "scenario.max_turns=1", "probe_messages=false", f"hydra.run.dir={run_dir}", "progress=false"]
     # EMOLAB_RESPONSE_CACHE is inherited from the test session (tests/conftest.py): never the user's cache.
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "EMOLAB_TEST_KEY": SECRET}, capture_output=True,

@@ -16,7 +16,7 @@ from loopback import Reply, ScriptedServer, chat_reply, echo_reply
 
 from emotion_probe import ConfigError
 from emotion_probe.models.providers.openai import CHAT_TOP_LOGPROBS_MAX, EchoUnavailable, OpenAIBackend
-from experiments.config import build_probe
+from experiments.app.config import build_probe
 
 NOT_FOUND = Reply(404, {"error": {"message": "no completions here", "type": "test", "code": None}})
 CHAT_TOP = {" happiness": -0.5, " fear": -1.5, " sadness": -2.0, " the": -2.5}
@@ -63,7 +63,7 @@ def test_the_run_manifest_records_the_scoring_path(chat_only, tmp_path):
     scenarios = tmp_path / "s.jsonl"
     scenarios.write_text(json.dumps({"id": "a", "text": "I won the final."}) + "\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "experiment=probe", "model=openai", "model.model=m",
+        [sys.executable, "-m", "experiments.app.main", "experiment=probe", "model=openai", "model.model=m",
          f"model.base_url={chat_only.url}", "probe.wheel=ekman", f"scenarios={scenarios}",
          f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

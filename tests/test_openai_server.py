@@ -19,7 +19,7 @@ from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.models.base import ChatMessage, GenerateConfig
 from emotion_probe.models.providers.openai import EchoUnavailable, OpenAIBackend
-from experiments.config import build_probe, probe_settings
+from experiments.app.config import build_probe, probe_settings
 
 pytestmark = [pytest.mark.server, pytest.mark.embedded]
 

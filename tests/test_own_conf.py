@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_module
 from agents.negotiation import NegotiationScenario
 from agents.persona import PersonaSpec
 from emotion_probe.errors import ConfigError
-from experiments.init_conf import STARTER, write_starter
-from experiments.negotiation import CustomerPersona
+from experiments.tools.init_conf import STARTER, write_starter
+from experiments.runs.negotiation.run import CustomerPersona
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -78,7 +78,7 @@ def test_a_scenario_from_your_own_folder_runs(tmp_path, write_deal_agents):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def emolab(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=tmp_path, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "experiments.app.main", *args], cwd=tmp_path, capture_output=True,
                               text=True, env=env, timeout=600)
 
     made = emolab("experiment=init_conf", "dir=my_conf", "hydra.run.dir=init")

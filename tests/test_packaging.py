@@ -31,4 +31,4 @@ def test_non_editable_install_ships_conf_and_data(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["experiments.negotiation.run", "135"]
+    assert result.stdout.split() == ["negotiation", "135"]

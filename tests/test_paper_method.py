@@ -26,7 +26,7 @@ from emotion_probe.analysis.hierarchy import (
     tree_metrics,
 )
 from emotion_probe.probe import authors_first_word
-from experiments.config import probe_settings
+from experiments.app.config import probe_settings
 
 
 @pytest.fixture(scope="module")

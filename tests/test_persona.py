@@ -18,8 +18,8 @@ from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.scenarios import Scenario
 from environments.recognition import RecognitionContext, build_recognition_graph
-from experiments.common import validated
-from experiments.config import probe_settings
+from experiments.app.common import validated
+from experiments.app.config import probe_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_SET = {"neutral", "male", "female", "asian", "american", "able", "disable", "income_high", "income_low",
@@ -106,7 +106,7 @@ def test_two_persona_sweep_and_report_on_the_embedded_model(tmp_path):
     scenarios.write_text("\n".join(json.dumps({"id": f"s{i}", "text": t, "emotion": e, "primary": p})
                                    for i, (t, e, p) in enumerate(rows)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    emolab = [sys.executable, "-m", "experiments.main"]
+    emolab = [sys.executable, "-m", "experiments.app.main"]
     sweep = subprocess.run([*emolab, "-m", "experiment=persona_bias", "persona=income_high,income_low",
                             f"scenarios={scenarios}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "progress=false"],
                            capture_output=True, text=True, env=env, timeout=600)
@@ -138,7 +138,7 @@ class _TopTokensByText(ScriptedBackend):
 
 def test_persona_bias_with_the_paper_method_calibrates_despite_zeros(tmp_path, monkeypatch):
     """Words outside the top k have prior 0; the run calibrates by the floor rule instead of raising."""
-    from experiments import persona_bias
+    from experiments.runs import persona_bias
 
     scenarios = tmp_path / "labelled.jsonl"
     rows = [("a", "A dog growls.", "fear"), ("b", "A gift!", "happiness"), ("c", "Nothing here.", "sadness")]

@@ -39,7 +39,7 @@ def _cfg(*overrides: str):
 
 @pytest.fixture
 def sweep(tmp_path, monkeypatch) -> Path:
-    from experiments import persona_bias
+    from experiments.runs import persona_bias
 
     scenarios = tmp_path / "recognition_scenarios.jsonl"
     scenarios.write_text("\n".join(json.dumps({"label": label, "text": text}) for label, text in SCENARIOS) + "\n",
@@ -56,7 +56,7 @@ def sweep(tmp_path, monkeypatch) -> Path:
 
 
 def test_unanswered_rows_are_counted_and_the_whole_report_is_written(tmp_path, sweep, capsys):
-    from experiments import persona_report
+    from experiments.reports import persona_bias as persona_report
 
     out = tmp_path / "report"
     accuracy = persona_report.report(_cfg("experiment=persona_report", f"sweep_dir={sweep}", "pairs=[[neutral,female]]",
@@ -74,7 +74,7 @@ def test_unanswered_rows_are_counted_and_the_whole_report_is_written(tmp_path, s
 
 
 def test_the_sweep_reports_section_shows_each_primary_confusion_and_the_unanswered(tmp_path, sweep):
-    from experiments.persona_report import write_persona_report
+    from experiments.reports.persona_bias import write_persona_report
     from emotion_probe.wheel import EmotionWheel
 
     jobs = {}
@@ -92,7 +92,7 @@ def test_the_sweep_reports_section_shows_each_primary_confusion_and_the_unanswer
 
 def test_a_persona_named_like_a_path_writes_only_inside_the_report_dir(tmp_path, sweep):
     """Persona names come from a received sweep's files; they name the report's files, never its folders."""
-    from experiments import persona_report
+    from experiments.reports import persona_bias as persona_report
 
     metrics = json.loads((sweep / "1" / "metrics.json").read_text(encoding="utf-8"))
     metrics["persona"] = "../../escaped"

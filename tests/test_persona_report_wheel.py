@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emotion_probe.errors import ConfigError
-from experiments.persona_report import _jobs_wheel, _persona_jobs
+from experiments.reports.persona_bias import _jobs_wheel, _persona_jobs
 
 
 def _job(root: Path, name: str, wheel: str | None) -> None:
@@ -52,7 +52,8 @@ def test_the_hierarchy_report_reads_only_hierarchy_jobs_of_a_mixed_sweep(tmp_pat
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from experiments import hierarchy
+    from experiments.reports import hierarchy as hierarchy_report
+    from experiments.runs import hierarchy
 
     def cfg(*overrides):
         with initialize_config_module(config_module="conf", version_base="1.3"):
@@ -70,6 +71,6 @@ def test_the_hierarchy_report_reads_only_hierarchy_jobs_of_a_mixed_sweep(tmp_pat
     (sweep / "0" / ".hydra" / "config.yaml").write_text("task: experiments.hierarchy.run\n")
     # A persona_bias job beside it: its metrics.json is not a hierarchy's, and reading it would fail.
     _job(sweep, "1", "shaver")
-    frame = hierarchy.report(cfg("experiment=hierarchy_report", f"sweep_dir={sweep}",
+    frame = hierarchy_report.report(cfg("experiment=hierarchy_report", f"sweep_dir={sweep}",
                                  f"paths.output_dir={tmp_path / 'report'}"))
     assert list(frame["job_dir"]) == [str(sweep / "0")]

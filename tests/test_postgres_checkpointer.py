@@ -61,7 +61,7 @@ def postgres_url():
 
 def _run(tmp_path: Path, url: str, *args: str, multirun: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "EMOLAB_POSTGRES_URL": url, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "experiments.main", *(["-m"] if multirun else []), "experiment=negotiation", "checkpointer=postgres",
+    command = [sys.executable, "-m", "experiments.app.main", *(["-m"] if multirun else []), "experiment=negotiation", "checkpointer=postgres",
                "salesperson/model=scripted_deal", "customer/model=scripted_deal", "probe_messages=false",
                "trials=2", "progress=false", "cache.enabled=false",
                f"hydra.searchpath=[file://{tmp_path / 'agents_conf'}]", *args]
@@ -104,7 +104,7 @@ def test_a_planted_row_in_a_shared_database_is_refused_and_runs_nothing(tmp_path
     import ormsgpack
     import psycopg
 
-    from experiments.negotiation import run_key
+    from experiments.runs.negotiation.run import run_key
 
     write_deal_agents(tmp_path / "agents_conf", trials=2)
     run_dir = tmp_path / "run"

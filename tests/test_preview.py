@@ -16,8 +16,8 @@ from emotion_probe.models.base import GenerateConfig
 from emotion_probe.models.chat_template import load_chat_template
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.errors import ConfigError
-from experiments import negotiation as negotiation_experiment
-from experiments.preview import compact_json, preview
+from experiments.runs.negotiation import run as negotiation_experiment
+from experiments.tools.preview import compact_json, preview
 
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
 SALES = '{"message": "Yours for 15.", "predicted_customer_emotions": %s}' % str(EMOTIONS).replace("'", '"')
@@ -83,7 +83,7 @@ def test_a_bad_scenario_or_model_names_the_field(tmp_path, override, message):
 
 def test_on_the_command_line_a_bad_field_is_one_line_and_exit_code_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "experiment=preview", "scenario=used_car",
+        [sys.executable, "-m", "experiments.app.main", "experiment=preview", "scenario=used_car",
          "scenario.customer_budget=5000", f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert result.returncode == 2

@@ -5,7 +5,7 @@ import pytest
 
 from emotion_probe import ConfigError, EmotionProbe
 from emotion_probe.models.trie import ContinuationTrie
-from experiments.config import build_probe, probe_settings
+from experiments.app.config import build_probe, probe_settings
 
 pytestmark = pytest.mark.embedded
 

@@ -20,9 +20,9 @@ from hydra import compose, initialize_config_module
 
 from emotion_probe.errors import ConfigError
 from emotion_probe.engines.ray import RAY_INSTALL_HINT, RaySettings, import_ray
-from experiments.common import validated
+from experiments.app.common import validated
 
-EMOLAB = [sys.executable, "-m", "experiments.main"]
+EMOLAB = [sys.executable, "-m", "experiments.app.main"]
 TEXTS = [
     "I won the regional chess final!",
     "My dog died this morning.",
@@ -133,7 +133,7 @@ def test_shipped_ray_options_validate():
     ],
 )
 def test_bad_engine_settings_fail_before_ray_starts(overrides, message, monkeypatch, tmp_path):
-    from experiments.probe import run
+    from experiments.runs.probe import run
 
     # Importing Ray now fails with a different message, so the checks must all come before it.
     monkeypatch.setitem(sys.modules, "ray", None)

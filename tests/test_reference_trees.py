@@ -26,7 +26,7 @@ def _cfg(*overrides: str):
 
 
 def _compare(tmp_path: Path, reference: Path) -> dict:
-    from experiments import compare_tree
+    from experiments.tools import compare_tree
 
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
@@ -84,7 +84,7 @@ def _emolab(tmp_path: Path, reference: Path) -> subprocess.CompletedProcess:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     (run_dir / "tree.json").write_text(json.dumps(RUN_TREE), encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "experiments.main", "experiment=compare_tree", f"run_dir={run_dir}",
+    return subprocess.run([sys.executable, "-m", "experiments.app.main", "experiment=compare_tree", f"run_dir={run_dir}",
                            f"reference={reference}", f"hydra.run.dir={tmp_path / 'out'}"],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
                           cwd=tmp_path)

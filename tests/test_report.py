@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe.errors import ConfigError
-from experiments import report
+from experiments.reports import report
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,7 +57,7 @@ CUSTOMER_SCRIPT = ("""customer.model.responses=['{"message": "Deal at 1${seed}."
 
 
 def _emolab(*overrides: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "experiments.main", *overrides],
+    result = subprocess.run([sys.executable, "-m", "experiments.app.main", *overrides],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -2,7 +2,7 @@
 
 The end-to-end test writes a new experiment the way a user would (one module, one YAML, outside this
 repository), runs a real Hydra multirun of it, and reads the sweep report: its table reaches
-results.parquet and its section reaches report.html, with no edit to experiments/report.py.
+results.parquet and its section reaches report.html, with no edit to experiments/reports/report.py.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import report
-from experiments.reporting import ExperimentReport, experiment_of_task, report_for
+from experiments.reports import report
+from experiments.reports.common import ExperimentReport, experiment_of_task, report_for
 
 EXPERIMENT_MODULE = '''\
 """A user's experiment: the length of each word it is given, and its part of the sweep report."""
 
 import pandas as pd
 
-from experiments.common import output_dir
-from experiments.reporting import ExperimentReport, JobTable, Section, SectionInput, read_parquet, register, table_block
+from experiments.app.common import output_dir
+from experiments.reports.common import ExperimentReport, JobTable, Section, SectionInput, read_parquet, register, table_block
 
 
 def run(cfg):
@@ -39,22 +39,21 @@ def section(part: SectionInput) -> Section:
     return Section("Word lengths", "word_lengths", [table_block("Mean per job", means)])
 
 
-REPORT = register("lab_word_lengths.run", ExperimentReport(
+REPORT = register("word_lengths", ExperimentReport(
     order=5, tables=(JobTable("lengths", "lengths.parquet", read_parquet, "one row per word"),), section=section))
 '''
 
 EXPERIMENT_YAML = """\
 # @package _global_
 # A user's experiment, outside the emolab tree.
-task: lab_word_lengths.run
+task: word_lengths
 # Words to measure.
 words: [calm, furious, glad]
 """
 
 
 def test_every_shipped_report_is_found_by_its_task():
-    found = {task: report_for(task) for task in ("experiments.negotiation.run", "experiments.persona_bias.run",
-                                                 "experiments.hierarchy.run", "experiments.probe.run")}
+    found = {task: report_for(task) for task in ("negotiation", "persona_bias", "hierarchy", "probe")}
     assert all(isinstance(entry, ExperimentReport) for entry in found.values()), found
     assert [entry.tables[0].name for entry in found.values()] == ["trials", "predictions", "metrics", "distributions"]
     # Sections keep the page's order: negotiation, persona bias, hierarchy, probe.
@@ -63,10 +62,17 @@ def test_every_shipped_report_is_found_by_its_task():
 
 
 def test_tasks_without_a_report_are_none_not_errors():
-    assert report_for("experiments.watch.run") is None  # a module that exists and registers nothing
+    assert report_for("watch") is None  # an experiment that exists and registers nothing
     assert report_for("no_such_package.module.run") is None
     assert report_for(None) is None
+    assert experiment_of_task("hierarchy") == "hierarchy"
+
+
+def test_an_older_run_dir_names_its_task_by_module_path_and_still_finds_its_report():
+    """Run dirs written before tasks were entry-point names say `task: experiments.<module>.run`."""
+    assert report_for("experiments.negotiation.run") is report_for("negotiation")
     assert experiment_of_task("experiments.hierarchy.run") == "hierarchy"
+    assert experiment_of_task("experiments.persona_report.report") == "persona_report"
     assert experiment_of_task(None) == "unknown"
 
 
@@ -80,7 +86,7 @@ def test_report_module_names_no_experiment():
 
 def _emolab(root: Path, *overrides: str, returncode: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "experiments.main", *overrides, "progress=false"],
+    result = subprocess.run([sys.executable, "-m", "experiments.app.main", *overrides, "progress=false"],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == returncode, result.stderr[-3000:]
     return result
@@ -96,7 +102,7 @@ def test_a_new_experiment_reports_from_its_own_module(tmp_path):
                f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
     # Until its package registers it, a preset naming the module is refused: a config file imports nothing.
     refused = _emolab(tmp_path, *command, returncode=2)
-    assert "'lab_word_lengths.run' is not a registered experiment" in refused.stderr
+    assert "'word_lengths' is not a registered experiment" in refused.stderr
     # Its package's metadata registers it, as `pip install` of a package with the entry point would.
     dist = tmp_path / "src" / "lab_word_lengths-1.0.dist-info"
     dist.mkdir()

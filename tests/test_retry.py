@@ -34,7 +34,7 @@ from emotion_probe.models.wrappers.concurrency import EndpointSlots
 from emotion_probe.models.wrappers.stack import RetryPolicy, usage_of, wrap_backend
 from emotion_probe.models.wrappers.core import RetryingBackend, is_transient, retry_after_seconds
 from emotion_probe.errors import ConfigError, EmolabError
-from experiments.config import RetrySettings
+from experiments.app.config import RetrySettings
 from emotion_probe.wheel import EmotionWheel
 
 CustomerTurn = turn_schemas(tuple(EmotionWheel.load("shaver").primaries)).customer  # the default run's schema

@@ -65,7 +65,7 @@ def _run(run_dir: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
     roles = [override for role in ("salesperson", "customer") for override in (
         f"{role}/model=openai", f"{role}.model.model={role}", f"{role}.model.base_url={url}",
         f"{role}.model.api_key_env=EMOLAB_FAULTS_KEY", f"{role}.model.timeout=1.0")]
-    command = [sys.executable, "-m", "experiments.main", "experiment=negotiation", "model=scripted",
+    command = [sys.executable, "-m", "experiments.app.main", "experiment=negotiation", "model=scripted",
                "probe_messages=false", f"trials={TRIALS}", f"scenario.max_turns={TURNS}", "max_parse_retries=0",
                "cache.enabled=false", "retry.max_attempts=2", "retry.initial_delay_s=0", "retry.max_delay_s=0",
                "progress=false", f"hydra.run.dir={run_dir}", *roles, *extra]

@@ -11,7 +11,7 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.core import CountingBackend
 from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario, load_scenarios
-from experiments.config import build_probe
+from experiments.app.config import build_probe
 
 LOGPROBS = {" anger": -1.0, " disgust": -2.0, " fear": -3.0, " happiness": -0.5, " sadness": -4.0, " surprise": -5.0}
 

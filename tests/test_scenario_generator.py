@@ -12,7 +12,7 @@ from agents.scenario_writer import parse_batch
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.scenario_checks import leaked_form, problems, sentence_count
 from emotion_probe.scenarios import load_scenarios
-from experiments.generate_scenarios import run
+from experiments.runs.generate_scenarios import run
 
 
 def _cfg(tmp_path: Path, *overrides: str):
@@ -50,7 +50,7 @@ def test_graph_retries_parse_errors_and_regenerates_rejects(tmp_path, monkeypatc
         '{"scenarios": ["The puppy licked my face.", "We won the final on penalties."]}',  # one duplicate
     ]
     backend = ScriptedBackend(responses=script)
-    monkeypatch.setattr("experiments.generate_scenarios.build_model", lambda node, run_cfg=None: backend)
+    monkeypatch.setattr("experiments.runs.generate_scenarios.build_model", lambda node, run_cfg=None: backend)
     result = run(_cfg(tmp_path, "words=[joy]", "per_emotion=2"))
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["The puppy licked my face.", "We won the final on penalties."]
@@ -70,7 +70,7 @@ def test_resume_never_rewrites_and_skips_complete_words(tmp_path, monkeypatch):
     before = output.read_text()
     backend = ScriptedBackend(responses=['{"scenarios": ["We won the final on penalties."]}',
                                          '{"scenarios": ["The dog died in the night."]}'])
-    monkeypatch.setattr("experiments.generate_scenarios.build_model", lambda node, run_cfg=None: backend)
+    monkeypatch.setattr("experiments.runs.generate_scenarios.build_model", lambda node, run_cfg=None: backend)
     run(_cfg(tmp_path, "words=[joy,grief]", "per_emotion=1"))
     assert output.read_text().startswith(before)
     assert [s.id for s in load_scenarios(output)] == ["joy-1", "grief-1"]  # joy was complete: not asked

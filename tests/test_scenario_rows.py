@@ -82,7 +82,7 @@ def test_keep_empty_is_a_boolean_or_null(sentences):
 
 def test_limit_zero_is_one_error_line_and_exit_2(tmp_path, sentences):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "experiments.main", "experiment=probe", "model=scripted",
+    result = subprocess.run([sys.executable, "-m", "experiments.app.main", "experiment=probe", "model=scripted",
                              f"scenarios={sentences}", "limit=0", f"hydra.run.dir={tmp_path / 'run'}"],
                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
@@ -92,7 +92,7 @@ def test_limit_zero_is_one_error_line_and_exit_2(tmp_path, sentences):
 
 
 def _hierarchy(tmp_path: Path, sentences: Path, *overrides: str) -> Path:
-    from experiments import hierarchy
+    from experiments.runs import hierarchy
 
     run_dir = tmp_path / "run"
     cfg = _cfg("experiment=hierarchy", "model=scripted", f"scenarios={sentences}", "probe.method=paper",
@@ -119,7 +119,7 @@ def test_the_manifest_records_that_nothing_was_dropped(tmp_path, sentences):
 
 
 def test_persona_bias_records_dropped_rows(tmp_path):
-    from experiments import persona_bias
+    from experiments.runs import persona_bias
 
     path = tmp_path / "recognition_scenarios.jsonl"
     path.write_text("\n".join(json.dumps({"label": label, "text": text}) for label, text in

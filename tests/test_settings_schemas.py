@@ -24,29 +24,29 @@ from emotion_probe.limits import InputLimits
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import WheelSpec
-from experiments.callbacks import LockSettings
-from experiments.common import validated
-from experiments.generate_scenarios import GeneratorSettings
-from experiments.hierarchy import HierarchySettings
-from experiments.config import CacheSettings, RetrySettings, probe_settings
-from experiments.negotiation import (
+from experiments.app.callbacks import LockSettings
+from experiments.app.common import validated
+from experiments.runs.generate_scenarios import GeneratorSettings
+from experiments.runs.hierarchy import HierarchySettings
+from experiments.app.config import CacheSettings, RetrySettings, probe_settings
+from experiments.runs.negotiation.run import (
     CheckpointerSettings,
     CustomerPersona,
     NegotiationSettings,
 )
-from experiments.persona_bias import RecognitionSettings
-from experiments.probe import LabelCheck, ProbeEngine
+from experiments.runs.persona_bias import RecognitionSettings
+from experiments.runs.probe import LabelCheck, ProbeEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
 def _report_settings() -> type[BaseModel]:
-    # ReportSettings is moving between experiments/report.py and experiments/reporting.py; take it where it is.
+    # ReportSettings is moving between experiments/reports/report.py and experiments/reports/common.py; take it where it is.
     try:
-        from experiments.reporting import ReportSettings
+        from experiments.reports.common import ReportSettings
     except ImportError:
-        from experiments.report import ReportSettings
+        from experiments.reports.report import ReportSettings
     return ReportSettings
 
 

@@ -137,7 +137,7 @@ def test_a_job_file_whose_task_is_not_a_name_is_refused(tmp_path, task, kind):
     (job / ".hydra" / "config.yaml").write_text(f"task: {task}\nseed: 0\n")
     error = one_error_line(emolab("experiment=report", f"sweep_dir={tmp_path / 'sweep'}",
                                   f"hydra.run.dir={tmp_path / 'report'}"))
-    assert f"0: task must be the name of a registered experiment (e.g. 'experiments.probe.run'), not a {kind}" \
+    assert f"0: task must be the name of a registered experiment (e.g. 'probe'), not a {kind}" \
         in error, error
 
 
@@ -147,7 +147,7 @@ def test_a_preset_whose_task_is_not_a_name_is_refused(tmp_path, task, kind):
                                                        f"task: {task}\n"})
     error = one_error_line(emolab("experiment=odd", preset, f"hydra.run.dir={tmp_path / 'run'}"))
     assert error.startswith(f"error: task must be the name of a registered experiment (e.g. "
-                            f"'experiments.probe.run'), not a {kind}"), error
+                            f"'probe'), not a {kind}"), error
 
 
 def test_only_registered_experiments_run(tmp_path):
@@ -166,7 +166,7 @@ def test_a_provider_registered_by_another_package_is_built(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-models\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[emolab.models]\nmine = my_models:Mine\n")
-    code = ("from experiments.config import load_model\n"
+    code = ("from experiments.app.config import load_model\n"
             "m = load_model({'_target_': 'my_models.Mine', 'responses': ['hi']})\n"
             "print(type(m).__name__, m.generate([{'role': 'user', 'content': 'x'}]).text)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -277,7 +277,7 @@ def test_every_shipped_preset_and_model_config_names_a_registered_entry():
     import yaml
 
     from emotion_probe.models.registry import registered_providers
-    from experiments.registry import registered_experiments
+    from experiments.app.registry import registered_experiments
 
     conf = REPO / "conf"
     tasks = {yaml.safe_load(path.read_text())["task"] for path in (conf / "experiment").glob("*.yaml")}

@@ -307,7 +307,7 @@ def test_build_hierarchy_reports_both_chance_levels(planted):
 
 # --------------------------------------------------------------------------- the experiments
 def test_hierarchy_run_writes_intervals_stability_and_the_sweep(tmp_path):
-    from experiments import hierarchy
+    from experiments.runs import hierarchy
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("I won.\nIt rained.\nWe met.\n")
@@ -351,7 +351,7 @@ def _job(ids, emotions, predicted, calibrated=None) -> tuple[dict, pd.DataFrame]
 
 
 def test_persona_report_pairs_personas_by_scenario(tmp_path, shaver):
-    from experiments.persona_report import write_persona_report
+    from experiments.reports.persona_bias import write_persona_report
 
     ids = [f"s{i}" for i in range(10)]
     true = ["joy"] * 6 + ["fear", "fear", "anger", "sadness"]
@@ -388,7 +388,7 @@ def test_persona_report_pairs_personas_by_scenario(tmp_path, shaver):
 
 
 def test_persona_bias_writes_accuracy_intervals(tmp_path):
-    from experiments import persona_bias
+    from experiments.runs import persona_bias
 
     scenarios = tmp_path / "labelled.jsonl"
     rows = [("a", "A dog growls.", "fear"), ("b", "A storm.", "fear"), ("c", "Dark.", "fear"),

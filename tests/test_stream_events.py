@@ -14,7 +14,7 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, RetryPolicy
 from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
-from experiments.live import LiveView
+from experiments.runs.negotiation.live import LiveView
 
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
 SALES = json.dumps({"message": "A fine acorn, $7.", "predicted_customer_emotions": EMOTIONS})

@@ -8,10 +8,10 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe import ConfigError
-from experiments.common import seeds_in, validated
-from experiments.config import CacheSettings, RetrySettings
-from experiments.checkpointer import CheckpointerSettings, open_checkpointer
-from experiments.negotiation import CustomerPersona, with_customer_persona
+from experiments.app.common import seeds_in, validated
+from experiments.app.config import CacheSettings, RetrySettings
+from experiments.runs.negotiation.checkpointer import CheckpointerSettings, open_checkpointer
+from experiments.runs.negotiation.run import CustomerPersona, with_customer_persona
 from agents.negotiation import NegotiationScenario
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

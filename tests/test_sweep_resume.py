@@ -22,7 +22,7 @@ TRIALS = 3
 
 
 def _command(tmp_path: Path, sweep_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "experiments.main", "-m", "experiment=negotiation",
+    return [sys.executable, "-m", "experiments.app.main", "-m", "experiment=negotiation",
             "salesperson/model=scripted_deal", "customer/model=scripted_deal", "probe_messages=false",
             "customer/persona=bargain_hunter,collector", f"trials={TRIALS}", "progress=false",
             f"hydra.sweep.dir={sweep_dir}", f"hydra.searchpath=[file://{tmp_path / 'agents_conf'}]", *extra]
@@ -123,6 +123,6 @@ def test_rerun_of_a_finished_sweep_makes_no_model_calls(tmp_path, write_deal_age
 
 @pytest.mark.parametrize("bad", ["customer/persona=nobody"])
 def test_unknown_customer_persona_is_reported(tmp_path, bad):
-    result = subprocess.run([sys.executable, "-m", "experiments.main", bad], cwd=tmp_path, env=_env(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "experiments.app.main", bad], cwd=tmp_path, env=_env(tmp_path),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "Could not find 'customer/persona/nobody'" in result.stderr

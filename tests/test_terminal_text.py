@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from emotion_probe.terminal import printable
-from experiments.live import LiveView, replay
-from experiments.watch import follow
+from experiments.runs.negotiation.live import LiveView, replay
+from experiments.tools.watch import follow
 
 #: Escape sequences a reply could carry: clear screen, cursor home, a hyperlink (OSC 8, both terminators),
 #: a window title, C1 CSI and OSC, a full reset, and rich markup that would make a link of its own.
@@ -39,7 +39,7 @@ def leaked(output: str) -> set[str]:
 
 
 def _records(text: list[str]) -> list[dict]:
-    """A trial's transcript as experiments/negotiation.py writes it, every string field from `text`."""
+    """A trial's transcript as experiments/runs/negotiation/run.py writes it, every string field from `text`."""
     labels = [text[i % len(text)] + f"#{i}" for i in range(6)]
     values = [10.0, 40.0, 10.0, 10.0, 10.0, 20.0]
     return [

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.probe import TOP_K_PROBABILITIES_COLUMN, TOP_K_TOKENS_COLUMN
-from experiments.config import probe_settings
+from experiments.app.config import probe_settings
 
 TOP = {" the": np.log(0.5), " fear": np.log(0.25), " Joy": np.log(0.125), "fear": np.log(0.0625), " joy": np.log(0.03125)}
 
@@ -46,7 +46,7 @@ def test_the_option_is_for_the_paper_method_only():
 
 
 def test_a_hierarchy_run_writes_them_to_its_parquet(tmp_path):
-    from experiments import hierarchy
+    from experiments.runs import hierarchy
 
     prompts = tmp_path / "hierarchy_prompts.txt"
     prompts.write_text("I won.\nIt rained.\n", encoding="utf-8")
@@ -85,7 +85,7 @@ def test_engine_ray_keeps_them_as_the_local_engine_does(tmp_path):
               "progress=false"]
     tables = {}
     for engine in ("local", "ray"):
-        result = subprocess.run([sys.executable, "-m", "experiments.main", *common, f"engine={engine}",
+        result = subprocess.run([sys.executable, "-m", "experiments.app.main", *common, f"engine={engine}",
                                  "ray.num_cpus=1", "ray.num_workers=1", f"hydra.run.dir={tmp_path / engine}"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]

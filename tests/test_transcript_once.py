@@ -17,8 +17,8 @@ from hydra import compose, initialize_config_module
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 import environments.negotiation as negotiation_environment
-from experiments import negotiation as negotiation_experiment
-from experiments.live import LiveView
+from experiments.runs.negotiation import run as negotiation_experiment
+from experiments.runs.negotiation.live import LiveView
 from environments.negotiation import build_negotiation_graph
 
 TRIALS = 2

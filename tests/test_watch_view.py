@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from experiments import negotiation as negotiation_experiment
-from experiments.live import LiveView
-from experiments.watch import follow
+from experiments.runs.negotiation import run as negotiation_experiment
+from experiments.runs.negotiation.live import LiveView
+from experiments.tools.watch import follow
 
 EMOTIONS = {"love": 10, "joy": 40, "surprise": 10, "anger": 10, "sadness": 10, "fear": 20}
 GOOD = json.dumps({"message": "A fine acorn, only $9.", "predicted_customer_emotions": EMOTIONS})
@@ -21,7 +21,7 @@ RAMBLE = "no JSON here, only a long rambling reply about acorns, oak trees, the 
 MALFORMED = "the JSON is malformed (Unterminated string starting at: line 1 column 13 (char 12))"
 NO_JSON = "the reply contains no JSON object"
 
-# Seven lines as experiments/negotiation.py writes them (one JSON object per line, every key of a record).
+# Seven lines as experiments/runs/negotiation/run.py writes them (one JSON object per line, every key of a record).
 TRANSCRIPT = [
     {"trial": 0, "turn": 0, "speaker": "salesperson", "raw": GOOD, "parse_status": "ok", "attempts": 2,
      "errors": [MALFORMED], "latency_s": 1.2, "tokens": 61, "truncated": 0, "text": "A fine acorn, only $9.",

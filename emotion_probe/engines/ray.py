@@ -141,7 +141,7 @@ class ProbeWorker:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.startup_error: EmolabError | None = None
         try:
-            # The same layers as experiments.common.build_model, so both engines share the response cache.
+            # The same layers as experiments.app.common.build_model, so both engines share the response cache.
             self.backend = wrap_backend(instantiate_backend(model_config), identity=model_config, cache=cache, retry=retry)
             self.probe = EmotionProbe(self.backend, wheel, probe_settings)
         except EmolabError as err:

@@ -1,7 +1,7 @@
 """Model backends behind one small interface.
 
 `instantiate_backend` builds one from a `model:` config node (its `_target_` names the class). Finding
-a node by name in `conf/model` is the experiments' business: `experiments.config.load_model`.
+a node by name in `conf/model` is the experiments' business: `experiments.app.config.load_model`.
 """
 
 from __future__ import annotations

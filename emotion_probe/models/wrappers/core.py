@@ -288,7 +288,7 @@ class RetryPolicy:
     """How RetryingBackend retries (`conf/retry`, validated by the experiments): attempts per request, the first
     included (1 = never retry), and the backoff's first delay and ceiling in seconds."""
 
-    # No defaults: conf/retry/default.yaml holds them (experiments.config.RetrySettings.policy()).
+    # No defaults: conf/retry/default.yaml holds them (experiments.app.config.RetrySettings.policy()).
     max_attempts: int
     initial_delay_s: float
     max_delay_s: float

@@ -9,7 +9,7 @@ limit, so a request waiting for its retry holds no slot. The limit is there only
 talks to a server (`endpoint`), and every stack over that endpoint shares its slots.
 
 This module takes plain values (`CacheOptions`, `RetryPolicy`); reading and validating `conf/cache`
-and `conf/retry` is the experiments' business (experiments.config).
+and `conf/retry` is the experiments' business (experiments.app.config).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class CacheOptions:
     """The response cache of a stack: its SQLite file (None: `response_cache_path`'s default) and which
     generate() calls it keeps (`cache.CachingBackend`)."""
 
-    # No defaults: conf/cache/default.yaml holds them (experiments.config.CacheSettings.options()).
+    # No defaults: conf/cache/default.yaml holds them (experiments.app.config.CacheSettings.options()).
     path: str | os.PathLike[str] | None
     generate: GenerateCaching
 

@@ -259,7 +259,7 @@ Values = Annotated[list[Percent], Field(max_length=MAX_EMOTIONS)]
 
 class TranscriptRecord(BaseModel):
     """One line of transcript.jsonl as it is read back (by `watch`, and on resume): the fields the view and the
-    resume use, with the types experiments/negotiation.py writes. Other fields are kept as they are.
+    resume use, with the types experiments/runs/negotiation/run.py writes. Other fields are kept as they are.
 
     A transcript may come from elsewhere, so a line that emolab could not have written is refused by its
     line number rather than drawn. Every field but `speaker` is absent from some kind of record (a probe

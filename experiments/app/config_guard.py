@@ -211,7 +211,7 @@ def guarded_config_loading() -> Iterator[None]:
 def check_composed(cfg: Any) -> None:
     """The composed run config, before the task starts: its `task` is registered, and a `_target_`
     appears only at the root of a model node, naming a registered provider (whatever file or override put it there)."""
-    from experiments.registry import check_task
+    from experiments.app.registry import check_task
 
     data = OmegaConf.to_container(cfg, resolve=False)
     data.pop("hydra", None)

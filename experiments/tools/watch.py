@@ -4,7 +4,7 @@ Works on a running or finished job, including one job of a parallel sweep or one
 cluster's shared disk: it only reads the job's files (`transcript.jsonl`, the config Hydra wrote in
 `.hydra/`, and at the end `trials.parquet`) and stops when `summary.json` appears.
 
-It draws with the live console's own code (experiments.live): each transcript record is turned
+It draws with the live console's own code (experiments.runs.negotiation.live): each transcript record is turned
 back into the events the live run showed (`replay`), so a watched run reads like the live one,
 less the tokens streamed while each reply was written.
 """
@@ -19,9 +19,9 @@ from rich.console import Console
 
 from emotion_probe.errors import ConfigError
 from emotion_probe.limits import InputLimits
-from experiments.common import validated
-from experiments.live import LiveView, replay, summary_table, transcript_record
-from experiments.reporting import read_parquet, read_yaml
+from experiments.app.common import validated
+from experiments.runs.negotiation.live import LiveView, replay, summary_table, transcript_record
+from experiments.reports.common import read_parquet, read_yaml
 
 
 def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:

@@ -2,11 +2,12 @@
 
 `task` is read from files users share (a preset in their config folder, a job's config in a run dir
 the report reads), so it names an experiment only if that experiment is registered: nothing else is
-imported on a file's say-so. emolab registers its own in pyproject.toml; another package adds one with
-an entry point of its own:
+imported on a file's say-so. A task is the entry point's name, not a module path, so moving code
+never changes what a run dir says it ran. emolab registers its own in pyproject.toml; another package
+adds one with an entry point of its own:
 
     [project.entry-points."emolab.experiments"]
-    my_game = "my_package.game:run"        # then, in its preset: task: my_package.game.run
+    my_game = "my_package.game:run"        # then, in its preset: task: my_game
 """
 
 from __future__ import annotations
@@ -20,24 +21,45 @@ from emotion_probe.errors import ConfigError
 
 EXPERIMENT_GROUP = "emolab.experiments"
 
+#: Run dirs written before tasks were entry-point names say `task: experiments.<module>.<function>`.
+#: Each maps to the experiment it ran; `upgrade_task` is the only place that reads this older form.
+LEGACY_TASKS = {
+    **{f"experiments.{name}.run": name for name in (
+        "bias_table", "compare_tree", "generate_scenarios", "hierarchy", "init_conf", "negotiation",
+        "persona_bias", "preview", "probe", "report", "watch")},
+    "experiments.hierarchy.report": "hierarchy_report",
+    "experiments.persona_report.report": "persona_report",
+}
+
 
 @lru_cache(maxsize=1)
 def registered_experiments() -> dict[str, EntryPoint]:
-    """The `task` values a config may name ("experiments.probe.run"), each with its entry point."""
-    return {entry.value.replace(":", "."): entry for entry in entry_points(group=EXPERIMENT_GROUP)}
+    """The `task` values a config may name ("probe"), each with its entry point."""
+    return {entry.name: entry for entry in entry_points(group=EXPERIMENT_GROUP)}
+
+
+def upgrade_task(task: Any) -> Any:
+    """`task` as this emolab names it: an older run dir's module path becomes the experiment's name."""
+    return LEGACY_TASKS.get(task, task) if isinstance(task, str) else task
+
+
+def legacy_task(task: str) -> str:
+    """The module path an older emolab recorded for `task` (for comparing with fingerprints it made)."""
+    return next((old for old, name in LEGACY_TASKS.items() if name == task), task)
 
 
 def check_task(task: Any, where: str = "task") -> str:
-    """`task` itself when it names a registered experiment; else a ConfigError that lists the registered ones."""
+    """The registered name `task` stands for; else a ConfigError that lists the registered ones."""
     # A file may hold any YAML value here (a list, a mapping), which no lookup by name can take.
     if not isinstance(task, str):
-        raise ConfigError(f"{where} must be the name of a registered experiment (e.g. 'experiments.probe.run'), "
+        raise ConfigError(f"{where} must be the name of a registered experiment (e.g. 'probe'), "
                           f"not a {type(task).__name__}: {task!r}")
-    if task not in registered_experiments():
+    name = upgrade_task(task)
+    if name not in registered_experiments():
         raise ConfigError(f"{where} {task!r} is not a registered experiment; expected one of "
                           f"{sorted(registered_experiments())} (another package registers one in the "
                           f"{EXPERIMENT_GROUP!r} entry-point group)")
-    return str(task)
+    return name
 
 
 def load_experiment(task: Any, where: str = "task") -> Callable[..., Any]:
@@ -56,8 +78,9 @@ def load_experiment(task: Any, where: str = "task") -> Callable[..., Any]:
 
 
 def import_owner(task: Any) -> None:
-    """Import the module of a registered `task` (its report registers itself there); nothing for any other value."""
-    entry = registered_experiments().get(task) if isinstance(task, str) else None
+    """Import the module of a registered `task` (a third-party experiment registers its report there);
+    nothing for any other value."""
+    entry = registered_experiments().get(upgrade_task(task)) if isinstance(task, str) else None
     if entry is not None:
         import importlib
 

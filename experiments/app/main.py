@@ -29,8 +29,8 @@ from emotion_probe.errors import EmolabError
 from emotion_probe.files import write_text_atomic
 from emotion_probe.redaction import redact, redacted
 from emotion_probe.terminal import printable
-from experiments.callbacks import finished_job
-from experiments.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
+from experiments.app.callbacks import finished_job
+from experiments.app.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
 
 USER_ERROR = 2
 
@@ -46,8 +46,8 @@ def _report(message: str, details: str = "") -> None:
 
 
 def load_task(path: str) -> Callable[[DictConfig], Any]:
-    """The experiment function named by `task`: only a registered experiment (experiments.registry)."""
-    from experiments.registry import load_experiment
+    """The experiment function named by `task`: only a registered experiment (experiments.app.registry)."""
+    from experiments.app.registry import load_experiment
 
     return load_experiment(path, "task (set by the experiment config)")
 
@@ -179,7 +179,7 @@ def _hydra_errors_as_user_errors() -> Iterator[None]:
                 return func()
             except InstantiationException:
                 raise  # a broken _target_ in our own conf (a callback, a launcher) is a bug
-            except EmolabError as err:  # a config file refused while Hydra loaded it (experiments.config_guard)
+            except EmolabError as err:  # a config file refused while Hydra loaded it (experiments.app.config_guard)
                 _report(str(err))
                 sys.exit(USER_ERROR)
             except CompactHydraException as err:

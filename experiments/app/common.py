@@ -44,7 +44,7 @@ def validated(model: type[BaseModel], cfg: DictConfig | dict, where: str) -> Any
 class RunLayers:
     """The wrappers a run puts around every model it builds, from its `cache` and `retry` groups.
 
-    Validated once per run (experiments.config.CacheSettings, RetrySettings) into the plain values
+    Validated once per run (experiments.app.config.CacheSettings, RetrySettings) into the plain values
     emotion_probe takes; `wrap` stacks cache (outermost, so hits cost nothing) -> call accounting ->
     retry -> the endpoint's request limit around a backend (emotion_probe.models.wrappers.stack.wrap_backend).
     """
@@ -54,7 +54,7 @@ class RunLayers:
 
     @classmethod
     def from_config(cls, run_cfg: DictConfig) -> RunLayers:
-        from experiments.config import CacheSettings, RetrySettings
+        from experiments.app.config import CacheSettings, RetrySettings
 
         return cls(validated(CacheSettings, run_cfg.cache, "cache").options(),
                    validated(RetrySettings, run_cfg.retry, "retry").policy())
@@ -300,7 +300,7 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
     from emotion_probe.limits import InputLimits
     from emotion_probe.scenarios import load_scenarios
     from emotion_probe.wheel import EmotionWheel
-    from experiments.callbacks import claim_run_dir
+    from experiments.app.callbacks import claim_run_dir
 
     settings = validated(ProbeSettings, cfg.probe, "probe")
     # Hashed before they are read: a file edited in between makes the next rerun refuse, never pass stale.

@@ -1,18 +1,18 @@
 """The sweep report's building blocks, and the registry through which each experiment adds its part.
 
-`experiments.report` (the `report` experiment) finds a sweep's jobs, merges their tables into
+`experiments.reports.report` (the `report` experiment) finds a sweep's jobs, merges their tables into
 results.parquet and renders report.html; what a job of one experiment wrote, and how its section of
-the page reads, belong to that experiment. Each experiment module declares both once:
+the page reads, belong to that experiment's report module in this folder, which declares both once:
 
-    register("experiments.hierarchy.run", ExperimentReport(
+    register("hierarchy", ExperimentReport(
         order=30, tables=(JobTable("metrics", "metrics.json", read_metrics, "one row per job: ..."),),
         section=hierarchy_section))
 
-The registry is keyed by the task a job's config names, and the module that owns a task is imported
-only when a sweep holds a job that ran it (`report_for`). So the report never imports an experiment
-by name, no import cycle appears, and adding an experiment touches its own module and YAML only. (A
-report option for users to tune is the exception: it is a key of conf/experiment/report.yaml, validated
-by ReportSettings, as negotiation's max_trial_figures and persona_bias' pairs are.)
+The registry is keyed by the task a job's config names. emolab's own parts (BUILT_IN_REPORTS) are
+imported on first use; another package's experiment registers its part in the module its entry point
+names, which is imported only when a sweep holds a job that ran it (`report_for`). The runs never
+import their reports. (A report option for users to tune is a key of conf/experiment/report.yaml,
+validated by ReportSettings, as negotiation's max_trial_figures and persona_bias' pairs are.)
 
 Everything here reads files written by other runs, so every reader validates (pydantic) and turns a
 bad file into one ConfigError naming it.
@@ -44,7 +44,7 @@ from rich.console import Console
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.limits import InputLimits
 from emotion_probe.wheel import EmotionWheel
-from experiments.callbacks import JOB_FILE, JobRecord, read_job_record
+from experiments.app.callbacks import JOB_FILE, JobRecord, read_job_record
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -83,7 +83,7 @@ class ModelRecord(BaseModel):
 
 
 class JobManifest(BaseModel):
-    """A job's manifest.json (experiments.common.write_manifest). Fields beyond these are shown as they are."""
+    """A job's manifest.json (experiments.app.common.write_manifest). Fields beyond these are shown as they are."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -104,7 +104,7 @@ class SweepJobEntry(BaseModel):
 
 
 class SweepManifest(BaseModel):
-    """`<sweep_dir>/manifest.json`, written by experiments.callbacks.SweepCallback when the sweep starts and ends."""
+    """`<sweep_dir>/manifest.json`, written by experiments.app.callbacks.SweepCallback when the sweep starts and ends."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -265,9 +265,9 @@ def _load_job(sweep_dir: Path, path: Path) -> Job | None:
         overrides = {}
     task = config.get("task")
     if task is not None:
-        from experiments.registry import check_task
+        from experiments.app.registry import check_task
 
-        check_task(task, f"{path}: task")
+        task = check_task(task, f"{path}: task")  # an older run dir's module path becomes the experiment's name
     experiment: str | None = None
     if (hydra_dir / "hydra.yaml").is_file():
         try:
@@ -311,7 +311,7 @@ def find_jobs(sweep_dir: Path, exclude: Path) -> tuple[list[Job], SweepManifest 
 
 
 def jobs_of(sweep_dir: Path, task: str, exclude: Path | None = None) -> list[Job]:
-    """The jobs on disk under sweep_dir that ran `task` (e.g. "experiments.hierarchy.run"), found the
+    """The jobs on disk under sweep_dir that ran `task` (e.g. "hierarchy"), found the
     way the sweep report finds every job: the per-experiment reports share this one discovery, so a
     mixed sweep's persona_bias jobs never pass for hierarchy jobs because both wrote a metrics.json."""
     return [job for job in find_jobs(sweep_dir, exclude or sweep_dir / ".no-report-dir")[0]
@@ -523,6 +523,19 @@ class ExperimentReport:
 
 
 _REGISTRY: dict[str, ExperimentReport] = {}
+#: emolab's own report parts, one module each; each registers itself when imported.
+BUILT_IN_REPORTS = ("experiments.reports.negotiation", "experiments.reports.persona_bias",
+                    "experiments.reports.hierarchy", "experiments.reports.probe")
+_BUILT_IN_LOADED = False
+
+
+def _load_built_in_reports() -> None:
+    global _BUILT_IN_LOADED
+    import importlib
+
+    for module in BUILT_IN_REPORTS:
+        importlib.import_module(module)
+    _BUILT_IN_LOADED = True
 
 
 def register(task: str, report: ExperimentReport) -> ExperimentReport:
@@ -536,18 +549,22 @@ def report_for(task: str | None) -> ExperimentReport | None:
     task that no module registers (a job of an experiment with no report section, or one since removed)."""
     if not task:
         return None
-    if task not in _REGISTRY:
-        from experiments.registry import import_owner
+    from experiments.app.registry import import_owner, upgrade_task
 
+    task = upgrade_task(task)
+    if not _BUILT_IN_LOADED:
+        _load_built_in_reports()
+    if task not in _REGISTRY:
         import_owner(task)  # only a registered experiment's module is ever imported on a job file's say-so
     return _REGISTRY.get(task)
 
 
 def experiment_of_task(task: str | None) -> str:
-    """An experiment's name from its task ("experiments.negotiation.run" -> "negotiation"), for jobs
-    whose .hydra/hydra.yaml does not record the `experiment=` choice (an experiment file may be copied
-    under another name; its task still says what it wrote)."""
+    """An experiment's name from its task, for jobs whose .hydra/hydra.yaml does not record the
+    `experiment=` choice (an experiment file may be copied under another name; its task still says what
+    it wrote). Older run dirs name the task by module path: "experiments.negotiation.run" -> "negotiation"."""
     if not task:
         return "unknown"
-    parts = str(task).split(".")
-    return parts[-2] if len(parts) >= 2 else str(task)
+    from experiments.app.registry import upgrade_task
+
+    return str(upgrade_task(task))

@@ -33,8 +33,8 @@ from emotion_probe.analysis.stats import resample_rows
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
-from experiments.callbacks import claim_run_dir, reads_config
-from experiments.common import (
+from experiments.app.callbacks import claim_run_dir, reads_config
+from experiments.app.common import (
     build_model,
     config_group_files,
     input_hashes,
@@ -43,8 +43,6 @@ from experiments.common import (
     write_json_atomic,
     write_manifest,
 )
-from experiments.persona_report import PERSONA_BIAS_REPORT
-from experiments.reporting import register
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +192,3 @@ def _accuracies(table: pd.DataFrame, wheel: EmotionWheel) -> dict[str, float]:
         for key in ("coverage", "accuracy", "primary_accuracy", "accuracy_all_rows", "primary_accuracy_all_rows"):
             result[f"{prefix}{key}"] = summary[key]
     return result
-
-
-# Its part of the sweep report (experiments/reporting.py); the section shares persona_report's tables and figures.
-REPORT = register("experiments.persona_bias.run", PERSONA_BIAS_REPORT)

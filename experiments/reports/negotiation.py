@@ -1,5 +1,5 @@
 """The negotiation's part of the sweep report: its summary.json schema, tables by condition, the
-error-price correlation across trials, and the figures (`experiments.negotiation` registers it)."""
+error-price correlation across trials, and the figures (registered under the task `negotiation`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emotion_probe.analysis.negotiation import correlation_caption, draw_fit, error_price_correlation
 from emotion_probe.files import save_figure
-from experiments.reporting import (
+from experiments.reports.common import (
     Block,
     ExperimentReport,
     Job,
@@ -31,12 +31,13 @@ from experiments.reporting import (
     natural_key,
     read_json,
     read_parquet,
+    register,
     table_block,
 )
 
 
 class NegotiationSummary(BaseModel):
-    """A negotiation job's summary.json (experiments.negotiation._summary).
+    """A negotiation job's summary.json (experiments.runs.negotiation.run._summary).
 
     The fields after `parse_failures` came with the paper's measurement (emotion_probe.analysis.negotiation); files
     written before it lack them and read as None.
@@ -288,11 +289,11 @@ def _error_price_by_model(trials: pd.DataFrame, path: Path) -> Path:
 
 
 
-NEGOTIATION_REPORT = ExperimentReport(
+NEGOTIATION_REPORT = register("negotiation", ExperimentReport(
     order=10,
     tables=(JobTable("trials", "trials.parquet", read_parquet,
                      "trials.parquet, one row per trial (status, deal, final_price, accept_price, closing_paid, "
                      "price, over_budget, mean_abs_error_pp, js_divergence, scored_predictions, skipped_pairs, "
                      "turns, parse_failures, truncated, ...)"),),
     section=negotiation_section,
-)
+))

@@ -17,7 +17,7 @@ from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import file_part, write_frame
 from emotion_probe.limits import InputLimits
 from emotion_probe.terminal import printable_text
-from experiments.common import output_dir
+from experiments.app.common import output_dir
 
 
 class ConfusionFile(BaseModel):

@@ -31,8 +31,8 @@ from emotion_probe.errors import ConfigError
 from emotion_probe.files import file_part, save_figure, write_frame
 from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import output_dir
-from experiments.reporting import (
+from experiments.app.common import output_dir
+from experiments.reports.common import (
     Block,
     ExperimentReport,
     Job,
@@ -46,6 +46,7 @@ from experiments.reporting import (
     jobs_of,
     read_json,
     read_parquet,
+    register,
     table_block,
     varying_keys,
 )
@@ -54,7 +55,7 @@ from experiments.reporting import (
 
 def _persona_jobs(sweep_dir: Path) -> list[Job]:
     """The sweep's persona_bias jobs, found as the sweep report finds them."""
-    return jobs_of(sweep_dir, "experiments.persona_bias.run")
+    return jobs_of(sweep_dir, "persona_bias")
 
 
 def _load_jobs(found: list[Job], sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
@@ -366,7 +367,7 @@ def _pies(jobs: dict, wheel: EmotionWheel, emotion: str, path: Path) -> None:
     plt.close(fig)
 
 
-# --- the persona_bias section of the sweep report (experiments.persona_bias registers it) --------
+# --- the persona_bias section of the sweep report (experiments.runs.persona_bias registers it) --------
 
 
 class PersonaMetrics(BaseModel):
@@ -469,7 +470,7 @@ def trim_probability_columns(loaded: Loaded, settings: ReportSettings) -> None:
                             "(they stay in each job's predictions.parquet)")
 
 
-PERSONA_BIAS_REPORT = ExperimentReport(
+PERSONA_BIAS_REPORT = register("persona_bias", ExperimentReport(
     order=20,
     tables=(
         JobTable("predictions", "predictions.parquet", read_parquet,
@@ -481,4 +482,4 @@ PERSONA_BIAS_REPORT = ExperimentReport(
     ),
     section=persona_section,
     trim=trim_probability_columns,
-)
+))

@@ -6,7 +6,7 @@ what they may contain, is decided here. Defaults live only in conf/*.yaml, so a 
 them from the same files the `emolab` command composes, through Hydra's own defaults merging:
 
     from emotion_probe import EmotionProbe, EmotionWheel
-    from experiments.config import build_probe, load_model, probe_settings
+    from experiments.app.config import build_probe, load_model, probe_settings
 
     model = load_model("smollm2")                                  # conf/model/smollm2.yaml
     model = load_model("vllm", model="meta-llama/Llama-3.1-70B")   # openai.yaml's keys, vLLM's port
@@ -31,12 +31,12 @@ from emotion_probe.models.wrappers.cache import GenerateCaching
 from emotion_probe.models.wrappers.stack import CacheOptions, RetryPolicy
 from emotion_probe.probe import EmotionProbe, ProbeSettings
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import validated
+from experiments.app.common import validated
 
 __all__ = ["CacheSettings", "RetrySettings", "build_probe", "compose_group", "load_model", "model_config",
            "model_config_names", "probe_settings", "settings_from_conf"]
 
-#: Hydra's behaviour version: the `emolab` app's (experiments/main.py), which compositions here must match.
+#: Hydra's behaviour version: the `emolab` app's (experiments/app/main.py), which compositions here must match.
 HYDRA_VERSION_BASE = "1.3"
 
 S = TypeVar("S", bound=BaseModel)

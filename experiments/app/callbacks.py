@@ -36,12 +36,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emotion_probe.errors import ConfigError
 from emotion_probe.terminal import printable
-from experiments.common import changed_inputs, current_inputs, git_commit, validated, write_json_atomic
+from experiments.app.common import changed_inputs, current_inputs, git_commit, validated, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ JOB_FILE = "job.json"
 #: Written by claim_run_dir when a resumable run starts: the fingerprint and input hashes a resume must match.
 RUN_SETTINGS_FILE = "run_settings.json"
 SWEEP_MANIFEST = "manifest.json"
-#: The exit code of a run stopped for the user to fix something (experiments.main's).
+#: The exit code of a run stopped for the user to fix something (experiments.app.main's).
 USER_ERROR = 2
 #: The run dir's lock (held with flock for the whole run), and the sidecar that names its holder.
 LOCK_FILE = ".emolab.lock"
@@ -57,9 +57,10 @@ LOCK_OWNER_FILE = ".emolab.lock.json"
 # Keys that change how a run looks or where it writes, not what it computes: a rerun may differ in them.
 # (`paths` is the run dir itself: a sweep moved to another disk is still the same sweep.)
 VOLATILE_KEYS = ("progress", "wait_for_lock", "paths")
-#: How fingerprints are made: 2 = `task` and the keys the task declared; 1 (records without a version)
-#: = the whole config but `progress`, as emolab recorded them before experiments declared their keys.
-FINGERPRINT_VERSION = 2
+#: How fingerprints are made: 3 = `task` (an entry-point name) and the keys the task declared; 2 = the
+#: same with `task` as the module path emolab then recorded; 1 (records without a version) = the whole
+#: config but `progress`, as emolab recorded them before experiments declared their keys.
+FINGERPRINT_VERSION = 3
 #: Left out of a version-1 fingerprint's comparison: `progress`, as then, and the keys that configs gained
 #: with version 2, so an old record still matches a config that differs from its own only by them.
 _LEGACY_LEFT_OUT = ("progress", "wait_for_lock", "limits")
@@ -85,12 +86,12 @@ def reads_config(*keys: str) -> Callable[[Task], Task]:
 
 
 def declared_config_keys(task: str) -> tuple[str, ...] | None:
-    """The keys the experiment `task` ("experiments.probe.run") declared with `reads_config`; None when it
+    """The keys the experiment `task` ("probe") declared with `reads_config`; None when it
     declared none, or is no experiment emolab can find (its fingerprint then covers the whole config)."""
-    from experiments.registry import registered_experiments
+    from experiments.app.registry import registered_experiments, upgrade_task
 
-    entry = registered_experiments().get(task)
-    if entry is None:  # refused before it runs (experiments.config_guard); nothing is imported for it here
+    entry = registered_experiments().get(upgrade_task(task))
+    if entry is None:  # refused before it runs (experiments.app.config_guard); nothing is imported for it here
         return None
     try:
         function = entry.load()
@@ -158,12 +159,28 @@ def _hash_keys(cfg: DictConfig, keys: list[str]) -> str:
 
 def same_settings(fingerprint: str, version: int, cfg: DictConfig) -> bool:
     """Whether a recorded fingerprint, made the way `version` says, is this config's."""
-    return fingerprint == (job_fingerprint(cfg) if version >= FINGERPRINT_VERSION else _legacy_fingerprint(cfg))
+    if version >= FINGERPRINT_VERSION:
+        return fingerprint == job_fingerprint(cfg)
+    cfg = _with_legacy_task(cfg)
+    return fingerprint == (job_fingerprint(cfg) if version == 2 else _legacy_fingerprint(cfg))
+
+
+def _with_legacy_task(cfg: DictConfig) -> DictConfig:
+    """`cfg` with `task` as versions 1 and 2 recorded it (a module path), to compare with their fingerprints."""
+    from experiments.app.registry import legacy_task
+
+    task = cfg.get("task")
+    if not isinstance(task, str):
+        return cfg
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(copy):
+        copy.task = legacy_task(task)
+    return copy
 
 
 def _other_settings(version: int) -> str:
     """How a refusal names the settings it compared: an old record covers the whole config."""
-    if version >= FINGERPRINT_VERSION:
+    if version >= 2:  # versions 2 and 3 cover the same keys
         return "other settings"
     return ("other settings, or was recorded by an earlier emolab over its whole config (which an upgrade "
             "also changes)")
@@ -205,7 +222,7 @@ class RunSettingsFile(BaseModel):
     fingerprint: str
     fingerprint_version: int = 1  # written before versions were recorded (see FINGERPRINT_VERSION)
     overrides: list[str] = Field(default_factory=list)
-    # Content hashes of the files the run read (experiments.common.input_hashes); None: recorded before
+    # Content hashes of the files the run read (experiments.app.common.input_hashes); None: recorded before
     # runs recorded them, so nothing to compare.
     inputs: dict[str, str] | None = None
 
@@ -259,7 +276,7 @@ def finished_job(cfg: DictConfig) -> dict[str, Any] | None:
 def claim_run_dir(cfg: DictConfig, out_dir: Path, inputs: dict[str, str] | None = None) -> None:
     """Refuse to resume into `out_dir` when it holds work made with other settings or from other input
     files; else record ours (the fingerprint, the overrides and `inputs`, the content hashes of the files
-    this run reads: experiments.common.input_hashes).
+    this run reads: experiments.app.common.input_hashes).
 
     A resumable experiment (a negotiation picks up its checkpointed trials, a probe its finished parts)
     calls this before it reads anything back, in a single run as in a multirun. It is the check
@@ -586,7 +603,7 @@ def _hold_run_dir(config: DictConfig, run_dir: Path) -> str | None:
 
         from emotion_probe.redaction import redact
 
-        # As experiments.main reports a user error: one unwrapped line, no markup parsing, masked and escaped.
+        # As experiments.app.main reports a user error: one unwrapped line, no markup parsing, masked and escaped.
         Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), printable(redact(str(err)))))
         sys.exit(USER_ERROR)
     except Exception:  # a bug: its traceback, and still no run without the lock
@@ -595,7 +612,7 @@ def _hold_run_dir(config: DictConfig, run_dir: Path) -> str | None:
 
 
 def _written_dir(config: DictConfig) -> Path | None:
-    """The dir the job writes (`paths.output_dir`, read by experiments.common.output_dir); None when the
+    """The dir the job writes (`paths.output_dir`, read by experiments.app.common.output_dir); None when the
     config has none, or it does not resolve (the task then stops on it with its own error)."""
     from omegaconf.errors import OmegaConfBaseException
 

@@ -21,8 +21,8 @@ from emotion_probe.models.base import ChatMessage
 from emotion_probe.models.chat_template import load_chat_template
 from emotion_probe.terminal import printable, printable_text
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import validated
-from experiments.negotiation import CustomerPersona, with_customer_persona
+from experiments.app.common import validated
+from experiments.runs.negotiation.run import CustomerPersona, with_customer_persona
 
 
 class AgentPreview(BaseModel):

@@ -1,6 +1,6 @@
 """`emolab experiment=probe`: next-word emotion distributions for a scenario file.
 
-`engine=local` probes in this process, chunk by chunk and resumably (`experiments.common.probe_scenario_file`).
+`engine=local` probes in this process, chunk by chunk and resumably (`experiments.app.common.probe_scenario_file`).
 `engine=ray` shards the same chunks over Ray workers with Ray Data (`emotion_probe.engines.ray`); both
 write the same `distributions.parquet` and a run manifest.
 """
@@ -24,19 +24,8 @@ from emotion_probe.engines.ray import RaySettings
 from emotion_probe.files import write_frame
 from emotion_probe.terminal import printable, printable_text
 from emotion_probe.wheel import EmotionWheel
-from experiments.callbacks import claim_run_dir, reads_config
-from experiments.common import RunLayers, input_hashes, output_dir, probe_scenario_file, validated, write_manifest
-from experiments.reporting import (
-    Block,
-    ExperimentReport,
-    JobTable,
-    Section,
-    SectionInput,
-    job_wheel,
-    read_parquet,
-    register,
-    table_block,
-)
+from experiments.app.callbacks import claim_run_dir, reads_config
+from experiments.app.common import RunLayers, input_hashes, output_dir, probe_scenario_file, validated, write_manifest
 
 
 class ProbeEngine(BaseModel):
@@ -186,29 +175,3 @@ def _print_summary(table: pd.DataFrame, wheel: EmotionWheel, scored_with: str | 
     # soft_wrap: the path stays on one line in batch logs, where it is grepped for.
     console.print(Text.assemble("wrote ", printable_text(out_dir / "distributions.parquet", style="bold"),
                                 f" ({len(table)} rows x {len(words)} words)"), soft_wrap=True)
-
-
-# --- the probe section of the sweep report -----------------------------------------------------
-
-
-def probe_section(part: SectionInput, top: int = 5) -> Section:
-    entry = part.loaded
-    section = Section("Probe", "probe")
-    rows = []
-    for job, _, frame in entry.tables:
-        words = [w for w in job_wheel(job).words if w in frame.columns]
-        means = frame[words].astype(float).mean().sort_values(ascending=False).head(top)
-        rows.append({"job": job.name, "scenarios": len(frame),
-                     f"top {top} words by mean probability": ", ".join(f"{w} {p:.3f}" for w, p in means.items())})
-    if rows:
-        section.blocks.append(table_block("Distributions per job", pd.DataFrame(rows)))
-    section.blocks.extend(Block("text", text=note) for note in entry.notes)
-    return section
-
-
-REPORT = register("experiments.probe.run", ExperimentReport(
-    order=40,
-    tables=(JobTable("distributions", "distributions.parquet", read_parquet,
-                     "distributions.parquet, one row per scenario with every word's probability"),),
-    section=probe_section,
-))

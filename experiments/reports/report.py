@@ -12,7 +12,7 @@ that records a run's `config`), reads back what each job wrote, and writes into 
   no external resources, so it opens offline and a Content-Security-Policy forbids anything else.
 
 What an experiment's jobs wrote and how its section reads are that experiment's own: each module
-registers an `ExperimentReport` (experiments/reporting.py), found by the task a job ran. This module
+registers an `ExperimentReport` (experiments/reports/common.py), found by the task a job ran. This module
 keeps discovery, the merge and the page; it names no experiment.
 
 Schema of results.parquet
@@ -50,8 +50,8 @@ from rich.table import Table
 from emotion_probe.errors import ConfigError
 from emotion_probe.files import write_frame, write_text_atomic
 from emotion_probe.terminal import printable_text
-from experiments.common import output_dir, validated
-from experiments.reporting import (
+from experiments.app.common import output_dir, validated
+from experiments.reports.common import (
     COMPLETED,
     LEADING_COLUMNS,
     Block,

@@ -56,9 +56,9 @@ from environments.negotiation import (
     matching_over_conversation,
 )
 from environments.timing import NodeTimings
-from experiments.callbacks import claim_run_dir, reads_config
-from experiments.checkpointer import CheckpointerSettings, open_checkpointer
-from experiments.common import (
+from experiments.app.callbacks import claim_run_dir, reads_config
+from experiments.runs.negotiation.checkpointer import CheckpointerSettings, open_checkpointer
+from experiments.app.common import (
     RunLayers,
     build_model,
     config_group_files,
@@ -67,9 +67,7 @@ from experiments.common import (
     validated,
     write_manifest,
 )
-from experiments.live import LiveView, stdout_is_live, summary_table, transcript_record
-from experiments.negotiation_report import NEGOTIATION_REPORT
-from experiments.reporting import register
+from experiments.runs.negotiation.live import LiveView, stdout_is_live, summary_table, transcript_record
 from emotion_probe.analysis.stats import json_safe
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
@@ -506,7 +504,3 @@ def draw_trial_pies(turns: list[dict], path: Path, wheel: EmotionWheel) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     save_figure(fig, path, dpi=120)
     plt.close(fig)
-
-
-# Its part of the sweep report (experiments/reporting.py): trials.parquet and the negotiation section.
-REPORT = register("experiments.negotiation.run", NEGOTIATION_REPORT)

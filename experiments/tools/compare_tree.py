@@ -24,8 +24,8 @@ from emotion_probe.analysis.plots import draw_trees
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import EmotionWheel
-from experiments.common import output_dir, validated, write_json_atomic
-from experiments.hierarchy import HierarchySettings
+from experiments.app.common import output_dir, validated, write_json_atomic
+from experiments.runs.hierarchy import HierarchySettings
 
 METRICS = ["edges", "nodes", "roots", "leaves", "isolated", "total_path_length", "average_depth",
            "average_root_to_leaf_depth", "max_depth", "wheel_alignment", "shuffled_alignment_mean",
