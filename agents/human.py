@@ -1,20 +1,31 @@
-"""A person's answers in human play (`player=customer` or `player=salesperson`): parsing only, no I/O.
+"""A person plays a role (`player=customer` or `player=salesperson`): the agent, and the console it reads.
 
-Each parser takes the text typed at one prompt and returns the value, or raises `InvalidAnswer`
-whose message says what is wrong and how to type it instead; the console
-(`experiments.runs.negotiation.run.ask_human`) shows that reason and asks again. `:q` at any prompt, or
-input running out, stops play (`StopPlay`); the run's checkpoint keeps the trial, so a rerun into
-the same run dir asks the same turn again.
+`HumanNegotiator` answers `act(view)` like any agent, by pausing the graph (LangGraph's `interrupt`) with
+a request that names the schema to fill; the run loop hands the request to `ask_human`, which reads the
+turn at the console, field by field, and resumes the graph with the answer. The pause is checkpointed,
+so the turn survives a stopped run.
+
+Each parser takes the text typed at one prompt and returns the value, or raises `InvalidAnswer` whose
+message says what is wrong and how to type it instead; the console shows that reason and asks again.
+`:q` at any prompt, or input running out, stops play (`StopPlay`); the run's checkpoint keeps the
+trial, so a rerun into the same run dir asks the same turn again.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.prompt import Prompt
+from rich.text import Text
 
 from agents.negotiation import (
     MESSAGE_MAX_CHARS,
@@ -24,7 +35,10 @@ from agents.negotiation import (
     emotion_report,
     turn_schemas,
 )
+from agents.negotiators import AgentView, ClosingTurn, Turn
 from agents.price import parse_price, says_no_sale
+from agents.records import CallRecord
+from emotion_probe.terminal import printable_text
 
 #: Typed at any prompt, stops play (the trial resumes on a rerun into the same run dir).
 QUIT = ":q"
@@ -90,7 +104,7 @@ def parse_message(text: str) -> str:
     return message
 
 
-def _number(token: str, emotions: Sequence[str]) -> float:
+def _parse_number(token: str, emotions: Sequence[str]) -> float:
     try:
         value = float(token.strip().removesuffix("%"))
     except ValueError:
@@ -101,7 +115,7 @@ def _number(token: str, emotions: Sequence[str]) -> float:
 
 
 def _percentage(name: str, token: str, emotions: Sequence[str]) -> int:
-    value = _number(token, emotions)
+    value = _parse_number(token, emotions)
     if value < 0:
         raise InvalidAnswer(f"{name}={token} is negative; percentages go from 0 to 100")
     if value > 100:
@@ -142,7 +156,7 @@ def parse_emotions(text: str, emotions: Sequence[str]) -> dict[str, int]:
     else:
         values = [t for t in re.split(r"[\s,;]+", text.strip()) if t]
         for token in values:
-            _number(token, emotions)  # "abc" is reported as not a number before the count is
+            _parse_number(token, emotions)  # "abc" is reported as not a number before the count is
         if len(values) != len(emotions):
             raise InvalidAnswer(f"expected {len(emotions)} numbers ({', '.join(emotions)}), got {len(values)}; "
                                 f"or type name=value pairs like {_example_pairs(emotions)}")
@@ -212,3 +226,91 @@ def checked_answer(schema: str, answer: dict[str, Any], emotions: Sequence[str])
     except ValidationError as err:
         raise InvalidAnswer(_reason(err)) from None
     return answer
+
+
+# --- the agent ------------------------------------------------------------------------------------
+
+
+class HumanNegotiator:
+    """A person plays the role: each turn pauses the graph until the console (`ask_human`) answers."""
+
+    def act(self, view: AgentView) -> Turn:
+        schema = schemas(view.emotions)["SalespersonTurn" if view.role == "salesperson" else "CustomerTurn"]
+        answer = interrupt({"role": view.role, "schema": schema.__name__, "turn": view.turn,
+                            "emotions": list(view.emotions)})
+        parsed = schema.model_validate(answer)  # checked at the console already; a resumed answer too
+        return Turn(parsed, parsed.message, CallRecord.human())
+
+    def close(self, view: AgentView) -> ClosingTurn:
+        answer = interrupt({"role": view.role, "schema": "ClosingAnswer", "turn": view.turn})
+        return ClosingTurn(ClosingAnswer.model_validate(answer).paid, "human", None)
+
+
+# --- the console --------------------------------------------------------------------------------
+
+#: One prompt at a time, when concurrent trials wait for a person.
+_PROMPT_LOCK = threading.Lock()
+#: Consoles (runs) whose person stopped play: their other trials stop at their next prompt, without asking.
+_STOPPED_CONSOLES: "weakref.WeakSet[Console]" = weakref.WeakSet()
+
+
+def _ask(console: Console, prompt: str | Text, parse: Callable[[str], Any], default: Any = ...) -> Any:
+    """Ask until `parse` accepts the answer, showing its reason after each wrong one.
+
+    `:q`, end of input (EOF) or Ctrl-C raise StopPlay. Works with piped stdin: rich reads with input().
+    """
+    # Piped answers are not echoed by a terminal: show them, so the console reads as a dialogue.
+    echo = sys.stdin is not None and not sys.stdin.isatty()
+    while True:
+        try:
+            text = Prompt.ask(prompt, console=console, default=default, show_default=default not in (..., ""))
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            raise StopPlay("input ended") from None
+        if echo:
+            console.print(Text(text), soft_wrap=True)
+        if wants_to_quit(text):
+            raise StopPlay(QUIT)
+        try:
+            return parse(text)
+        except InvalidAnswer as err:
+            console.print(Text(f"  {err} (:q stops)", style="red"), soft_wrap=True)
+
+
+def ask_human(request: dict, console: Console) -> dict:
+    """Read the turn a `HumanNegotiator` asked for (the graph's interrupt) at the console, validated field
+    by field. Raises StopPlay when the person types :q or input runs out."""
+    with _PROMPT_LOCK:
+        if console in _STOPPED_CONSOLES:
+            raise StopPlay("stopped in another trial", quiet=True)
+        try:
+            return _ask_turn(request, console)
+        except StopPlay:
+            _STOPPED_CONSOLES.add(console)
+            raise
+
+
+def _ask_turn(request: dict, console: Console) -> dict:
+    role, schema = request["role"], request["schema"]
+    where = f"trial {request['trial']}, turn {request['turn']}" if "trial" in request else f"turn {request['turn']}"
+    if schema == "ClosingAnswer":
+        console.print(Text(f"closing, {where} (:q stops)", style="bold"))
+        return {"paid": _ask(console, "[green]what did you pay?[/] (blank = did not buy)", parse_paid, default="")}
+    console.print(Text(f"{role}, {where} (:q stops)", style="bold"))
+    whose = "your emotions" if role == "customer" else "the customer's emotions"
+    names = request["emotions"]  # the run's wheel's primaries, which the interrupt names
+    while True:
+        message = _ask(console, f"[bold]{role}[/] your message", parse_message)
+        # The names come from the wheel file: shown as text, so a `[...]` in one is not read as markup.
+        emotions = _ask(console, printable_text(f"{whose}: {' '.join(names)}, or name=value"),
+                        lambda text: parse_emotions(text, names))
+        if role == "salesperson":
+            answer = {"message": message, "predicted_customer_emotions": emotions}
+        else:
+            decision = _ask(console, "decision: continue, accept or walk_away", parse_decision, default="continue")
+            price = _ask(console, "price you accept", parse_accept_price) if decision == "accept" else None
+            answer = {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
+        try:
+            return checked_answer(schema, answer, names)
+        except InvalidAnswer as err:  # the field checks above should leave nothing for the schema to refuse
+            console.print(Text(f"  {err}; type the turn again (:q stops)", style="red"), soft_wrap=True)

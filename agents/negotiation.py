@@ -7,9 +7,9 @@ cut out of strings after the fact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,9 @@ from pydantic import (
 
 from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import ChatMessage
+
+if TYPE_CHECKING:
+    from agents.records import TurnRecord
 
 #: The longest message a turn may carry. The grammar enforces it, so a constrained reply always
 #: has the tokens left to close its JSON within the turn's budget.
@@ -50,6 +53,10 @@ class NegotiationScenario(BaseModel):
     opening_speaker: Literal["salesperson", "customer"] = Field(default="salesperson", description="who speaks first")
     extra_instructions: str = Field(default="", description="text added to both agents' instructions")
     currency: str = Field(default="$", description="the symbol prices are written with")
+    # The environment's termination rules, by name (environments.rules.RULES): a scenario may leave one out
+    # (no walking away) or add one a package registered.
+    rules: list[str] = Field(default=["deal", "walk_away", "max_turns"], min_length=1,
+                             description="the rules that end the talk, checked in order after each customer turn")
 
     @field_validator("customer_budget")
     @classmethod
@@ -68,6 +75,27 @@ class NegotiationScenario(BaseModel):
             if isinstance(value, str):
                 limits.check_text(value, f"{where}.{name}")
         return self
+
+
+class CustomerPersona(BaseModel):
+    """conf/customer/persona/*.yaml: who the customer is, swept as config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="name of the persona in outputs")
+    description: str | None = Field(min_length=1, description="who the customer is, as the customer agent is "
+                                                              "told; null = the scenario's own customer_persona")
+
+
+def played_scenario(scenario: Mapping[str, Any], persona: CustomerPersona, limits: InputLimits,
+                    where: str = "scenario") -> NegotiationScenario:
+    """The scenario as a run plays it, validated once: the persona's description, if it has one, replaces
+    the scenario's own customer_persona before validation, so the merged scenario is the checked one. A
+    text field longer than `limits.scenario_chars` is refused (every turn's prompt holds them all)."""
+    data = dict(scenario)
+    if persona.description is not None:
+        data["customer_persona"] = persona.description
+    return NegotiationScenario.model_validate(data).within(limits, where)
 
 
 def _percent(emotion: str, alias: str | None = None) -> Any:
@@ -241,12 +269,13 @@ def customer_system(scenario: NegotiationScenario, emotions: Sequence[str]) -> s
     )
 
 
-def _view(turns: list[dict], me: str) -> list[ChatMessage]:
-    """The conversation as one side sees it: own messages as assistant, the other's as user."""
+def _view(dialogue: Sequence["TurnRecord"], me: str) -> list[ChatMessage]:
+    """The conversation as one side sees it: own messages as assistant, the other's as user. Only the
+    messages: the other side's emotion reports never reach a prompt."""
     return [
-        ChatMessage(role="assistant" if turn["speaker"] == me else "user", content=turn["text"])
-        for turn in turns
-        if turn.get("text")
+        ChatMessage(role="assistant" if turn.speaker == me else "user", content=turn.text)
+        for turn in dialogue
+        if turn.text
     ]
 
 
@@ -257,20 +286,22 @@ def _your_turn(view: list[ChatMessage], opening: str) -> list[ChatMessage]:
     return view if view else [ChatMessage(role="user", content=opening)]
 
 
-def salesperson_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
-    view = _your_turn(_view(turns, "salesperson"), "Greet the customer and make your first offer. Answer in JSON.")
+def salesperson_messages(scenario: NegotiationScenario, dialogue: Sequence["TurnRecord"],
+                         emotions: Sequence[str]) -> list[ChatMessage]:
+    view = _your_turn(_view(dialogue, "salesperson"), "Greet the customer and make your first offer. Answer in JSON.")
     return [ChatMessage(role="system", content=salesperson_system(scenario, emotions)), *view]
 
 
-def customer_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
-    view = _your_turn(_view(turns, "customer"), "Greet the salesperson and ask about the item. Answer in JSON.")
+def customer_messages(scenario: NegotiationScenario, dialogue: Sequence["TurnRecord"],
+                      emotions: Sequence[str]) -> list[ChatMessage]:
+    view = _your_turn(_view(dialogue, "customer"), "Greet the salesperson and ask about the item. Answer in JSON.")
     return [ChatMessage(role="system", content=customer_system(scenario, emotions)), *view]
 
 
 class AgentTurn(NamedTuple):
     """How an agent is asked for a turn: its conversation so far as chat messages, and the schema its reply must fill."""
 
-    messages: Callable[[NegotiationScenario, list[dict]], list[ChatMessage]]
+    messages: Callable[[NegotiationScenario, Sequence["TurnRecord"]], list[ChatMessage]]
     schema: type[BaseModel]
 
 
@@ -290,8 +321,9 @@ def _agent_turns(emotions: tuple[str, ...]) -> dict[str, AgentTurn]:
     }
 
 
-def closing_messages(scenario: NegotiationScenario, turns: list[dict], emotions: Sequence[str]) -> list[ChatMessage]:
+def closing_messages(scenario: NegotiationScenario, dialogue: Sequence["TurnRecord"],
+                     emotions: Sequence[str]) -> list[ChatMessage]:
     question = (f"The conversation is over. How much did you pay for {scenario.item}? "
                 'Answer with one JSON object with the field "paid": the price you paid, or null if you did not buy it.')
-    return [ChatMessage(role="system", content=customer_system(scenario, emotions)), *_view(turns, "customer"),
+    return [ChatMessage(role="system", content=customer_system(scenario, emotions)), *_view(dialogue, "customer"),
             ChatMessage(role="user", content=question)]

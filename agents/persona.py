@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from emotion_probe.limits import InputLimits
-from emotion_probe.models.base import ChatMessage
+from emotion_probe.models.base import ChatMessage, GenerateConfig, ModelBackend
 from emotion_probe.wheel import EmotionWheel
 
 # The authors' layout (phys-ai/Emotion-Hierarchy-LLMs): the persona sentence starts a new line after
@@ -81,8 +82,23 @@ def _phrase_from_file(path: str, name: str | None) -> str | None:
     return match["phrase"]
 
 
+@dataclass(frozen=True)
+class RecognitionView:
+    """What the persona is given to answer in free text: the scenario, and the model that speaks as it."""
+
+    text: str
+    model: ModelBackend
+    config: GenerateConfig
+
+
+@dataclass(frozen=True)
+class RecognitionTurn:
+    reply: str
+    predicted: str | None  # the first wheel word of the reply, None when it names none
+
+
 class PersonaAgent:
-    """Builds the persona's probe prompt and chat request, and reads its free-text answer."""
+    """Builds the persona's probe prompt, and answers in free text as agents do: `act(view) -> turn`."""
 
     def __init__(self, spec: PersonaSpec, wheel: EmotionWheel):
         self.spec = spec
@@ -117,3 +133,9 @@ class PersonaAgent:
         """The first wheel word in the reply, or None if it names none."""
         match = self._word_pattern.search(reply)
         return match.group(1).lower() if match else None
+
+    def act(self, view: RecognitionView) -> RecognitionTurn:
+        """Name the scenario's emotion in free text; a grammar-constrained model can only name a wheel word."""
+        config = view.config.model_copy(update={"response_schema": self.answer_schema()})
+        reply = view.model.generate(self.chat_messages(view.text), config).text
+        return RecognitionTurn(reply, self.parse_answer(reply))

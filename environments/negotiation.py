@@ -2,10 +2,12 @@
 
     START -> (opening speaker) -> salesperson <-> customer -> probe_customer -> ... -> closing -> END
 
-Each customer message is scored by the shared emotion probe; the running co-occurrence of
-the probe's primary-level distributions gives a matching matrix over the conversation.
-The emotions the agents report and predict are the run's wheel's primaries (the context's `wheel`).
-Termination is the structured `status` field; a closing step asks the customer what it paid.
+The environment is given everything it plays with (`NegotiationContext`): the scenario, validated once by
+the run; an agent per role, which it asks `act(view)` without asking who plays (agents.negotiators); the
+termination rules (environments.rules); and the shared emotion probe. Each customer message is scored by
+the probe; the running co-occurrence of its primary-level distributions gives a matching matrix over the
+conversation. The graph state keeps only what changes: the records (agents.records, as plain data a
+checkpoint holds), the status and the co-occurrence. A closing step asks the customer what it paid.
 """
 
 from __future__ import annotations
@@ -13,29 +15,30 @@ from __future__ import annotations
 import contextvars
 import operator
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypedDict
 
 import numpy as np
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import interrupt
 
-from agents.negotiation import (
-    NEUTRAL_LINE,
-    ClosingAnswer,
-    NegotiationScenario,
-    agent_turns,
-    closing_messages,
+from agents.negotiation import NegotiationScenario
+from agents.negotiators import AgentView, Negotiator, turn_fields
+from agents.records import (
+    ClosingRecord,
+    CustomerTurnRecord,
+    ProbeRecord,
+    Role,
+    SalespersonTurnRecord,
+    dialogue,
+    records_from,
 )
-from agents.price import parse_price
-from agents.structured import call_structured, recover_message
-from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
 from emotion_probe.probe import EmotionProbe
 from emotion_probe.wheel import EmotionWheel
+from environments.rules import Rule, RuleInput, outcome, rules_for
 from environments.timing import NodeTimings, timed
 
 Status = Literal["running", "deal", "walk_away", "max_turns"]
@@ -52,13 +55,9 @@ def add_matrices(left: list[list[float]] | None, right: list[list[float]] | None
 
 
 class NegotiationState(TypedDict, total=False):
-    scenario: dict  # NegotiationScenario, as data
     trial: int
-    turns: Annotated[list[dict], operator.add]  # one record per message, appended
-    customer_turns: int
+    turns: Annotated[list[dict], operator.add]  # one agents.records line per message, appended
     status: Status
-    agreed_price: float | None
-    final_price: float | None  # what the customer says it paid, at closing
     probe_cooccurrence: Annotated[list[list[float]], add_matrices]  # P x P (P primaries), over customer messages
 
 
@@ -66,18 +65,16 @@ class NegotiationState(TypedDict, total=False):
 class NegotiationContext:
     """Per-run settings, passed as the graph's context (not globals)."""
 
-    salesperson_model: ModelBackend | None
-    customer_model: ModelBackend | None
+    #: The scenario as the run plays it (customer persona merged), validated once by the run.
+    scenario: NegotiationScenario
+    #: Who plays each role; the environment asks them the same way whoever they are.
+    agents: Mapping[Role, Negotiator]
     probe: EmotionProbe | None
     #: The run's wheel, loaded once: its primaries are the emotions the agents report and predict, and
     #: the probe's per-primary mass is taken over them.
     wheel: EmotionWheel
-    max_parse_retries: int = 2
-    #: None: any report with a positive sum is renormalized to 100; a number: reports whose raw sum is
-    #: further than this from 100 are invalid (and retried), for studies that want the sum itself right.
-    report_sum_tolerance: float | None = None
-    generate_config: GenerateConfig = field(default_factory=lambda: GenerateConfig(max_tokens=256))
-    player: Role | None = None  # a person types this role's turns
+    #: What ends the talk (environments.rules); None: the scenario's own `rules`.
+    rules: tuple[Rule, ...] | None = None
     timings: NodeTimings | None = None  # wall time per node, for the run manifest
 
     def __post_init__(self) -> None:
@@ -85,28 +82,13 @@ class NegotiationContext:
         if self.probe is not None and list(self.probe.wheel.primaries) != list(self.wheel.primaries):
             raise ValueError(f"the probe's wheel {self.probe.wheel.name!r} has other primaries than the "
                              f"negotiation's wheel {self.wheel.name!r}")
+        if self.rules is None:
+            object.__setattr__(self, "rules", rules_for(self.scenario))
 
     @property
     def emotions(self) -> tuple[str, ...]:
         """The emotions of every report and prediction, in order: the wheel's primaries."""
         return tuple(self.wheel.primaries)
-
-
-def turn_config(ctx: NegotiationContext, trial: int | None, turn: int) -> GenerateConfig:
-    """The run's sampling settings with a seed of its own for this trial and turn.
-
-    One seed for every call would make trials replay each other word for word (their first
-    prompts are identical), and a response cache would then hand every trial the same talk.
-    """
-    return ctx.generate_config.reseeded(trial or 0, turn)
-
-
-def _scenario(state: NegotiationState) -> NegotiationScenario:
-    return NegotiationScenario.model_validate(state["scenario"])
-
-
-def _dialogue_length(state: NegotiationState) -> int:
-    return sum(1 for t in state.get("turns", []) if t["speaker"] in ("salesperson", "customer"))
 
 
 def _emit(kind: str, **payload: Any) -> None:
@@ -137,76 +119,49 @@ def _emitter() -> Callable[..., None]:
     return emit
 
 
-class _TokenEvents:
-    """An agent turn's `on_token`: each piece as a "token" event, and a "restart" event when a stream that
-    broke off midway starts again (RetryingBackend calls `restart`), so the view can start its block anew."""
+class _ConsoleEvents:
+    """An agent's turn events as custom stream events, tagged with the speaker, turn and trial the console
+    shows. Taken in the node's thread: tokens may stream from the batcher's thread (see `_emitter`)."""
 
-    def __init__(self, emit: Callable[..., None], speaker: Role, trial: int | None):
-        self.emit, self.speaker, self.trial = emit, speaker, trial
+    def __init__(self, speaker: Role, turn: int, trial: int | None):
+        self.emit, self.speaker, self.turn, self.trial = _emitter(), speaker, turn, trial
 
-    def __call__(self, text: str) -> None:
+    def start(self) -> None:
+        self.emit("start", speaker=self.speaker, turn=self.turn, trial=self.trial)
+
+    def token(self, text: str) -> None:
         self.emit("token", speaker=self.speaker, text=text, trial=self.trial)
 
     def restart(self, reason: str) -> None:
         self.emit("restart", speaker=self.speaker, reason=reason, trial=self.trial)
 
+    def retry(self, attempt: int, of: int, reason: str) -> None:
+        self.emit("retry", speaker=self.speaker, attempt=attempt, of=of, reason=reason, trial=self.trial)
+
+
+def _view(state: NegotiationState, ctx: NegotiationContext, role: Role) -> AgentView:
+    talk = tuple(dialogue(records_from(state.get("turns", []))))
+    return AgentView(role=role, scenario=ctx.scenario, dialogue=talk, emotions=ctx.emotions,
+                     trial=state.get("trial"), turn=len(talk), events=_ConsoleEvents(role, len(talk), state.get("trial")))
+
+
+_TURN_RECORDS = {"salesperson": SalespersonTurnRecord, "customer": CustomerTurnRecord}
+
 
 def _agent_turn(state: NegotiationState, runtime: Runtime[NegotiationContext], role: Role) -> dict:
     ctx = runtime.context
-    scenario = _scenario(state)
-    turn_number = _dialogue_length(state)
-    build, schema = agent_turns(ctx.emotions)[role]
-    if ctx.player == role:
-        answer = interrupt({"role": role, "schema": schema.__name__, "turn": turn_number,
-                            "emotions": list(ctx.emotions)})
-        parsed = schema.model_validate(answer)
-        record = {"raw": None, "parse_status": "human", "attempts": 1, "errors": [], "latency_s": 0.0, "tokens": 0,
-                  "truncated": 0}
-    else:
-        model = ctx.salesperson_model if role == "salesperson" else ctx.customer_model
-        trial = state.get("trial")
-        emit = _emitter()  # taken here, in the node's thread: tokens may stream from the batcher's thread
-        emit("start", speaker=role, turn=turn_number, trial=trial)
-        reply = call_structured(
-            model, build(scenario, state.get("turns", [])), schema, max_retries=ctx.max_parse_retries,
-            config=turn_config(ctx, trial, turn_number),
-            on_token=_TokenEvents(emit, role, trial),
-            on_retry=lambda attempt, of, reason: emit("retry", speaker=role, attempt=attempt, of=of, reason=reason,
-                                                      trial=trial),
-            context={"sum_tolerance": ctx.report_sum_tolerance},
-        )
-        parsed = reply.parsed
-        record = {"raw": reply.raw, "parse_status": reply.parse_status, "attempts": reply.attempts,
-                  "errors": reply.errors, "latency_s": round(reply.latency_s, 3), "tokens": reply.completion_tokens,
-                  "truncated": reply.truncated}
-    turn = {"trial": state.get("trial"), "turn": turn_number, "speaker": role, **record}
-    # `text` is all the other side ever reads (agents.negotiation._view). After a failed turn it is
-    # the message recovered from the partial JSON, never another field, or a fixed neutral line;
-    # the raw reply stays in the record under `raw`, for audit.
-    turn["text"] = parsed.message if parsed is not None else recover_message(record["raw"] or "") or NEUTRAL_LINE
-    update: dict[str, Any] = {}
-    # The labels of the report's values, so a transcript line says what its numbers are.
-    turn["emotions"] = list(ctx.emotions)
-    if role == "salesperson":
-        emotions = parsed.predicted_customer_emotions if parsed else None
-        turn["prediction"] = emotions.normalized() if emotions else None
-        turn["prediction_sum"] = emotions.raw_sum if emotions else None
-    else:
-        emotions = parsed.my_emotions if parsed else None
-        turn["report"] = emotions.normalized() if emotions else None
-        turn["report_sum"] = emotions.raw_sum if emotions else None
-        turn["decision"] = parsed.decision if parsed else "continue"
-        turn["price"] = parsed.price if parsed else None
-        customer_turns = state.get("customer_turns", 0) + 1
-        update["customer_turns"] = customer_turns
-        if parsed and parsed.decision == "accept":
-            update.update(status="deal", agreed_price=parsed.price)
-        elif parsed and parsed.decision == "walk_away":
-            update["status"] = "walk_away"
-        elif customer_turns >= scenario.max_turns:
-            update["status"] = "max_turns"
-    _emit("turn", record=turn)
-    return {"turns": [turn], **update}
+    view = _view(state, ctx, role)
+    turn = ctx.agents[role].act(view)
+    # The labels of the report's values travel with it, so a transcript line says what its numbers are.
+    record = _TURN_RECORDS[role](trial=view.trial, turn=view.turn, **turn.call.model_dump(), text=turn.text,
+                                 emotions=list(ctx.emotions), **turn_fields(role, turn.parsed))
+    update: dict[str, Any] = {"turns": [record.line()]}
+    if role == "customer":
+        ended = outcome(ctx.rules, RuleInput(record, (*view.dialogue, record), ctx.scenario))
+        if ended is not None:
+            update["status"] = ended
+    _emit("turn", record=record.line())
+    return update
 
 
 def salesperson(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
@@ -226,46 +181,35 @@ def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]
     distribution = probe.distribution([last["text"]])[0]
     # The context checked that the probe's wheel has the run's primaries, in the same order.
     by_primary = np.asarray(probe.wheel.primary_mass(distribution), dtype=float)
-    record = {"trial": state.get("trial"), "turn": last["turn"], "speaker": "probe",
-              "emotions": list(runtime.context.emotions),
-              "probe": dict(zip(probe.words, np.round(distribution, 6).tolist())),
-              "probe_primary": (100 * by_primary / max(by_primary.sum(), 1e-12)).round(3).tolist()}
-    _emit("probe", record=record)
-    return {"turns": [record], "probe_cooccurrence": cooccurrence(by_primary[None, :]).tolist()}
+    record = ProbeRecord(trial=state.get("trial"), turn=last["turn"], emotions=list(runtime.context.emotions),
+                         probe=dict(zip(probe.words, np.round(distribution, 6).tolist())),
+                         probe_primary=(100 * by_primary / max(by_primary.sum(), 1e-12)).round(3).tolist())
+    _emit("probe", record=record.line())
+    return {"turns": [record.line()], "probe_cooccurrence": cooccurrence(by_primary[None, :]).tolist()}
 
 
 def closing(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
     """Ask the customer what it paid: a structured price, or none."""
     ctx = runtime.context
-    scenario = _scenario(state)
-    dialogue = [t for t in state["turns"] if t["speaker"] in ("salesperson", "customer")]
-    if ctx.player == "customer":
-        answer = interrupt({"role": "customer", "schema": "ClosingAnswer", "turn": _dialogue_length(state)})
-        paid = ClosingAnswer.model_validate(answer).paid
-        status, raw = "human", None
-    else:
-        reply = call_structured(ctx.customer_model, closing_messages(scenario, dialogue, ctx.emotions), ClosingAnswer,
-                                max_retries=ctx.max_parse_retries,
-                                config=turn_config(ctx, state.get("trial"), _dialogue_length(state)))
-        paid = reply.parsed.paid if reply.parsed else parse_price(reply.raw)
-        status, raw = reply.parse_status, reply.raw
+    closed = ctx.agents["customer"].close(_view(state, ctx, "customer"))
+    paid = closed.paid
     if state.get("status") != "deal" and paid is not None:
         # Only a talk that ended in a deal can have a price; a claim otherwise is recorded, not believed.
         paid_claimed, paid = paid, None
     else:
         paid_claimed = paid
-    record = {"trial": state.get("trial"), "turn": _dialogue_length(state), "speaker": "closing", "paid": paid,
-              "paid_claimed": paid_claimed, "parse_status": status, "raw": raw}
-    _emit("turn", record=record)
-    return {"turns": [record], "final_price": paid}
+    record = ClosingRecord(trial=state.get("trial"), turn=len(dialogue(records_from(state["turns"]))), paid=paid,
+                           paid_claimed=paid_claimed, parse_status=closed.parse_status, raw=closed.raw)
+    _emit("turn", record=record.line())
+    return {"turns": [record.line()]}
 
 
 def _after_probe(state: NegotiationState) -> str:
     return "salesperson" if state.get("status", "running") == "running" else "closing"
 
 
-def _opening(state: NegotiationState) -> str:
-    return _scenario(state).opening_speaker
+def _opening(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> str:
+    return runtime.context.scenario.opening_speaker
 
 
 def matching_over_conversation(state: NegotiationState, emotions: Sequence[str]) -> np.ndarray:
@@ -288,6 +232,5 @@ def build_negotiation_graph(checkpointer: Any = None):
     return graph.compile(checkpointer=checkpointer)
 
 
-def initial_state(scenario: NegotiationScenario, trial: int) -> NegotiationState:
-    return {"scenario": scenario.model_dump(), "trial": trial, "turns": [], "customer_turns": 0,
-            "status": "running", "agreed_price": None, "final_price": None, "probe_cooccurrence": []}
+def initial_state(trial: int) -> NegotiationState:
+    return {"trial": trial, "turns": [], "status": "running", "probe_cooccurrence": []}

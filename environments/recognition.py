@@ -17,7 +17,7 @@ import numpy as np
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.persona import PersonaAgent
+from agents.persona import PersonaAgent, RecognitionView
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.probe import FIRST_WORD_COLUMN, RANKED_COLUMN, EmotionProbe
 from emotion_probe.scenarios import Scenario
@@ -53,12 +53,9 @@ def recognize_by_probe(state: RecognitionState, runtime: Runtime[RecognitionCont
 
 def answer_in_free_text(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> dict:
     ctx = runtime.context
-    answers = []
-    config = ctx.generate_config.model_copy(update={"response_schema": ctx.agent.answer_schema()})
-    for scenario in state["scenarios"]:
-        reply = ctx.chat_model.generate(ctx.agent.chat_messages(scenario.text), config).text
-        answers.append({"reply": reply, "predicted": ctx.agent.parse_answer(reply)})
-    return {"free_text": answers}
+    turns = [ctx.agent.act(RecognitionView(scenario.text, ctx.chat_model, ctx.generate_config))
+             for scenario in state["scenarios"]]
+    return {"free_text": [{"reply": turn.reply, "predicted": turn.predicted} for turn in turns]}
 
 
 def _after_probe(state: RecognitionState, runtime: Runtime[RecognitionContext]) -> str:

@@ -23,3 +23,12 @@ def one_error_line(done: subprocess.CompletedProcess) -> str:
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, done.stderr[-3000:]
     return errors[0]
+
+
+def transcript_records(run_dir: Path) -> list[dict]:
+    """A run's transcript.jsonl as its records, less the header line that names the scenario as played."""
+    import json
+
+    lines = [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    return [line for line in lines if line.get("speaker") != "header"]

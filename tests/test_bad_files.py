@@ -19,7 +19,7 @@ import pytest
 
 from emotion_probe.files import replacing, write_frame
 
-from emolab_cli import emolab, one_error_line
+from emolab_cli import emolab, one_error_line, transcript_records
 EMOTIONS = ["love", "joy", "surprise", "anger", "sadness", "fear"]
 #: The reason CI accepts for a skip below (tests/skip_policy.py): mounting a tmpfs needs root and a container
 #: that grants CAP_SYS_ADMIN.
@@ -39,7 +39,7 @@ def finished_run(tmp_path_factory, write_deal_agents) -> tuple[Path, Path]:
     write_deal_agents(folder / "conf", trials=2)
     done = negotiation(folder / "run", folder / "conf")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len((folder / "run" / "transcript.jsonl").read_text(encoding="utf-8").splitlines()) == 6
+    assert len(transcript_records(folder / "run")) == 6
     return folder / "run", folder / "conf"
 
 
@@ -225,6 +225,6 @@ def test_a_negotiation_that_fills_the_disk_stops_in_one_line_and_resumes(tmp_pat
         subprocess.run(["mount", "-o", "remount,size=8m", str(out)], check=True)
         done = negotiation(tmp_path / "hydra", tmp_path / "conf", f"paths.output_dir={out}", trials=40)
         assert done.returncode == 0, done.stderr[-3000:]
-        records = [json.loads(line) for line in (out / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+        records = transcript_records(out)
     keys = [(r["trial"], r["turn"], r["speaker"]) for r in records]
     assert len(keys) == len(set(keys)) == 40 * 3

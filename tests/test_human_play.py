@@ -27,6 +27,7 @@ from agents.human import (
     parse_paid,
 )
 from emotion_probe import EmotionWheel
+from emolab_cli import transcript_records
 from experiments.runs.negotiation import run as negotiation_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_salesperson_player_quits_and_resumes(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "'abc' is not a number" in out
     assert "stopped at trial 0 turn 2; rerun into the same output dir to resume" in out
-    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    lines = transcript_records(tmp_path)
     assert [(x["turn"], x["speaker"]) for x in lines] == [(0, "salesperson"), (1, "customer")]
     assert lines[0]["prediction"] == [0, 40, 0, 0, 0, 60] and lines[0]["parse_status"] == "human"
 
@@ -196,7 +197,7 @@ def test_salesperson_player_quits_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("Seven, then.\n0,0,0,0,50,50\n"))
     assert negotiation_experiment.run(cfg)["deals"] == 1
     assert "salesperson, trial 0, turn 2" in capsys.readouterr().out
-    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    lines = transcript_records(tmp_path)
     assert [(x["turn"], x["speaker"]) for x in lines] == [(0, "salesperson"), (1, "customer"), (2, "salesperson"),
                                                           (3, "customer"), (4, "closing")]
 
@@ -230,7 +231,7 @@ REASONS = ["the message is empty", "has 161 characters", "'abc' is not a number"
 
 
 def _transcript(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+    return transcript_records(run_dir)
 
 
 def _assert_finished_deal(run_dir: Path) -> None:

@@ -113,7 +113,7 @@ def test_probe_parts_record_the_full_identity_and_refuse_another(tmp_path):
 def test_the_run_manifest_records_the_resolved_identity(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.app.common import write_manifest
+    from experiments.app.manifest import write_manifest
 
     stack = wrap_backend(Placed("cuda", "bfloat16"), identity=CONFIG, cache=None, retry=None)
     manifest = write_manifest(tmp_path, OmegaConf.create({"seed": 0}), models={"probe": stack})

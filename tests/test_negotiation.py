@@ -21,6 +21,9 @@ from agents.price import parse_price
 from agents.structured import call_structured
 from emotion_probe import ConfigError, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
+from agents.human import HumanNegotiator
+from agents.negotiators import negotiators
+from emotion_probe.models.base import GenerateConfig
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.app.common import validated
 from emotion_probe.analysis.negotiation import trial_metrics
@@ -52,12 +55,26 @@ def _run(salesperson: list[str], customer: list[str], scenario: NegotiationScena
          thread: str = "t0", wheel: str = "shaver", player: str | None = None):
     s, c = ScriptedBackend(responses=salesperson), ScriptedBackend(responses=customer)
     probe = build_probe(PROBE, wheel=wheel)
-    context = NegotiationContext(salesperson_model=s, customer_model=c, probe=probe, wheel=probe.wheel,
-                                 max_parse_retries=1, player=player)
+    context = _context(scenario, s, c, probe, max_parse_retries=1, player=player)
     graph = build_negotiation_graph(checkpointer)
     config = {"configurable": {"thread_id": thread}}
-    state = graph.invoke(initial_state(scenario, 0), config, context=context)
+    state = graph.invoke(initial_state(0), config, context=context)
     return state, s, c
+
+
+def _context(scenario, s, c, probe, max_parse_retries: int = 2, player: str | None = None) -> NegotiationContext:
+    agents = negotiators({"salesperson": s, "customer": c}, max_parse_retries=max_parse_retries,
+                         generate_config=GenerateConfig(max_tokens=256),
+                         people={player: HumanNegotiator()} if player else None)
+    return NegotiationContext(scenario=scenario, agents=agents, probe=probe, wheel=probe.wheel)
+
+
+def _price(state: dict, key: str):
+    """The price a finished state's records hold: the accepted one, or what the closing kept."""
+    if key == "agreed_price":
+        accepts = [t for t in state["turns"] if t["speaker"] == "customer" and t["decision"] == "accept"]
+        return accepts[-1]["price"] if accepts else None
+    return next(t["paid"] for t in state["turns"] if t["speaker"] == "closing")
 
 
 def test_emotion_report_renormalizes_any_positive_sum_and_keeps_the_raw_sum():
@@ -83,9 +100,10 @@ def test_no_agent_prompt_shows_example_numbers():
     import re
 
     from agents.negotiation import closing_messages, customer_messages
+    from agents.records import CustomerTurnRecord, SalespersonTurnRecord
 
     scenario = ACORN.model_copy(update={"seller_cost": 3, "customer_budget": 29, "description": "A glossy acorn."})
-    turns = [{"speaker": "salesperson", "text": "Hello."}, {"speaker": "customer", "text": "Hi."}]
+    turns = [SalespersonTurnRecord.model_construct(text="Hello."), CustomerTurnRecord.model_construct(text="Hi.")]
     prompts = [*salesperson_messages(scenario, [], SHAVER), *salesperson_messages(scenario, turns, SHAVER),
                *customer_messages(scenario, [], SHAVER), *customer_messages(scenario, turns, SHAVER),
                *closing_messages(scenario, turns, SHAVER)]
@@ -151,7 +169,7 @@ def test_deal_ends_the_talk_and_closing_reads_the_price():
         [sales("Fine acorn, $15.", joy=60, surprise=40), sales("For you, $9.", joy=100)],
         [cust("Too much.", anger=50, surprise=50), cust("Deal at $9.", "accept", 9, joy=100), json.dumps({"paid": "$9"})],
     )
-    assert state["status"] == "deal" and state["agreed_price"] == 9 and state["final_price"] == 9
+    assert state["status"] == "deal" and _price(state, "agreed_price") == 9 and _price(state, "final_price") == 9
     speakers = [t["speaker"] for t in state["turns"]]
     assert speakers == ["salesperson", "customer", "probe", "salesperson", "customer", "probe", "closing"]
     assert s.remaining == 0 and c.remaining == 0
@@ -159,12 +177,12 @@ def test_deal_ends_the_talk_and_closing_reads_the_price():
 
 def test_walk_away_and_max_turns_terminate():
     walked, _, _ = _run([sales("$19, final.", joy=100)], [cust("Bye.", "walk_away", sadness=100), '{"paid": null}'])
-    assert walked["status"] == "walk_away" and walked["final_price"] is None
+    assert walked["status"] == "walk_away" and _price(walked, "final_price") is None
     short = ACORN.model_copy(update={"max_turns": 2})
     capped, _, _ = _run([sales("a", joy=100), sales("b", joy=100)],
                         [cust("no", fear=100), cust("no", fear=100), '{"paid": 5}'], short)
     # No deal, so a claimed payment is recorded but not believed.
-    assert capped["status"] == "max_turns" and capped["final_price"] is None
+    assert capped["status"] == "max_turns" and _price(capped, "final_price") is None
     assert capped["turns"][-1]["paid_claimed"] == 5
 
 
@@ -227,9 +245,9 @@ def test_crash_mid_trial_resumes_from_the_last_completed_step(tmp_path):
         assert [t["speaker"] for t in done] == ["salesperson", "customer", "probe", "salesperson"]
         s, c = ScriptedBackend(responses=[]), ScriptedBackend(responses=[cust("ok", "accept", 4, joy=100), '{"paid": 4}'])
         probe = build_probe(PROBE, wheel="shaver")
-        context = NegotiationContext(salesperson_model=s, customer_model=c, probe=probe, wheel=probe.wheel)
+        context = _context(ACORN, s, c, probe)
         state = graph.invoke(None, config, context=context, durability="sync")
-    assert state["status"] == "deal" and state["final_price"] == 4
+    assert state["status"] == "deal" and _price(state, "final_price") == 4
     assert state["turns"][:4] == done  # finished steps were kept, not redone
 
 
@@ -321,5 +339,5 @@ def test_an_ekman_negotiation_reports_probes_and_labels_ekmans_primaries():
 
 def test_a_probe_over_another_wheel_is_refused():
     with pytest.raises(ValueError, match="the probe's wheel 'shaver' has other primaries"):
-        NegotiationContext(salesperson_model=None, customer_model=None, probe=build_probe(PROBE, wheel="shaver"),
+        NegotiationContext(scenario=ACORN, agents={}, probe=build_probe(PROBE, wheel="shaver"),
                            wheel=EmotionWheel.load("ekman"))

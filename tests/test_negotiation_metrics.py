@@ -167,17 +167,16 @@ def test_no_pair_gives_nan_error_and_a_bad_pairing_is_refused():
 
 
 def test_deal_price_is_the_accept_price_and_the_closing_answer_is_kept_beside_it():
-    price = trial_price("deal", TURNS, agreed_price=8, final_price=9, budget=20)
+    price = trial_price("deal", TURNS, budget=20)  # both come from the records, the one place prices are
     assert price == {"accept_price": 8.0, "closing_paid": 9.0, "price": 8.0, "over_budget": False}
-    # Without the state's fields, both come from the turn records.
-    assert trial_price("deal", TURNS, budget=20) == price
 
 
 def test_deal_without_an_accept_price_falls_back_to_the_closing_answer():
     turns = [{**t, "price": None} if t["speaker"] == "customer" else t for t in TURNS]
-    price = trial_price("deal", turns, agreed_price=None, final_price=7)
+    turns[-1] = {**turns[-1], "paid": 7}
+    price = trial_price("deal", turns)
     assert math.isnan(price["accept_price"]) and price["closing_paid"] == 7 and price["price"] == 7
-    nothing = trial_price("deal", [], agreed_price=None, final_price=None)
+    nothing = trial_price("deal", [])
     assert math.isnan(nothing["price"])
 
 
@@ -193,9 +192,12 @@ def test_no_sale_counts_as_zero_or_is_excluded(status):
 
 
 def test_over_budget_flags_an_accept_price_above_the_budget():
-    assert trial_price("deal", [], agreed_price=25, budget=20)["over_budget"] is True
-    assert trial_price("deal", [], agreed_price=20, budget=20)["over_budget"] is False
-    assert trial_price("deal", [], agreed_price=25, budget=None)["over_budget"] is False
+    def accepting(price: float) -> list[dict]:
+        return [{"speaker": "customer", "decision": "accept", "price": price}]
+
+    assert trial_price("deal", accepting(25), budget=20)["over_budget"] is True
+    assert trial_price("deal", accepting(20), budget=20)["over_budget"] is False
+    assert trial_price("deal", accepting(25), budget=None)["over_budget"] is False
 
 
 # --- settings and summary ----------------------------------------------------------------------

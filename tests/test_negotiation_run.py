@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from rich.console import Console
 
+from emolab_cli import transcript_records
 from experiments.runs.negotiation import run as negotiation_experiment
 from experiments.runs.negotiation.live import LiveView
 from experiments.tools.watch import follow
@@ -44,7 +45,7 @@ def test_human_customer_plays_through_interrupts(tmp_path, monkeypatch):
     assert summary["deals"] == 1 and summary["mean_price"] == 6
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     assert trials.loc[0, "status"] == "deal" and trials.loc[0, "mean_abs_error_pp"] == pytest.approx(100 / 6 * 2 / 2)
-    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    lines = transcript_records(tmp_path)
     assert [x["speaker"] for x in lines if x["speaker"] != "probe"] == ["salesperson", "customer", "salesperson",
                                                                          "customer", "closing"]
     assert (tmp_path / "emotions_trial0.png").stat().st_size > 2000

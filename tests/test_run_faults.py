@@ -79,6 +79,7 @@ def _lines(run_dir: Path) -> list[str]:
 
 def _keys(lines: list[str]) -> list[tuple]:
     records = [json.loads(line) for line in lines]  # every line whole
+    records = [r for r in records if r["speaker"] != "header"]
     return [(r["trial"], r["turn"], r["speaker"]) for r in records]
 
 

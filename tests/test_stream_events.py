@@ -13,6 +13,8 @@ from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, RetryPolicy
 from emotion_probe.wheel import EmotionWheel
+from agents.negotiators import negotiators
+from emotion_probe.models.base import GenerateConfig
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from experiments.runs.negotiation.live import LiveView
 
@@ -55,9 +57,15 @@ class DropsOnce(ScriptedBackend):
         return super().generate(messages, config, on_token)
 
 
+def _context(sales, customer) -> NegotiationContext:
+    agents = negotiators({"salesperson": sales, "customer": customer}, max_parse_retries=0,
+                         generate_config=GenerateConfig(max_tokens=256))
+    return NegotiationContext(scenario=SCENARIO, agents=agents, probe=None, wheel=EmotionWheel.load("shaver"))
+
+
 def _events(context: NegotiationContext) -> list[dict]:
     graph = build_negotiation_graph()
-    return list(graph.stream(initial_state(SCENARIO, 0), context=context, stream_mode="custom"))
+    return list(graph.stream(initial_state(0), context=context, stream_mode="custom"))
 
 
 def _tokens(events: list[dict], speaker: str) -> str:
@@ -66,9 +74,7 @@ def _tokens(events: list[dict], speaker: str) -> str:
 
 def test_tokens_streamed_from_the_batcher_thread_reach_the_stream():
     sales, customer = BatchedScripted([SALES]), BatchedScripted([CUSTOMER, PAID])
-    context = NegotiationContext(salesperson_model=CountingBackend(BatchingBackend(sales)),
-                                 customer_model=CountingBackend(BatchingBackend(customer)), probe=None,
-                                 wheel=EmotionWheel.load("shaver"), max_parse_retries=0)
+    context = _context(CountingBackend(BatchingBackend(sales)), CountingBackend(BatchingBackend(customer)))
     events = _events(context)
     assert sales.threads == customer.threads == {"emolab-batcher"}  # the tokens did come from another thread
     # ScriptedBackend streams word by word, each word with a space after it.
@@ -80,8 +86,7 @@ def test_tokens_streamed_from_the_batcher_thread_reach_the_stream():
 
 def test_a_stream_that_breaks_off_restarts_in_the_view_and_shows_its_text_once():
     sales = RetryingBackend(DropsOnce([SALES]), RetryPolicy(2, 0, 30.0), sleep=lambda seconds: None)
-    context = NegotiationContext(salesperson_model=sales, customer_model=ScriptedBackend([CUSTOMER, PAID]),
-                                 probe=None, wheel=EmotionWheel.load("shaver"), max_parse_retries=0)
+    context = _context(sales, ScriptedBackend([CUSTOMER, PAID]))
     events = [e for e in _events(context) if e.get("speaker") == "salesperson"]
     kinds = [e["event"] for e in events]
     restart = kinds.index("restart")

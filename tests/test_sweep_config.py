@@ -11,8 +11,9 @@ from emotion_probe import ConfigError
 from experiments.app.common import seeds_in, validated
 from experiments.app.config import CacheSettings, RetrySettings
 from experiments.runs.negotiation.checkpointer import CheckpointerSettings, open_checkpointer
-from experiments.runs.negotiation.run import CustomerPersona, with_customer_persona
-from agents.negotiation import NegotiationScenario
+from emotion_probe.limits import InputLimits
+from agents.negotiation import CustomerPersona
+from experiments.runs.negotiation.run import read_scenario
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -25,9 +26,8 @@ def _compose(*overrides: str):
 @pytest.mark.parametrize("persona", sorted(p.stem for p in (CONF / "customer" / "persona").glob("*.yaml")))
 def test_every_customer_persona_validates_and_reaches_the_scenario(persona):
     cfg = _compose(f"customer/persona={persona}")
-    spec = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
+    spec, scenario = read_scenario(cfg, InputLimits.shipped())
     assert spec.name == persona
-    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), spec)
     expected = cfg.scenario.customer_persona if spec.description is None else spec.description
     assert scenario.customer_persona == expected
 

@@ -36,7 +36,7 @@ def _transcript(job_dir: Path) -> list[dict]:
     path = job_dir / "transcript.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return transcript_records(job_dir)
 
 
 def _closed_trials(job_dir: Path) -> set[int]:

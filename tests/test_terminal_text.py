@@ -48,8 +48,8 @@ def _records(text: list[str]) -> list[dict]:
         {"trial": 0, "turn": 1, "speaker": "customer", "text": text[3], "raw": text[4], "parse_status": "failed",
          "attempts": 2, "errors": [text[5], text[6]], "emotions": labels, "report": values, "decision": "accept"},
         {"trial": 0, "turn": 1, "speaker": "probe", "emotions": labels, "probe_primary": values},
-        {"trial": 0, "turn": 2, "speaker": "agent " + text[7], "text": text[8], "parse_status": "ok", "attempts": 1,
-         "errors": []},
+        {"trial": 0, "turn": 2, "speaker": "salesperson", "text": text[8], "raw": text[7], "parse_status": "ok",
+         "attempts": 1, "errors": []},
         {"trial": 0, "turn": 3, "speaker": "closing", "paid": 6.0, "paid_claimed": 7.0, "parse_status": "ok",
          "raw": text[9]},
     ]

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_module
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 import environments.negotiation as negotiation_environment
+from emolab_cli import transcript_records
 from experiments.runs.negotiation import run as negotiation_experiment
 from experiments.runs.negotiation.live import LiveView
 from environments.negotiation import build_negotiation_graph
@@ -48,7 +49,7 @@ def _cfg(tmp_path: Path):
 
 
 def _lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+    return transcript_records(run_dir)
 
 
 def _final_turns(run_dir: Path) -> dict[int, list[dict]]:

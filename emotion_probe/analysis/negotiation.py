@@ -148,7 +148,7 @@ def trial_metrics(turns: Sequence[dict], pairing: Pairing = "response", *,
 # --- the price of a trial ----------------------------------------------------------------------
 
 
-def _number(value: Any) -> float | None:
+def _finite_or_none(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -158,12 +158,12 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def trial_price(status: str, turns: Sequence[dict], *, agreed_price: Any = None, final_price: Any = None,
-                budget: float | None = None, no_sale_price: Literal[0, "exclude"] = 0) -> dict[str, Any]:
-    """What one trial sold for, from both places a price is recorded.
+def trial_price(status: str, turns: Sequence[dict], *, budget: float | None = None,
+                no_sale_price: Literal[0, "exclude"] = 0) -> dict[str, Any]:
+    """What one trial sold for, from its records alone (the one place a price is recorded).
 
-    - `accept_price`: the price the customer named when it accepted (the state's `agreed_price`, else
-      the accept turn's `price`): the price both sides agreed in the talk.
+    - `accept_price`: the price the customer named in the turn where it accepted: the price both sides
+      agreed in the talk.
     - `closing_paid`: the customer's answer to "what did you pay?" at closing (the authors' only
       price). Kept apart because a model may answer with a different number than it accepted.
     - `price`, the trial's outcome: on a deal, the accept price, or the closing answer when the
@@ -174,14 +174,10 @@ def trial_price(status: str, turns: Sequence[dict], *, agreed_price: Any = None,
     """
     if no_sale_price not in (0, "exclude"):
         raise ValueError(f"no_sale_price must be 0 or 'exclude', not {no_sale_price!r}")
-    accept = _number(agreed_price)
-    if accept is None:
-        accepts = [t for t in turns if t.get("speaker") == "customer" and t.get("decision") == "accept"]
-        accept = _number(accepts[-1].get("price")) if accepts else None
-    closing = _number(final_price)
-    if closing is None:
-        closings = [t for t in turns if t.get("speaker") == "closing"]
-        closing = _number(closings[-1].get("paid")) if closings else None
+    accepts = [t for t in turns if t.get("speaker") == "customer" and t.get("decision") == "accept"]
+    accept = _finite_or_none(accepts[-1].get("price")) if accepts else None
+    closings = [t for t in turns if t.get("speaker") == "closing"]
+    closing = _finite_or_none(closings[-1].get("paid")) if closings else None
     deal = status == "deal"
     if deal:
         price = accept if accept is not None else closing if closing is not None else float("nan")
@@ -195,14 +191,18 @@ def trial_price(status: str, turns: Sequence[dict], *, agreed_price: Any = None,
     }
 
 
-def trial_row(values: dict, settings: AnalysisSettings, budget: float | None = None,
+def trial_row(status: str, turns: Sequence[dict], settings: AnalysisSettings, budget: float | None = None,
               emotions: Sequence[str] | None = None) -> dict[str, Any]:
-    """The metric and price columns of one finished trial (a graph state's values); with `emotions` (the
-    run's primaries), a per-emotion error column each."""
-    turns = values.get("turns", [])
+    """The outcome, price and metric columns of one finished trial, from its status and its records (a
+    negotiation's transcript lines); with `emotions` (the run's primaries), a per-emotion error column each."""
+    price = trial_price(status, turns, budget=budget, no_sale_price=settings.no_sale_price)
+    closings = [t for t in turns if t.get("speaker") == "closing"]
     return {
-        **trial_price(values.get("status", ""), turns, agreed_price=values.get("agreed_price"),
-                      final_price=values.get("final_price"), budget=budget, no_sale_price=settings.no_sale_price),
+        "status": status, "deal": status == "deal",
+        # The columns trials.parquet has always had: what the closing answer kept, and the accepted price.
+        "final_price": closings[-1].get("paid") if closings else None,
+        "agreed_price": None if math.isnan(price["accept_price"]) else price["accept_price"],
+        **price,
         **trial_metrics(turns, settings.pairing, skip_first_prediction=settings.skip_first_prediction,
                         emotions=emotions),
     }

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import subprocess
-import time
 from dataclasses import dataclass
 from functools import lru_cache
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +109,7 @@ def seeds_in(cfg: DictConfig) -> dict[str, Any]:
     return {path: OmegaConf.select(cfg, path) for path in paths}
 
 
-def _hydra_job() -> dict[str, Any] | None:
+def hydra_job() -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -121,49 +118,6 @@ def _hydra_job() -> dict[str, Any] | None:
     return {"mode": str(hydra.mode.name) if hydra.mode else None,
             "num": OmegaConf.select(hydra.job, "num", throw_on_missing=False),
             "overrides": list(hydra.overrides.task), "launcher": hydra.runtime.choices.get("hydra/launcher")}
-
-
-def write_manifest(
-    out_dir: Path,
-    cfg: DictConfig,
-    *,
-    models: dict[str, ModelBackend] | None = None,
-    timings: Any = None,
-    started: float | None = None,
-    **extra: Any,
-) -> Path:
-    """Record what ran, as the issue lists it: emolab version and git commit, the resolved config, the
-    models (ids, parameter counts, calls and tokens per role), the seeds, and wall time per graph node.
-
-    Never secrets: configs hold only the *names* of environment variables with keys, and backend
-    descriptions leave keys out.
-    """
-    from importlib.metadata import version
-
-    from emotion_probe.models.wrappers.core import usage_of
-
-    manifest: dict[str, Any] = {
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "emolab": version("emolab"),
-        "git": git_commit(),
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "job": _hydra_job(),
-        "seeds": seeds_in(cfg),
-        "config": redacted(OmegaConf.to_container(cfg, resolve=True)),
-    }
-    if models:
-        # `identity`: the config the model was built from with device and dtype as it ran them (not `auto`).
-        manifest["models"] = {role: {**model.describe(), "identity": model.identity(), "usage": usage_of(model)}
-                              for role, model in models.items()}
-    if timings is not None:
-        manifest["node_wall_time_s"] = timings.summary()
-    if started is not None:
-        manifest["wall_time_s"] = round(time.perf_counter() - started, 3)
-    manifest.update(extra)
-    path = out_dir / "manifest.json"
-    write_json_atomic(path, manifest)
-    return path
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -314,3 +268,16 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
     table = probe_scenarios(probe, scenarios, out_dir, show_progress=cfg.progress)
     table.attrs["inputs"] = inputs
     return probe, table, out_dir
+
+
+def resume_hint() -> str:
+    """How to pick a stopped run up where it stopped: the same dir, named the way this run was started."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return "rerun into the same output dir to resume"
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
+    return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"

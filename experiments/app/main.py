@@ -20,7 +20,6 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.text import Text
@@ -29,6 +28,7 @@ from emotion_probe.errors import EmolabError
 from emotion_probe.files import write_text_atomic
 from emotion_probe.redaction import redact, redacted
 from emotion_probe.terminal import printable
+from experiments.app.common import resume_hint
 from experiments.app.callbacks import finished_job
 from experiments.app.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
 
@@ -75,15 +75,8 @@ def app(cfg: DictConfig) -> object:
         # A model server that stayed down, dropped its streams or timed out through every retry (conf/retry):
         # nothing is wrong with the input, and every step finished before is on disk. One line, as for bad input.
         _report(f"the model did not answer: {type(err).__name__}: {' '.join(str(err).split())} "
-                f"(retried as conf/retry allows); what was written is kept, {_resume_hint()}")
+                f"(retried as conf/retry allows); what was written is kept, {resume_hint()}")
         sys.exit(USER_ERROR)
-
-
-def _resume_hint() -> str:
-    hydra = HydraConfig.get()
-    if hydra.mode == RunMode.MULTIRUN:
-        return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
-    return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
 
 
 def _clean_log_records() -> None:

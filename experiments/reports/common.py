@@ -44,6 +44,7 @@ from rich.console import Console
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.limits import InputLimits
 from emotion_probe.wheel import EmotionWheel
+from experiments.app.manifest import RunManifest
 from experiments.app.callbacks import JOB_FILE, JobRecord, read_job_record
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,25 +73,6 @@ class ReportSettings(BaseModel):
 
 
 # --- the files a job leaves behind, as this report reads them back -----------------------------
-
-
-class ModelRecord(BaseModel):
-    """One role's model in a job manifest; everything the backend described is kept."""
-
-    model_config = ConfigDict(extra="allow")
-
-    usage: dict[str, Any] | None = None  # absent from manifests written before calls were counted
-
-
-class JobManifest(BaseModel):
-    """A job's manifest.json (experiments.app.common.write_manifest). Fields beyond these are shown as they are."""
-
-    model_config = ConfigDict(extra="allow")
-
-    written_at: str
-    config: dict[str, Any]
-    wall_time_s: float | None = None  # absent from manifests written before wall time was recorded
-    models: dict[str, ModelRecord] | None = None  # likewise
 
 
 class SweepJobEntry(BaseModel):
@@ -187,7 +169,7 @@ class Job:
     task: str | None
     config: dict[str, Any]  # manifest.json's resolved config, else .hydra/config.yaml as saved
     overrides: dict[str, Override]
-    manifest: JobManifest | None
+    manifest: RunManifest | None
     record: JobRecord | None  # job.json, from the sweep callback
     status: str  # COMPLETED | FAILED (job.json) or as the sweep manifest says; see COMPLETED and UNKNOWN
 
@@ -239,7 +221,7 @@ def _job_dirs(sweep_dir: Path, exclude: Path) -> list[Path]:
 
 def _load_job(sweep_dir: Path, path: Path) -> Job | None:
     hydra_dir = path / ".hydra"
-    manifest = read_json(path / "manifest.json", JobManifest) if (path / "manifest.json").is_file() else None
+    manifest = read_json(path / "manifest.json", RunManifest) if (path / "manifest.json").is_file() else None
     saved = read_yaml(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
     if saved is not None and not isinstance(saved, dict):
         raise ConfigError(f"{hydra_dir / 'config.yaml'}: not a mapping")

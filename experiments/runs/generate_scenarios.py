@@ -20,7 +20,8 @@ from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
 from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
 from experiments.app.callbacks import LockSettings, only_writer_of, reads_config
-from experiments.app.common import build_model, input_hashes, output_dir, validated, write_manifest
+from experiments.app.common import build_model, input_hashes, output_dir, validated
+from experiments.app.manifest import write_manifest
 
 
 class GeneratorSettings(BaseModel):

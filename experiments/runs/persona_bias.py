@@ -41,8 +41,8 @@ from experiments.app.common import (
     output_dir,
     validated,
     write_json_atomic,
-    write_manifest,
 )
+from experiments.app.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 

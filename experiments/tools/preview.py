@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.text import Text
 
 from agents.negotiation import NegotiationScenario, agent_turns
+from agents.records import CustomerTurnRecord, SalespersonTurnRecord
+from emotion_probe.limits import InputLimits
 from emotion_probe.models.base import ChatMessage
 from emotion_probe.models.chat_template import load_chat_template
 from emotion_probe.terminal import printable, printable_text
 from emotion_probe.wheel import EmotionWheel
 from experiments.app.common import validated
-from experiments.runs.negotiation.run import CustomerPersona, with_customer_persona
+from experiments.runs.negotiation.run import read_scenario
 
 
 class AgentPreview(BaseModel):
@@ -50,10 +52,11 @@ class AgentPreview(BaseModel):
     json_schema: dict[str, Any]
 
 
-def preview(cfg: DictConfig) -> list[AgentPreview]:
-    """Validate the scenario and build each agent's first prompt, the opening speaker first."""
-    persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
-    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario"), persona)
+def preview(cfg: DictConfig, scenario: NegotiationScenario | None = None) -> list[AgentPreview]:
+    """Each agent's first prompt, the opening speaker first, for the scenario as the run plays it (read and
+    validated from `cfg` unless given)."""
+    if scenario is None:
+        _, scenario = read_scenario(cfg, validated(InputLimits, cfg.limits, "limits"))
     opener = scenario.opening_speaker
     other = "customer" if opener == "salesperson" else "salesperson"
     turns_of = agent_turns(EmotionWheel.load(cfg.probe.wheel).primaries)  # the emotions a run reports over
@@ -62,7 +65,10 @@ def preview(cfg: DictConfig) -> list[AgentPreview]:
         node = cfg[role].model
         template = load_chat_template(node, where=f"{role}.model")
         placeholder = None if role == opener else f"<the {opener}'s opening message>"
-        turns = [] if placeholder is None else [{"speaker": opener, "text": placeholder}]
+        # The opener's message stands in for what it will say: a record built without validation, as only
+        # its speaker and text reach the prompt.
+        record = SalespersonTurnRecord if opener == "salesperson" else CustomerTurnRecord
+        turns = [] if placeholder is None else [record.model_construct(speaker=opener, text=placeholder)]
         build, schema = turns_of[role]
         messages = build(scenario, turns)
         prompt = tokens = None
@@ -77,12 +83,11 @@ def preview(cfg: DictConfig) -> list[AgentPreview]:
     return previews
 
 
-def _scenario_line(cfg: DictConfig) -> str:
-    scenario = validated(NegotiationScenario, cfg.scenario, "scenario")
+def _scenario_line(scenario: NegotiationScenario, persona: str) -> str:
     c = scenario.currency
     return (f"scenario {scenario.name}: {scenario.item}; seller_cost {c}{scenario.seller_cost:g}, customer_budget "
             f"{c}{scenario.customer_budget:g}, max_turns {scenario.max_turns}, {scenario.opening_speaker} opens; "
-            f"customer persona {cfg.customer.persona.name}")
+            f"customer persona {persona}")
 
 
 def compact_json(value: Any, indent: int = 0, width: int = 100) -> str:
@@ -124,8 +129,9 @@ def show(previews: list[AgentPreview], console: Console) -> None:
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    previews = preview(cfg)
+    persona, scenario = read_scenario(cfg, validated(InputLimits, cfg.limits, "limits"))  # as the run plays it
+    previews = preview(cfg, scenario)
     console = Console()
-    console.print(Text(printable(_scenario_line(cfg))), highlight=False, soft_wrap=True)
+    console.print(Text(printable(_scenario_line(scenario, persona.name))), highlight=False, soft_wrap=True)
     show(previews, console)
     return [agent.model_dump() for agent in previews]

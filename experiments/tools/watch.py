@@ -20,13 +20,14 @@ from rich.console import Console
 from emotion_probe.errors import ConfigError
 from emotion_probe.limits import InputLimits
 from experiments.app.common import validated
-from experiments.runs.negotiation.live import LiveView, replay, summary_table, transcript_record
+from agents.records import TranscriptHeader, read_record
+from experiments.runs.negotiation.live import LiveView, replay, summary_table
 from experiments.reports.common import read_parquet, read_yaml
 
 
-def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
-    """The item on sale and the attempts a turn was allowed, from the config Hydra saved for the job;
-    None when absent."""
+def _settings_of_older_run(run_dir: Path) -> tuple[str | None, int | None]:
+    """The item on sale and the attempts a turn was allowed, for a transcript written before it opened with
+    its header: from the config Hydra saved for the job; None when absent."""
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return None, None
@@ -39,11 +40,6 @@ def _job_settings(run_dir: Path) -> tuple[str | None, int | None]:
         (retries + 1 if isinstance(retries, int) and not isinstance(retries, bool) else None)
 
 
-#: What the values of a record without its own `emotions` labels are: transcripts written before
-#: records carried labels all reported over the Shaver wheel's primaries, whatever probe.wheel said.
-UNLABELLED_EMOTIONS = ("love", "joy", "surprise", "anger", "sadness", "fear")
-
-
 def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float = 0.5, timeout_s: float | None = None,
            limits: InputLimits | None = None) -> int:
     """Render every transcript record; keep reading until the job writes its summary. Returns records shown.
@@ -54,9 +50,7 @@ def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float 
     """
     limits = limits or InputLimits.shipped()
     transcript = run_dir / "transcript.jsonl"
-    item, attempts_allowed = _job_settings(run_dir)
-    if view.emotions is None:
-        view.emotions = list(UNLABELLED_EMOTIONS)  # until a record names its own (every new one does)
+    item, attempts_allowed = None, None
     started = time.monotonic()
     shown = 0
     position = 0  # where the first line not yet shown starts
@@ -68,11 +62,17 @@ def follow(run_dir: Path, view: LiveView, *, follow: bool = True, poll_s: float 
                                                             whole_only=True):
                 if not line.strip():
                     continue
-                record = transcript_record(line, f"{transcript}: line {number}", limits)
-                if shown == 0 or record.get("trial") != trial:  # the live run opens each trial with a rule
-                    trial = record.get("trial")
+                record = read_record(line, f"{transcript}: line {number}", limits.loads)
+                if isinstance(record, TranscriptHeader):
+                    item, attempts_allowed = record.scenario.get("item"), record.attempts_allowed
+                    view.emotions = list(record.emotions)
+                    continue
+                if shown == 0 and item is None:  # no header: a transcript an older emolab wrote
+                    item, attempts_allowed = _settings_of_older_run(run_dir)
+                if shown == 0 or record.trial != trial:  # the live run opens each trial with a rule
+                    trial = record.trial
                     view.begin_trial(trial, item)
-                for event in replay(record, attempts_allowed):
+                for event in replay(record.line(), attempts_allowed):
                     view.handle(event)
                 shown += 1
         finished = (run_dir / "summary.json").exists()

@@ -6,15 +6,12 @@ and `emolab experiment=watch` feeds it the same events rebuilt from transcript.j
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
 from rich.console import Console
@@ -23,8 +20,6 @@ from rich.table import Table
 from rich.text import Text
 
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
-from emotion_probe.errors import ConfigError, first_validation_problem
-from emotion_probe.limits import InputLimits
 from emotion_probe.terminal import printable
 
 log = logging.getLogger("emolab.negotiation")
@@ -248,68 +243,6 @@ class LiveView:
             self.console.print(shown(line, style=f"bold {COLORS[speaker]}"))
         else:
             log.info("%s", printable(line))
-
-
-#: The most values a record's emotion list may hold: far more primaries than any wheel has, and few enough that
-#: the matching matrix the view draws from them (values squared) stays small.
-MAX_EMOTIONS = 1000
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Values = Annotated[list[Percent], Field(max_length=MAX_EMOTIONS)]
-
-
-class TranscriptRecord(BaseModel):
-    """One line of transcript.jsonl as it is read back (by `watch`, and on resume): the fields the view and the
-    resume use, with the types experiments/runs/negotiation/run.py writes. Other fields are kept as they are.
-
-    A transcript may come from elsewhere, so a line that emolab could not have written is refused by its
-    line number rather than drawn. Every field but `speaker` is absent from some kind of record (a probe
-    record has no text, a closing record no emotions), hence their None.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    speaker: str = Field(description="salesperson | customer | probe | closing")
-    trial: int | None = Field(default=None, description="the trial the record belongs to")
-    turn: int | None = Field(default=None, description="the dialogue turn")
-    text: str | None = Field(default=None, description="the message the other side read")
-    raw: str | None = Field(default=None, description="the model's raw reply")
-    parse_status: str | None = Field(default=None, description="ok | failed | human")
-    attempts: int | None = Field(default=None, ge=1, description="replies the turn took")
-    errors: list[str] | None = Field(default=None, description="why each attempt before the last was refused")
-    emotions: list[str] | None = Field(default=None, max_length=MAX_EMOTIONS, description="labels of the values")
-    prediction: Values | None = Field(default=None, description="the salesperson's prediction, in percent")
-    report: Values | None = Field(default=None, description="the customer's self-report, in percent")
-    probe_primary: Values | None = Field(default=None, description="the probe's mass per primary, in percent")
-    decision: str | None = Field(default=None, description="continue | accept | walk_away")
-    paid: float | None = Field(default=None, description="what the customer paid, at closing")
-    paid_claimed: float | None = Field(default=None, description="what the customer said it paid")
-
-    @model_validator(mode="after")
-    def _attempts_have_errors(self) -> "TranscriptRecord":
-        # Every refused attempt leaves its error (agents.structured.call_structured), so the retries the view
-        # replays are bounded by the line itself.
-        if self.attempts is not None and self.attempts > len(self.errors or []) + 1:
-            raise ValueError(f"{self.attempts} attempts but {len(self.errors or [])} errors")
-        return self
-
-
-def transcript_record(line: str, where: str, limits: InputLimits) -> dict:
-    """One transcript.jsonl line as its record (the dict as written), or a ConfigError naming `where`
-    (the file and line number): a line that is not JSON, not an object or not a record emolab writes."""
-    try:
-        record = limits.loads(line)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{where} is not valid JSON ({err.msg})") from None
-    except ValueError as err:  # nested too deeply, or a number of more digits than Python reads
-        raise ConfigError(f"{where} is not valid JSON ({str(err).split(';')[0]})") from None
-    if not isinstance(record, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
-        raise ConfigError(f"{where} is not a transcript record ({kind} where a JSON object belongs)")
-    try:
-        TranscriptRecord.model_validate(record)
-    except ValidationError as err:
-        raise ConfigError(f"{where} is not a transcript record: {first_validation_problem(err)}") from None
-    return record
 
 
 def replay(record: dict, attempts_allowed: int | None = None) -> list[dict]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,27 +21,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from langgraph.types import Command
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
-from rich.prompt import Prompt
 from rich.text import Text
 
-from agents.human import (
-    QUIT,
-    InvalidAnswer,
-    StopPlay,
-    checked_answer,
-    parse_accept_price,
-    parse_decision,
-    parse_emotions,
-    parse_message,
-    parse_paid,
-    wants_to_quit,
-)
-from agents.negotiation import NegotiationScenario
+from agents.human import HumanNegotiator, StopPlay, ask_human
+from agents.negotiation import CustomerPersona, NegotiationScenario, played_scenario
+from agents.negotiators import negotiators
+from agents.records import TranscriptHeader, read_record
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.data import resolve_data_file
+from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import output_errors, save_figure, write_frame, write_text_atomic
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import EmotionProbe, ProbeSettings
@@ -55,6 +44,7 @@ from environments.negotiation import (
     initial_state,
     matching_over_conversation,
 )
+from environments.rules import rules_for
 from environments.timing import NodeTimings
 from experiments.app.callbacks import claim_run_dir, reads_config
 from experiments.runs.negotiation.checkpointer import CheckpointerSettings, open_checkpointer
@@ -64,10 +54,11 @@ from experiments.app.common import (
     config_group_files,
     input_hashes,
     output_dir,
+    resume_hint,
     validated,
-    write_manifest,
 )
-from experiments.runs.negotiation.live import LiveView, stdout_is_live, summary_table, transcript_record
+from experiments.app.manifest import write_manifest
+from experiments.runs.negotiation.live import LiveView, stdout_is_live, summary_table
 from emotion_probe.analysis.stats import json_safe
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
@@ -126,105 +117,9 @@ def _models(cfg: DictConfig, concurrency: int) -> tuple[ModelBackend, ModelBacke
     return get(cfg.salesperson.model, True), get(cfg.customer.model, True), get(cfg.model, False)
 
 
-class CustomerPersona(BaseModel):
-    """conf/customer/persona/*.yaml: who the customer is, swept as config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, description="name of the persona in outputs")
-    description: str | None = Field(min_length=1, description="who the customer is, as the customer agent is "
-                                                              "told; null = the scenario's own customer_persona")
-
-
-def with_customer_persona(scenario: NegotiationScenario, persona: CustomerPersona) -> NegotiationScenario:
-    """The scenario as this run plays it: the persona's description replaces the scenario's own, if it has one."""
-    if persona.description is None:
-        return scenario
-    return scenario.model_copy(update={"customer_persona": persona.description})
-
-
 def run_key(out_dir: Path) -> str:
     """A short id of this job's run dir: thread ids stay unique when many jobs share one Postgres database."""
     return hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
-
-
-#: One prompt at a time, when concurrent trials wait for a person.
-_PROMPT_LOCK = threading.Lock()
-#: Consoles (runs) whose person stopped play: their other trials stop at their next prompt, without asking.
-_STOPPED_CONSOLES: "weakref.WeakSet[Console]" = weakref.WeakSet()
-
-
-def _ask(console: Console, prompt: str | Text, parse, default: Any = ...) -> Any:
-    """Ask until `parse` accepts the answer, showing its reason after each wrong one.
-
-    `:q`, end of input (EOF) or Ctrl-C raise StopPlay. Works with piped stdin: rich reads with input().
-    """
-    # Piped answers are not echoed by a terminal: show them, so the console reads as a dialogue.
-    echo = sys.stdin is not None and not sys.stdin.isatty()
-    while True:
-        try:
-            text = Prompt.ask(prompt, console=console, default=default, show_default=default not in (..., ""))
-        except (EOFError, KeyboardInterrupt):
-            console.print()
-            raise StopPlay("input ended") from None
-        if echo:
-            console.print(Text(text), soft_wrap=True)
-        if wants_to_quit(text):
-            raise StopPlay(QUIT)
-        try:
-            return parse(text)
-        except InvalidAnswer as err:
-            console.print(Text(f"  {err} (:q stops)", style="red"), soft_wrap=True)
-
-
-def ask_human(request: dict, console: Console) -> dict:
-    """Read one turn from a person at the console (human mode), validated field by field (agents/human.py).
-
-    Raises StopPlay when the person types :q or input runs out.
-    """
-    with _PROMPT_LOCK:
-        if console in _STOPPED_CONSOLES:
-            raise StopPlay("stopped in another trial", quiet=True)
-        try:
-            return _ask_turn(request, console)
-        except StopPlay:
-            _STOPPED_CONSOLES.add(console)
-            raise
-
-
-def _ask_turn(request: dict, console: Console) -> dict:
-    role, schema = request["role"], request["schema"]
-    where = f"trial {request['trial']}, turn {request['turn']}" if "trial" in request else f"turn {request['turn']}"
-    if schema == "ClosingAnswer":
-        console.print(Text(f"closing, {where} (:q stops)", style="bold"))
-        return {"paid": _ask(console, "[green]what did you pay?[/] (blank = did not buy)", parse_paid, default="")}
-    console.print(Text(f"{role}, {where} (:q stops)", style="bold"))
-    whose = "your emotions" if role == "customer" else "the customer's emotions"
-    names = request["emotions"]  # the run's wheel's primaries, which the graph's interrupt names
-    while True:
-        message = _ask(console, f"[bold]{role}[/] your message", parse_message)
-        # The names come from the wheel file: shown as text, so a `[...]` in one is not read as markup.
-        emotions = _ask(console, printable_text(f"{whose}: {' '.join(names)}, or name=value"),
-                        lambda text: parse_emotions(text, names))
-        if role == "salesperson":
-            answer = {"message": message, "predicted_customer_emotions": emotions}
-        else:
-            decision = _ask(console, "decision: continue, accept or walk_away", parse_decision, default="continue")
-            price = _ask(console, "price you accept", parse_accept_price) if decision == "accept" else None
-            answer = {"message": message, "my_emotions": emotions, "decision": decision, "price": price}
-        try:
-            return checked_answer(schema, answer, names)
-        except InvalidAnswer as err:  # the field checks above should leave nothing for the schema to refuse
-            console.print(Text(f"  {err}; type the turn again (:q stops)", style="red"), soft_wrap=True)
-
-
-def _resume_hint() -> str:
-    if not HydraConfig.initialized():
-        return "rerun into the same output dir to resume"
-    hydra = HydraConfig.get()
-    if hydra.mode == RunMode.MULTIRUN:
-        return f"rerun the sweep with hydra.sweep.dir={hydra.sweep.dir} to resume"
-    return f"rerun with hydra.run.dir={hydra.runtime.output_dir} to resume"
 
 
 def _stop_play(console: Console, stop: StopPlay, request: dict, trial: Any) -> SystemExit:
@@ -235,7 +130,7 @@ def _stop_play(console: Console, stop: StopPlay, request: dict, trial: Any) -> S
     """
     if not stop.quiet:
         closing = " (closing)" if request.get("schema") == "ClosingAnswer" else ""
-        console.print(Text(f"stopped at trial {trial} turn {request.get('turn')}{closing}; {_resume_hint()}"),
+        console.print(Text(f"stopped at trial {trial} turn {request.get('turn')}{closing}; {resume_hint()}"),
                       soft_wrap=True)
     return SystemExit(0)
 
@@ -245,10 +140,8 @@ def _stop_play(console: Console, stop: StopPlay, request: dict, trial: Any) -> S
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     limits = validated(InputLimits, cfg.limits, "limits")
-    persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
-    if persona.description is not None:
-        limits.check_text(persona.description, "customer.persona.description")
-    scenario = with_customer_persona(validated(NegotiationScenario, cfg.scenario, "scenario").within(limits), persona)
+    persona, scenario = read_scenario(cfg, limits)
+    rules = rules_for(scenario)  # an unknown rule name stops the run before any model loads
     checkpointer_settings = validated(CheckpointerSettings, cfg.checkpointer, "checkpointer")
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, list(NegotiationSettings.model_fields)), "")
     probe_settings = validated(ProbeSettings, cfg.probe, "probe")
@@ -265,43 +158,22 @@ def run(cfg: DictConfig) -> dict:
     # or from other files.
     claim_run_dir(cfg, out_dir, inputs)
     salesperson_model, customer_model, probe_model = _models(cfg, settings.concurrency)
-    probe = EmotionProbe(probe_model, wheel, probe_settings) \
-        if settings.probe_messages else None
+    probe = EmotionProbe(probe_model, wheel, probe_settings) if settings.probe_messages else None
     context = NegotiationContext(
-        salesperson_model=salesperson_model, customer_model=customer_model, probe=probe, wheel=wheel,
-        max_parse_retries=settings.max_parse_retries, player=settings.player,
-        report_sum_tolerance=settings.report_sum_tolerance,
-        generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=cfg.seed,
-                                       repetition_penalty=settings.repetition_penalty),
-        timings=NodeTimings(),
-    )
+        scenario=scenario, agents=_negotiators(settings, cfg.seed, salesperson_model, customer_model),
+        probe=probe, wheel=wheel, rules=rules, timings=NodeTimings())
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     console = Console()
     # Interleaved token streams from concurrent trials would be unreadable: log turns instead.
     view = LiveView(console, live=stdout_is_live() and not in_multirun and settings.concurrency == 1,
                     emotions=emotions)
-    transcript_path = out_dir / "transcript.jsonl"
-    written = transcript_keys(transcript_path, limits)  # lines already there, from an earlier (killed) run
-
-    transcript_lock = threading.Lock()
+    transcript = Transcript(out_dir / "transcript.jsonl", limits,
+                            TranscriptHeader(scenario=scenario.model_dump(), emotions=emotions,
+                                             attempts_allowed=settings.max_parse_retries + 1))
     thread_prefix = run_key(out_dir)
     # A full disk or a dir that refuses writes ends the run in one line; every line and checkpoint before stays.
-    with output_errors(), open_checkpointer(checkpointer_settings, out_dir) as checkpointer, \
-            transcript_path.open("ab", buffering=0) as transcript:
+    with output_errors(), open_checkpointer(checkpointer_settings, out_dir) as checkpointer, transcript:
         graph = build_negotiation_graph(checkpointer)
-
-        def record(records: list[dict]) -> None:
-            """Append the checkpointed records that are not in the transcript yet, so each lands exactly once."""
-            with transcript_lock:
-                for line in records:
-                    key = transcript_key(line)
-                    if key not in written:
-                        data = (dumps_strict(line, default=str) + "\n").encode("utf-8")
-                        # Unbuffered: a write the disk refuses fails here, and leaves nothing to flush at close.
-                        with output_errors(transcript_path):
-                            while data:
-                                data = data[transcript.write(data):]
-                        written.add(key)
 
         def one_trial(trial: int) -> dict:
             config = {"configurable": {"thread_id": f"{thread_prefix}/{scenario.name}-trial-{trial}"}}
@@ -311,40 +183,102 @@ def run(cfg: DictConfig) -> dict:
             if snapshot.values and not snapshot.next and not snapshot.tasks:
                 log.info("trial %d already finished; skipping", trial)
                 values = snapshot.values
-                record(values.get("turns", []))  # lines a run killed after the last commit did not write
+                transcript.record(values.get("turns", []))  # lines a run killed after the last commit did not write
             else:
                 if snapshot.values:
                     log.info("trial %d resumes after turn %d", trial, len(snapshot.values.get("turns", [])))
                 view.begin_trial(trial, scenario.item)
                 view.remember(snapshot.values.get("turns", []) if snapshot.values else [])
-                first_input = None if snapshot.values else initial_state(scenario, trial)
-                values = _stream_trial(graph, first_input, config, context, view, record, console)
+                first_input = None if snapshot.values else initial_state(trial)
+                values = _stream_trial(graph, first_input, config, context, view, transcript.record, console)
             draw_trial_pies(values["turns"], out_dir / f"emotions_trial{trial}.png", wheel)
             if probe is not None:
                 write_text_atomic(out_dir / f"matching_trial{trial}.json",
                                   dumps_strict(matching_record(values, emotions), indent=2))
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
-                    "seed": cfg.seed, "status": values["status"],
-                    "deal": values["status"] == "deal", "final_price": values.get("final_price"),
-                    "agreed_price": values.get("agreed_price"),
-                    **trial_row(values, settings.analysis, budget=scenario.customer_budget, emotions=emotions)}
+                    "seed": cfg.seed, **trial_row(values["status"], values["turns"], settings.analysis,
+                                                   budget=scenario.customer_budget, emotions=emotions)}
 
         with ThreadPoolExecutor(settings.concurrency) as pool:
             rows = list(pool.map(one_trial, range(settings.trials)))
-    trials = pd.DataFrame(rows)
+    models = {"salesperson": salesperson_model, "customer": customer_model, **({"probe": probe_model} if probe else {})}
+    return _finish(pd.DataFrame(rows), out_dir, cfg, scenario, settings, models, context, started, inputs)
+
+
+def read_scenario(cfg: DictConfig, limits: InputLimits) -> tuple[CustomerPersona, NegotiationScenario]:
+    """The customer persona, and the scenario as the run plays it: the persona merged in, then validated,
+    once (agents.negotiation.played_scenario). Every later step is handed this object."""
+    persona = validated(CustomerPersona, cfg.customer.persona, "customer.persona")
+    if persona.description is not None:
+        limits.check_text(persona.description, "customer.persona.description")
+    try:
+        return persona, played_scenario(OmegaConf.to_container(cfg.scenario, resolve=True), persona, limits)
+    except ValidationError as err:
+        raise ConfigError(first_validation_problem(err, "scenario")) from None
+
+
+def _negotiators(settings: NegotiationSettings, seed: int, salesperson_model: ModelBackend,
+                 customer_model: ModelBackend) -> dict[str, Any]:
+    """Who plays each role: the person at the console for `player`, the role's model for the other."""
+    return negotiators({"salesperson": salesperson_model, "customer": customer_model},
+                       max_parse_retries=settings.max_parse_retries,
+                       generate_config=GenerateConfig(max_tokens=settings.max_tokens, temperature=settings.temperature,
+                                                      seed=seed, repetition_penalty=settings.repetition_penalty),
+                       report_sum_tolerance=settings.report_sum_tolerance,
+                       people={settings.player: HumanNegotiator()} if settings.player else None)
+
+
+def _finish(trials: pd.DataFrame, out_dir: Path, cfg: DictConfig, scenario: NegotiationScenario,
+            settings: NegotiationSettings, models: dict[str, ModelBackend], context: NegotiationContext,
+            started: float, inputs: dict) -> dict:
+    """trials.parquet, summary.json, the figure, and the manifest (with the scenario as played); the table."""
     write_frame(trials, out_dir / "trials.parquet", index=False)
     summary = _summary(trials, scenario, settings.analysis, seed=cfg.seed)
     write_text_atomic(out_dir / "summary.json", dumps_strict(summary, indent=2))
     _figures(trials, out_dir, summary)
-    models = {"salesperson": salesperson_model, "customer": customer_model}
-    if probe is not None:
-        models["probe"] = probe_model
     write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary,
-                   inputs=inputs)
-    console.print(summary_table(trials))
-    console.print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
-                  "emotions_trial<N>.png" + (", matching_trial<N>.json" if probe is not None else "") + "}")
+                   inputs=inputs, scenario=scenario.model_dump())
+    Console().print(summary_table(trials))
+    Console().print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
+                    "emotions_trial<N>.png" + (", matching_trial<N>.json" if context.probe is not None else "") + "}")
     return summary
+
+
+class Transcript:
+    """transcript.jsonl: the header, then each checkpointed record exactly once, whatever resumes and
+    concurrent trials do. Lines already there from an earlier (killed) run are read back first."""
+
+    def __init__(self, path: Path, limits: InputLimits, header: TranscriptHeader):
+        self.path, self.limits, self.header = path, limits, header
+        self._lock = threading.Lock()
+        self._written: set[tuple] = set()
+        self._file: Any = None
+
+    def __enter__(self) -> "Transcript":
+        self._written = transcript_keys(self.path, self.limits)
+        self._file = self.path.open("ab", buffering=0)
+        if not self._written:  # a new transcript opens with what every trial in it plays
+            self._write(self.header.line())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+
+    def record(self, records: list[dict]) -> None:
+        """Append the checkpointed records that are not in the transcript yet, so each lands exactly once."""
+        with self._lock:
+            for line in records:
+                key = transcript_key(line)
+                if key not in self._written:
+                    self._write(line)
+                    self._written.add(key)
+
+    def _write(self, line: dict) -> None:
+        data = (dumps_strict(line, default=str) + "\n").encode("utf-8")
+        # Unbuffered: a write the disk refuses fails here, and leaves nothing to flush at close.
+        with output_errors(self.path):
+            while data:
+                data = data[self._file.write(data):]
 
 
 def transcript_key(record: dict) -> tuple:
@@ -366,7 +300,7 @@ def transcript_keys(path: Path, limits: InputLimits | None = None) -> set[tuple]
     keys, end = set(), 0
     for number, line, end in limits.read_lines(path, whole_only=True):
         if line.strip():
-            keys.add(transcript_key(transcript_record(line, f"{path}: line {number}", limits)))
+            keys.add(transcript_key(read_record(line, f"{path}: line {number}", limits.loads).model_dump()))
     if end < path.stat().st_size:
         log.warning("%s: cutting off a torn last line", path)
         with path.open("r+b") as handle:
