@@ -42,7 +42,9 @@ around this backend (keyed on `endpoint`).
 Retries: none here. The client is built with `max_retries=0`, and the one retry
 layer is `wrappers.core.RetryingBackend` (conf/retry). Each request of a fan-out
 runs through the layers the wrappers hand down (`base.request_layers`), so a
-transient failure repeats that one request, not the whole fan-out.
+transient failure repeats that one request, not the whole fan-out. Which failures are
+transient is this provider's to say (`should_retry`): the client's own timeout and
+connection errors, besides the statuses every provider retries.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from emotion_probe.models.base import (
     ScoreResult,
     TokenCallback,
     as_messages,
+    record_retry_verdict,
     request_layers,
     send_through,
 )
@@ -244,7 +247,7 @@ class OpenAIBackend(ModelBackend):
         self._openai = openai
         # The key lives only inside the client (never in an attribute of ours, a repr or describe()).
         # max_retries=0: RetryingBackend is the one retry layer; client retries underneath it would
-        # multiply its attempts (3 x 5 = 15 per request with the old defaults).
+        # multiply its attempts.
         self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
                                                        max_retries=0)
         self._client_pid = os.getpid()
@@ -289,6 +292,12 @@ class OpenAIBackend(ModelBackend):
             self._client_pid, self._client_instance = os.getpid(), self._make_client()
         return self._client_instance
 
+    def should_retry(self, err: BaseException) -> bool:
+        # The client raises a timeout or a dropped connection (a stream cut midway) as its own types, which
+        # carry no status code and are no builtin TimeoutError or ConnectionError.
+        own = (self._openai.APITimeoutError, self._openai.APIConnectionError)
+        return isinstance(err, own) or super().should_retry(err)
+
     async def _send(self, call: Callable[[], Awaitable[T]], layers: Sequence[RequestLayer] = ()) -> T:
         """One request, through the per-request layers the wrappers handed down (retry, endpoint limit)."""
         try:
@@ -298,6 +307,10 @@ class OpenAIBackend(ModelBackend):
             # server or proxy, not a transient failure, so it is not retried; say which server it was.
             raise EmolabError(f"{self.name}: the server at {self.endpoint} answered with a body that is not "
                               f"JSON ({err.msg} at character {err.pos})") from None
+        except Exception as err:
+            # Kept on the error for code above a stack without a retry layer (is_transient in the wrappers).
+            record_retry_verdict(err, self.should_retry(err))
+            raise
 
     def _used(self, method: str) -> None:
         self.last_score_method = method
