@@ -22,12 +22,12 @@ from emotion_probe.models.base import (
     TokenCallback,
 )
 from emotion_probe.models.chat_template import prompt_token_ids, render_chat
+from emotion_probe.models.devices import pick_device, pick_dtype
 from emotion_probe.models.trie import ContinuationTrie, left_pad, pack_prompts_with_trie, trie_paths
 from emotion_probe.errors import ConfigError, TokenizationMismatch
 
 
 Scoring = Literal["packed", "kv_cache", "naive"]
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
 class _Row:
@@ -197,25 +197,6 @@ def _growing_layer_class() -> type:
     return GrowingLayer
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _pick_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype == "auto":
-        # bf16 halves memory and doubles throughput on GPUs; CPUs are fastest and exact in fp32.
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in _DTYPES:
-        raise ConfigError(f"model.dtype: unknown dtype {dtype!r}; expected auto or one of {sorted(_DTYPES)}")
-    return getattr(torch, _DTYPES[dtype])
-
-
 class TransformersBackend(ModelBackend):
     """A causal LM loaded with transformers from a local directory or an HF id already on disk.
 
@@ -269,8 +250,8 @@ class TransformersBackend(ModelBackend):
         self.structured_output = structured_output
         self._grammars: dict[str, Any] = {}
         self._grammar_lock = threading.Lock()
-        self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
         self.scoring = scoring
         self.batch_size = batch_size
         self.on_too_long = on_too_long
