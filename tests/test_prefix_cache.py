@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emotion_probe.models.base import GenerateConfig
-from emotion_probe.models.providers.transformers import _PrefixStore
+from emotion_probe.models.providers.transformers_decode import PrefixStore
 
 
 def _layers(length: int, value: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -16,7 +16,7 @@ def _layers(length: int, value: float = 0.0) -> list[tuple[torch.Tensor, torch.T
 
 
 def test_the_longest_shared_prefix_wins():
-    store = _PrefixStore(budget_bytes=10**6)
+    store = PrefixStore(budget_bytes=10**6)
     store.add([1, 2, 3, 4], _layers(4, 1.0))
     store.add([1, 2, 9], _layers(3, 2.0))
     layers, length = store.longest([1, 2, 3, 7, 7])
@@ -27,14 +27,14 @@ def test_the_longest_shared_prefix_wins():
 
 
 def test_a_prompt_that_extends_a_stored_one_replaces_it():
-    store = _PrefixStore(budget_bytes=10**6)
+    store = PrefixStore(budget_bytes=10**6)
     store.add([1, 2], _layers(2))
     store.add([1, 2, 3, 4], _layers(4))  # the next turn of the same conversation
     assert len(store._entries) == 1 and store._bytes == 4 * 32
 
 
 def test_the_least_recently_used_entry_goes_first_past_the_budget():
-    store = _PrefixStore(budget_bytes=3 * 4 * 32)  # room for three 4-token entries
+    store = PrefixStore(budget_bytes=3 * 4 * 32)  # room for three 4-token entries
     for first in (10, 20, 30):
         store.add([first, 1, 2, 3], _layers(4))
     store.longest([10, 1])  # 10 is now the most recently used

@@ -53,7 +53,7 @@ def _scenarios(tmp_path: Path) -> Path:
 
 
 def _emolab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    from emotion_probe.models.providers.smollm2 import cache_root
+    from emotion_probe.models.paths import cache_root
 
     # A private HOME shows whether Ray wrote a token into ~/.ray; the converted model stays where it is.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path / "home"), "EMOLAB_CACHE": str(cache_root())}

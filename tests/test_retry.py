@@ -22,17 +22,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import openai
 import pytest
 import yaml
 
 from agents.negotiation import turn_schemas
-from emotion_probe.models.base import ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult
+from emotion_probe.models.base import (ChatMessage, GenerateConfig, Generation, ModelBackend, ScoreResult, request_layers,
+                                       send_through)
 from emotion_probe.models.providers.openai import OpenAIBackend, strict_json_schema
 from emotion_probe.models.wrappers.concurrency import EndpointSlots
 from emotion_probe.models.wrappers.stack import RetryPolicy, usage_of, wrap_backend
-from emotion_probe.models.wrappers.core import RetryingBackend, is_transient, retry_after_seconds
+from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, is_transient, retry_after_seconds
 from emotion_probe.errors import ConfigError, EmolabError
 from experiments.app.config import RetrySettings
 from emotion_probe.wheel import EmotionWheel
@@ -249,15 +251,18 @@ def test_the_retry_layer_reads_the_openai_errors(request, headers, at_least):
 
 
 def test_timeouts_and_refused_connections_are_transient(request):
+    # The backend's verdict, and the same verdict read off the error where no retry layer was (a run's top level).
     slow = _server(request.addfinalizer, delay_s=1.0)
+    backend = OpenAIBackend(model="m", base_url=slow.url, timeout=0.2)
     with pytest.raises(openai.APITimeoutError) as timed_out:
-        OpenAIBackend(model="m", base_url=slow.url, timeout=0.2).generate(HELLO)
-    assert is_transient(timed_out.value)
+        backend.generate(HELLO)
+    assert backend.should_retry(timed_out.value) and is_transient(timed_out.value)
     closed = _server(request.addfinalizer)
     closed.close()  # nothing listens on this port any more
+    backend = OpenAIBackend(model="m", base_url=closed.url)
     with pytest.raises(openai.APIConnectionError) as refused:
-        OpenAIBackend(model="m", base_url=closed.url).generate(HELLO)
-    assert is_transient(refused.value)
+        backend.generate(HELLO)
+    assert backend.should_retry(refused.value) and is_transient(refused.value)
 
 
 # ------------------------------------------------------------ per-endpoint limit
@@ -458,6 +463,103 @@ def test_the_last_transient_failure_is_raised_after_max_attempts():
     with pytest.raises(HTTPFailure, match="HTTP 500"):
         backend.generate(HELLO)
     assert inner.calls == 3 and len(waits) == 2 and backend.usage() == {"retries": 2}
+
+
+class Overloaded(Exception):
+    """An SDK's own "try again later", with no status code: only the provider that raises it knows what it means."""
+
+
+class Picky(Flaky):
+    """A provider that judges its own failures: its Overloaded is transient, and nothing else is (not even a 503)."""
+
+    def should_retry(self, err: BaseException) -> bool:
+        return isinstance(err, Overloaded)
+
+
+class PickyFanOut(Picky):
+    """A Picky provider whose score sends one request per prompt through the layers handed down (as OpenAIBackend)."""
+
+    fans_out = True
+
+    def score(self, prompts, continuations, *, word_boundary=False) -> ScoreResult:
+        layers = request_layers()
+
+        async def send(prompt: str) -> float:
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return -1.0
+
+        async def every() -> list[float]:
+            return [await send_through(layers, lambda p=prompt: send(p)) for prompt in prompts]
+
+        return ScoreResult(np.array([[v] for v in asyncio.run(every())]), method="fake", exact=True)
+
+
+def test_the_provider_decides_what_is_retried():
+    inner = Picky(Overloaded("busy"))
+    backend, waits = _retrying(inner, max_attempts=3, initial_delay=0.5)
+    assert backend.generate(HELLO).text == "ok" and inner.calls == 2 and len(waits) == 1
+    # A status every default provider retries is final where this provider says so.
+    inner = Picky(HTTPFailure(503))
+    backend, waits = _retrying(inner, max_attempts=3)
+    with pytest.raises(HTTPFailure):
+        backend.generate(HELLO)
+    assert inner.calls == 1 and waits == [] and backend.retries == 0
+    # A provider that does not know the error keeps the default rule: Overloaded carries no status, so it is final.
+    inner = Flaky(Overloaded("busy"))
+    backend, waits = _retrying(inner, max_attempts=3)
+    with pytest.raises(Overloaded):
+        backend.generate(HELLO)
+    assert inner.calls == 1 and waits == []
+
+
+def test_the_provider_decides_through_every_layer_between():
+    # The retry layer asks the layer under it, which asks the provider: accounting and the cache add no verdict.
+    inner = Picky(Overloaded("busy"), HTTPFailure(503))
+    counted = CountingBackend(inner)
+    assert counted.should_retry(Overloaded("busy")) and not counted.should_retry(HTTPFailure(503))
+    backend = RetryingBackend(counted, RetryPolicy(3, 0.0, 0.0), sleep=lambda _: None)
+    with pytest.raises(HTTPFailure):
+        backend.generate(HELLO)
+    assert inner.calls == 2 and backend.retries == 1
+
+
+def test_in_a_fan_out_each_request_is_retried_as_the_provider_decides():
+    inner = PickyFanOut(Overloaded("busy"))
+    backend = RetryingBackend(inner, RetryPolicy(3, 0.0, 0.0), sleep=lambda _: None)
+    assert backend.score(["a", "b"], [" x"]).logprobs.tolist() == [[-1.0], [-1.0]]
+    assert inner.calls == 3 and backend.retries == 1  # the first request twice, the second once
+    inner = PickyFanOut(HTTPFailure(503))
+    backend = RetryingBackend(inner, RetryPolicy(3, 0.0, 0.0), sleep=lambda _: None)
+    with pytest.raises(HTTPFailure):
+        backend.score(["a", "b"], [" x"])
+    assert inner.calls == 1 and backend.retries == 0
+
+
+def test_the_verdict_travels_with_the_error_it_gave_up_on():
+    # A run's top level meets the error without the backend: it reads the provider's verdict off the error.
+    inner = Picky(Overloaded("busy"), Overloaded("still busy"))
+    backend, _ = _retrying(inner, max_attempts=2)
+    with pytest.raises(Overloaded) as raised:
+        backend.generate(HELLO)
+    assert is_transient(raised.value)
+    inner = Picky(HTTPFailure(503))
+    backend, _ = _retrying(inner, max_attempts=2)
+    with pytest.raises(HTTPFailure) as raised:
+        backend.generate(HELLO)
+    assert not is_transient(raised.value)
+
+
+def test_the_openai_backend_calls_its_clients_timeouts_and_dropped_connections_transient():
+    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1")
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    assert backend.should_retry(openai.APITimeoutError(request=request))
+    assert backend.should_retry(openai.APIConnectionError(request=request))
+    assert backend.should_retry(HTTPFailure(503)) and backend.should_retry(TimeoutError())  # and the default rule
+    assert not backend.should_retry(HTTPFailure(400)) and not backend.should_retry(EmolabError("bad input"))
+    # They are the provider's to know: a backend of another SDK does not retry them.
+    assert not Flaky().should_retry(openai.APITimeoutError(request=request))
 
 
 def test_retry_after_parsing_edge_cases():

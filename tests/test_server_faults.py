@@ -10,7 +10,6 @@ import pytest
 from loopback import Hang, Raw, Reply, ScriptedServer, Stream, chat_chunks
 
 from emotion_probe.models.providers.openai import OpenAIBackend
-from emotion_probe.models.wrappers.core import is_transient
 from emotion_probe.errors import EmolabError
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -25,10 +24,11 @@ def _server(request, respond) -> ScriptedServer:
 def test_a_stream_dropped_midway_is_a_transient_error_after_the_pieces_that_arrived(request):
     server = _server(request, lambda path, body: Stream(chat_chunks(body["model"], ["Hel", "lo", " there"]), drop_after=2))
     pieces: list[str] = []
+    backend = OpenAIBackend(model="m", base_url=server.url)
     with pytest.raises(openai.APIConnectionError) as dropped:
-        OpenAIBackend(model="m", base_url=server.url).generate(HELLO, on_token=pieces.append)
+        backend.generate(HELLO, on_token=pieces.append)
     assert pieces == ["Hel", "lo"]  # what arrived was delivered; nothing was made up after the drop
-    assert is_transient(dropped.value)  # so the retry layer tries again
+    assert backend.should_retry(dropped.value)  # so the retry layer tries again
 
 
 def test_a_body_that_is_not_json_is_one_clear_error(request):
@@ -37,17 +37,18 @@ def test_a_body_that_is_not_json_is_one_clear_error(request):
     with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with a body that is "
                                           r"not JSON \(Expecting value at character 27\)$") as raised:
         backend.generate(HELLO)
-    assert not is_transient(raised.value)  # a broken server is not retried
+    assert not backend.should_retry(raised.value)  # a broken server is not retried
     assert len(server.requests) == 1
 
 
 def test_a_server_that_hangs_times_out_as_a_transient_error(request):
     server = _server(request, lambda path, body: Hang())
+    backend = OpenAIBackend(model="m", base_url=server.url, timeout=0.5)
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError) as timed_out:
-        OpenAIBackend(model="m", base_url=server.url, timeout=0.5).generate(HELLO)
+        backend.generate(HELLO)
     assert 0.4 < time.monotonic() - started < 10
-    assert is_transient(timed_out.value)
+    assert backend.should_retry(timed_out.value)
 
 
 @pytest.mark.parametrize("respond", [
@@ -58,10 +59,11 @@ def test_json_of_the_wrong_shape_is_one_clear_error(request, respond):
     # The openai client builds its objects without checking them, so this used to end in an IndexError
     # or AttributeError from deep inside the backend.
     server = _server(request, respond)
+    backend = OpenAIBackend(model="m", base_url=server.url)
     with pytest.raises(EmolabError, match=r"^m: the server at http://127\.0\.0\.1:\d+/v1 answered with JSON of an "
                                           r"unexpected shape \((IndexError|AttributeError): ") as raised:
-        OpenAIBackend(model="m", base_url=server.url).generate(HELLO)
-    assert not is_transient(raised.value)
+        backend.generate(HELLO)
+    assert not backend.should_retry(raised.value)
 
 
 def test_a_stream_chunk_of_the_wrong_shape_is_one_clear_error(request):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from emotion_probe import ConfigError
+from emotion_probe.models import paths
 from emotion_probe.models.providers import smollm2
 
 
@@ -32,7 +33,7 @@ def test_default_cache_is_the_user_cache_dir(monkeypatch, tmp_path):
     import platformdirs
 
     monkeypatch.delenv("EMOLAB_CACHE", raising=False)
-    assert smollm2.cache_root() == Path(platformdirs.user_cache_dir("emolab"))
+    assert paths.cache_root() == Path(platformdirs.user_cache_dir("emolab"))
     # Asked at call time, not fixed at import: a user cache dir that moves is followed.
     monkeypatch.setattr(platformdirs, "user_cache_dir", lambda app: str(tmp_path / "user-cache" / app))
-    assert smollm2.cache_root() == tmp_path / "user-cache" / "emolab"
+    assert paths.cache_root() == tmp_path / "user-cache" / "emolab"

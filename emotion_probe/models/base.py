@@ -9,6 +9,10 @@ else is a hook with a default, which a provider overrides where it can do better
 - `generate_batch(conversations, configs)`: several chats at once (default: one `generate` after
   another; `batches_natively` says a provider decodes the rows together, as TransformersBackend does).
 
+A provider also judges its own failures: `should_retry(err)` says whether a failed call may succeed if
+repeated (default: a rate limit, a server error, a timeout or a dropped connection; a provider whose SDK
+raises such failures as types of its own adds them).
+
 Retry, the per-endpoint request limit, call accounting, caching and batching are wrappers around
 this interface (`emotion_probe.models.wrappers.core`, `concurrency`, `cache`, `batching`), never flags
 inside a provider. Two attributes tell the wrappers what they wrap: `endpoint` names the server a
@@ -31,7 +35,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from emotion_probe.errors import NotSupported
+from emotion_probe.errors import EmolabError, NotSupported
 
 Role = Literal["system", "user", "assistant"]
 T = TypeVar("T")
@@ -209,6 +213,16 @@ class ModelBackend(ABC):
         return [[RankedToken(None, text, float(logprob)) for text, logprob in sorted(row.items(), key=lambda item: -item[1])]
                 for row in self.top_tokens(prompts, k)]
 
+    def should_retry(self, err: BaseException) -> bool:
+        """Whether a call that failed with `err` may succeed if repeated (RetryingBackend asks this).
+
+        By default: an HTTP status of 408, 429 or 5xx (`err.status_code` or `err.response.status_code`),
+        a `TimeoutError` or a `ConnectionError`. Bad input (`EmolabError`) and every other error would
+        fail the same way again. A provider whose client raises timeouts or dropped connections as
+        types of its own extends this.
+        """
+        return transient_by_default(err)
+
     def num_parameters(self) -> int | None:
         """Parameter count, for scaling plots; None where the backend cannot know."""
         return None
@@ -229,6 +243,45 @@ class ModelBackend(ABC):
         config it was built from instead (the name alone would let two devices or dtypes share results).
         """
         return {key: value for key, value in self.describe().items() if key not in _NOT_IDENTITY}
+
+
+def _status_code(err: BaseException) -> int | None:
+    """The HTTP status an error carries: `err.status_code` (openai, most SDKs) or `err.response.status_code` (httpx)."""
+    for holder in (err, getattr(err, "response", None)):
+        status = getattr(holder, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def transient_by_default(err: BaseException) -> bool:
+    """`ModelBackend.should_retry` before a provider adds its own types: a rate limit, a server error, a
+    timeout, a dropped connection; never bad input (`EmolabError`)."""
+    if isinstance(err, EmolabError):
+        return False
+    status = _status_code(err)
+    if status is not None:
+        return status in (408, 429) or 500 <= status <= 599
+    return isinstance(err, (TimeoutError, ConnectionError))
+
+
+#: The attribute on an error that holds its backend's `should_retry` verdict (`record_retry_verdict`).
+_RETRY_VERDICT = "emolab_should_retry"
+
+
+def record_retry_verdict(err: BaseException, verdict: bool) -> None:
+    """Keep on `err` what its backend's `should_retry` said of it, for code that meets the error later
+    without that backend at hand (a task's top level deciding how to report it: `recorded_retry_verdict`)."""
+    try:
+        setattr(err, _RETRY_VERDICT, verdict)
+    except AttributeError:  # an error type without attributes: its reader falls back to transient_by_default
+        pass
+
+
+def recorded_retry_verdict(err: BaseException) -> bool | None:
+    """The verdict `record_retry_verdict` kept on `err`; None where none was kept."""
+    verdict = getattr(err, _RETRY_VERDICT, None)
+    return verdict if isinstance(verdict, bool) else None
 
 
 def as_messages(messages: Sequence[ChatMessage | dict]) -> list[ChatMessage]:

@@ -31,7 +31,8 @@ which the run manifest records. The chat API returns at most
 method) refuses a larger k there rather than return fewer than asked.
 
 Concurrency: the public interface is synchronous, but every request runs on one
-asyncio event loop in a background thread, shared by all backends of the process.
+asyncio event loop in a background thread, shared by all backends of the process
+(`providers.event_loop`).
 Scoring fans out one request per (prompt, continuation) pair, `max_concurrency` at
 a time (`fans_out`). The limit shared by every stack that talks to one endpoint
 (base_url), so that the salesperson, the customer and the probe together never hold
@@ -42,20 +43,19 @@ around this backend (keyed on `endpoint`).
 Retries: none here. The client is built with `max_retries=0`, and the one retry
 layer is `wrappers.core.RetryingBackend` (conf/retry). Each request of a fan-out
 runs through the layers the wrappers hand down (`base.request_layers`), so a
-transient failure repeats that one request, not the whole fan-out.
+transient failure repeats that one request, not the whole fan-out. Which failures are
+transient is this provider's to say (`should_retry`): the client's own timeout and
+connection errors, besides the statuses every provider retries.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import queue
 import re
-import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -69,9 +69,11 @@ from emotion_probe.models.base import (
     ScoreResult,
     TokenCallback,
     as_messages,
+    record_retry_verdict,
     request_layers,
     send_through,
 )
+from emotion_probe.models.providers.event_loop import event_loop, map_concurrently
 from emotion_probe.redaction import redact
 from emotion_probe.errors import ConfigError, EmolabError, TokenizationMismatch
 
@@ -80,7 +82,6 @@ log = logging.getLogger(__name__)
 ProbeMethod = Literal["auto", "echo", "top_logprobs"]
 StructuredOutput = Literal["json_schema", "json_object", "none"]
 T = TypeVar("T")
-Item = TypeVar("Item")
 
 #: The endpoint the client talks to when base_url is null.
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -94,71 +95,6 @@ class EchoUnavailable(EmolabError):
 
 def _argmax_key(candidates: dict[str, float] | None) -> str | None:
     return max(candidates, key=candidates.__getitem__) if candidates else None
-
-
-# ----------------------------------------------------------------- event loop
-class _LoopThread:
-    """One asyncio event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="emolab-openai-loop", daemon=True)
-        self.thread.start()
-
-    def submit(self, coroutine: Awaitable[T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def run(self, coroutine: Awaitable[T]) -> T:
-        """Run `coroutine` on the loop and wait for it in the calling thread."""
-        future = self.submit(coroutine)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
-            raise
-
-
-_loop_thread: _LoopThread | None = None
-_loop_pid: int | None = None
-_loop_lock = threading.Lock()
-
-
-def _event_loop() -> _LoopThread:
-    """The process's loop thread, started on first use (a forked child starts its own: threads do not survive fork)."""
-    global _loop_thread, _loop_pid
-    with _loop_lock:
-        if _loop_thread is None or _loop_pid != os.getpid():
-            _loop_thread, _loop_pid = _LoopThread(), os.getpid()
-        return _loop_thread
-
-
-async def _gather_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
-    """asyncio.gather that cancels the rest as soon as one fails (what TaskGroup does on 3.11+)."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _map_concurrently(call: Callable[[Item], Awaitable[T]], items: Sequence[Item], workers: int) -> list[T]:
-    """[await call(item) for item in items], at most `workers` at a time, results in order.
-
-    A fixed set of workers pulls from one iterator, so a million pairs cost a handful of tasks,
-    not a million pending coroutines.
-    """
-    results: list[Any] = [None] * len(items)
-    pending = iter(enumerate(items))
-
-    async def worker() -> None:
-        for index, item in pending:  # one shared iterator: each item is taken once
-            results[index] = await call(item)
-
-    await _gather_all([worker() for _ in range(min(workers, len(items)))])
-    return results
 
 
 # ----------------------------------------------------------- structured output
@@ -244,7 +180,7 @@ class OpenAIBackend(ModelBackend):
         self._openai = openai
         # The key lives only inside the client (never in an attribute of ours, a repr or describe()).
         # max_retries=0: RetryingBackend is the one retry layer; client retries underneath it would
-        # multiply its attempts (3 x 5 = 15 per request with the old defaults).
+        # multiply its attempts.
         self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
                                                        max_retries=0)
         self._client_pid = os.getpid()
@@ -289,6 +225,12 @@ class OpenAIBackend(ModelBackend):
             self._client_pid, self._client_instance = os.getpid(), self._make_client()
         return self._client_instance
 
+    def should_retry(self, err: BaseException) -> bool:
+        # The client raises a timeout or a dropped connection (a stream cut midway) as its own types, which
+        # carry no status code and are no builtin TimeoutError or ConnectionError.
+        own = (self._openai.APITimeoutError, self._openai.APIConnectionError)
+        return isinstance(err, own) or super().should_retry(err)
+
     async def _send(self, call: Callable[[], Awaitable[T]], layers: Sequence[RequestLayer] = ()) -> T:
         """One request, through the per-request layers the wrappers handed down (retry, endpoint limit)."""
         try:
@@ -298,6 +240,10 @@ class OpenAIBackend(ModelBackend):
             # server or proxy, not a transient failure, so it is not retried; say which server it was.
             raise EmolabError(f"{self.name}: the server at {self.endpoint} answered with a body that is not "
                               f"JSON ({err.msg} at character {err.pos})") from None
+        except Exception as err:
+            # Kept on the error for code above a stack without a retry layer (is_transient in the wrappers).
+            record_retry_verdict(err, self.should_retry(err))
+            raise
 
     def _used(self, method: str) -> None:
         self.last_score_method = method
@@ -368,7 +314,7 @@ class OpenAIBackend(ModelBackend):
         request = self._chat_request(messages, config or GenerateConfig())
         try:
             if on_token is None:
-                return _event_loop().run(self._send(lambda: self._chat(request)))
+                return event_loop().run(self._send(lambda: self._chat(request)))
             return self._generate_streamed(request, on_token)
         except self._openai.APIStatusError as err:
             explained = self._refused_format(err, request)
@@ -400,7 +346,7 @@ class OpenAIBackend(ModelBackend):
         # on_token runs here, in the caller's thread, not on the loop: callers rely on their own
         # thread's context (LangGraph's stream writer is a context variable) and must not stall the loop.
         pieces: queue.Queue[str | None] = queue.Queue()
-        future = _event_loop().submit(self._send(lambda: self._chat_streamed(request, pieces.put)))
+        future = event_loop().submit(self._send(lambda: self._chat_streamed(request, pieces.put)))
         future.add_done_callback(lambda _: pieces.put(None))  # after every piece: the queue is FIFO
         try:
             while (piece := pieces.get()) is not None:
@@ -454,7 +400,7 @@ class OpenAIBackend(ModelBackend):
         layers = request_layers()  # read here, in the caller's thread: the requests run on the loop's
         if self.probe_method in ("auto", "echo"):
             try:
-                logprobs = _event_loop().run(self._score_echo(list(prompts), list(continuations), layers))
+                logprobs = event_loop().run(self._score_echo(list(prompts), list(continuations), layers))
                 self._used("completions-echo")
                 return ScoreResult(logprobs=logprobs, method=self.last_score_method, exact=True)
             except EchoUnavailable as err:
@@ -463,7 +409,7 @@ class OpenAIBackend(ModelBackend):
                 log.warning("%s: exact echo scoring unavailable (%s); falling back to top_logprobs (inexact)", self.name, err)
                 self.probe_method = "top_logprobs"
         # Not strict: here top_logprobs is a fallback, and fewer alternatives only leave more words unseen.
-        top = _event_loop().run(self._top_tokens(list(prompts), self.top_logprobs, strict=False, layers=layers))
+        top = event_loop().run(self._top_tokens(list(prompts), self.top_logprobs, strict=False, layers=layers))
         logprobs = np.full((len(prompts), len(continuations)), -np.inf)
         wanted = {c.strip().lower(): k for k, c in enumerate(continuations)}
         for row, candidates in enumerate(top):
@@ -476,7 +422,7 @@ class OpenAIBackend(ModelBackend):
     async def _score_echo(self, prompts: list[str], continuations: list[str],
                           layers: Sequence[RequestLayer]) -> np.ndarray:
         pairs = [(i, k) for i in range(len(prompts)) for k in range(len(continuations))]
-        results = await _map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]], layers),
+        results = await map_concurrently(lambda ik: self._echo_one(prompts[ik[0]], continuations[ik[1]], layers),
                                           pairs, self.max_concurrency)
         out = np.empty((len(prompts), len(continuations)))
         self._check_alignment([aligned for _, aligned in results])
@@ -545,7 +491,7 @@ class OpenAIBackend(ModelBackend):
 
     def top_tokens(self, prompts: Sequence[str], k: int) -> list[dict[str, float]]:
         """The top k next tokens; refuses (ConfigError) where the server's path cannot return k of them."""
-        return _event_loop().run(self._top_tokens(list(prompts), k, strict=True, layers=request_layers()))
+        return event_loop().run(self._top_tokens(list(prompts), k, strict=True, layers=request_layers()))
 
     def _refuse_chat_cap(self, k: int) -> None:
         raise ConfigError(
@@ -564,7 +510,7 @@ class OpenAIBackend(ModelBackend):
         if self._completions_ok is None:
             # Find out once, on one prompt, whether completions serve logprobs, before fanning out.
             first, prompts = [await self._top_one(prompts[0], k, strict, layers)], prompts[1:]
-        return first + await _map_concurrently(lambda p: self._top_one(p, k, strict, layers), prompts,
+        return first + await map_concurrently(lambda p: self._top_one(p, k, strict, layers), prompts,
                                                self.max_concurrency)
 
     async def _top_one(self, prompt: str, k: int, strict: bool, layers: Sequence[RequestLayer]) -> dict[str, float]:

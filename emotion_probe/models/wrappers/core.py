@@ -18,7 +18,6 @@ import asyncio
 import email.utils
 import logging
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,8 +27,8 @@ from datetime import timezone
 from typing import Any, TypeVar
 
 from emotion_probe.models.base import (GenerateConfig, Generation, ModelBackend, RankedToken, ScoreResult, TokenCallback,
-                                       handing_down)
-from emotion_probe.errors import ConfigError, EmolabError
+                                       handing_down, record_retry_verdict, recorded_retry_verdict, transient_by_default)
+from emotion_probe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +55,10 @@ class BackendWrapper(ModelBackend):
 
     def ranked_tokens(self, prompts: Sequence[str], k: int) -> list[list[RankedToken]]:
         return self.inner.ranked_tokens(prompts, k)
+
+    def should_retry(self, err: BaseException) -> bool:
+        # The provider knows its own errors; a layer adds none.
+        return self.inner.should_retry(err)
 
     @property
     def batches_natively(self) -> bool:  # type: ignore[override]
@@ -182,32 +185,15 @@ class CountingBackend(BackendWrapper):
 
 
 # ------------------------------------------------------------------- retries
-def _status_code(err: BaseException) -> int | None:
-    """The HTTP status an error carries: `err.status_code` (openai, most SDKs) or `err.response.status_code` (httpx)."""
-    for holder in (err, getattr(err, "response", None)):
-        status = getattr(holder, "status_code", None)
-        if isinstance(status, int):
-            return status
-    return None
-
-
 def is_transient(err: BaseException) -> bool:
-    """Whether a failed model call may succeed if repeated: a rate limit, a server error, a timeout, a dropped connection.
+    """Whether a failed model call may succeed if repeated, for code that holds the error but not the backend.
 
-    Bad input (`EmolabError`) and every other error fail the same way again, so they are final.
+    The verdict of the backend that raised it (`ModelBackend.should_retry`), where the retry layer or the
+    provider kept it on the error; else the default rule (a rate limit, a server error, a timeout, a
+    dropped connection). Bad input (`EmolabError`) is never transient.
     """
-    if isinstance(err, EmolabError):
-        return False
-    status = _status_code(err)
-    if status is not None:
-        return status in (408, 429) or 500 <= status <= 599
-    if isinstance(err, (TimeoutError, ConnectionError)):
-        return True
-    # An openai error can only exist if openai was imported; never import the SDK just to classify.
-    openai = sys.modules.get("openai")
-    if openai is not None and isinstance(err, (openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    return False
+    verdict = recorded_retry_verdict(err)
+    return transient_by_default(err) if verdict is None else verdict
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -301,12 +287,13 @@ class RetryPolicy:
 
 
 class RetryingBackend(BackendWrapper):
-    """Retries transient failures (`is_transient`) with exponential backoff and jitter; the only retry layer.
+    """Retries what the backend it wraps calls transient (`should_retry`) with exponential backoff and jitter;
+    the only retry layer.
 
     The delay before retry n is drawn from [d/2, d] with d = min(max_delay, initial_delay * 2**(n-1)),
     so parallel jobs that failed together spread out. A server's Retry-After (or retry-after-ms)
     replaces it, even above `max_delay`: the server knows when it will take requests again.
-    Bad input (`EmolabError`) and other errors are raised at once: they would fail the same way again.
+    Any other error (bad input, `EmolabError`, always) is raised at once: it would fail the same way again.
 
     What is retried is one request. A call to a backend that is one request (generate, or any verb of
     an in-process model) is repeated whole. A `score` or `top_tokens` call to a backend that `fans_out`
@@ -343,7 +330,9 @@ class RetryingBackend(BackendWrapper):
 
     def _after_failure(self, attempt: int, err: Exception, what: str, level: int = logging.WARNING) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, counted and logged; None when `err` is final."""
-        if attempt == self.max_attempts or not is_transient(err):
+        transient = self.inner.should_retry(err)
+        record_retry_verdict(err, transient)  # for whoever meets the error after the last attempt (is_transient)
+        if attempt == self.max_attempts or not transient:
             return None
         delay = self.delay_before_retry(attempt, err)
         with self._lock:

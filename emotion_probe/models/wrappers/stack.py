@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emotion_probe.errors import ConfigError
 from emotion_probe.models.base import ModelBackend
+from emotion_probe.models.devices import pick_device, pick_dtype
+from emotion_probe.models.paths import cache_root
 from emotion_probe.models.wrappers.cache import CachingBackend, GenerateCaching
 from emotion_probe.models.wrappers.concurrency import ConcurrencyLimit, endpoint_slots
 from emotion_probe.models.wrappers.core import CountingBackend, RetryingBackend, RetryPolicy, usage_of
@@ -47,8 +50,6 @@ def response_cache_path(configured: str | os.PathLike[str] | None) -> Path:
     from_env = os.environ.get(CACHE_PATH_ENV)
     if from_env:
         return Path(from_env).expanduser()
-    from emotion_probe.models.providers.smollm2 import cache_root
-
     return cache_root() / "responses.sqlite"
 
 
@@ -74,15 +75,12 @@ def resolved_model_config(config: dict[str, Any], backend: ModelBackend | None =
     if all(isinstance(described.get(key), str) for key in present):
         resolved.update({key: described[key] for key in present})
         return resolved
-    from emotion_probe.models.providers.transformers import _pick_device, _pick_dtype
-    from emotion_probe.errors import ConfigError
-
-    device = _pick_device(resolved["device"] if "device" in present else "auto")  # TransformersBackend's default
+    device = pick_device(resolved["device"] if "device" in present else "auto")  # TransformersBackend's default
     if "device" in present:
         resolved["device"] = device
     if "dtype" in present:
         try:
-            resolved["dtype"] = str(_pick_dtype(resolved["dtype"], device)).removeprefix("torch.")
+            resolved["dtype"] = str(pick_dtype(resolved["dtype"], device)).removeprefix("torch.")
         except ConfigError:
             pass  # an unknown dtype: the backend refuses it when it loads, with this same message
     return resolved
