@@ -169,8 +169,9 @@ def emotion_report(emotions: tuple[str, ...]) -> type[EmotionReport]:
                         __doc__=_REPORT_DOC.format(count=count_word(len(emotions))), **fields)
 
 
-# The schema's description, as a backend's structured output sees it: for the Shaver wheel's six
-# primaries, word for word what the one fixed schema said before schemas were built per wheel.
+# The schema's description, as a backend's structured output sees it. It is part of every prompt a
+# grammar-constrained or schema-following backend receives, so changing a word changes what the
+# response cache has stored for every run.
 _REPORT_DOC = """Whole-number percentages over the {count} primary emotions.
 
     A report whose values sum to anything above 0 is renormalized to 100 (`normalized`), and its

@@ -220,9 +220,21 @@ def read_record(text: str, where: str, loads: Callable[[str], Any] = json.loads)
     try:
         return record_from(data)
     except ValidationError as err:
-        raise ConfigError(f"{where} is not a transcript record: {first_validation_problem(err)}") from None
+        raise ConfigError(f"{where} is not a transcript record: {_problem(err)}") from None
     except ValueError as err:
         raise ConfigError(f"{where} is not a transcript record: {err}") from None
+
+
+def _problem(err: ValidationError) -> str:
+    """The first problem as 'field: message', without the speaker a discriminated union puts first."""
+    first = err.errors()[0]
+    if len(first["loc"]) > 1 and first["loc"][0] in _SPEAKERS:
+        return first_validation_problem(ValidationError.from_exception_data(
+            err.title, [{**first, "loc": first["loc"][1:]}]))  # type: ignore[list-item]
+    return first_validation_problem(err)
+
+
+_SPEAKERS = ("salesperson", "customer", "probe", "closing", "header")
 
 
 def dialogue(records: Iterable[Any]) -> list[TurnRecord]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from emolab_cli import transcript_records
 import pytest
 
 TRIALS = 3
