@@ -42,7 +42,6 @@ from environments.rules import Rule, RuleInput, outcome, rules_for
 from environments.timing import NodeTimings, timed
 
 Status = Literal["running", "deal", "walk_away", "max_turns"]
-Role = Literal["salesperson", "customer"]
 
 
 def add_matrices(left: list[list[float]] | None, right: list[list[float]] | None) -> list[list[float]]:

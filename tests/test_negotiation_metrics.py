@@ -18,7 +18,8 @@ from emotion_probe.errors import ConfigError
 from experiments.runs.negotiation import run as negotiation_experiment
 from emotion_probe.analysis.stats import json_safe
 from experiments.app.common import validated, write_json_atomic
-from experiments.runs.negotiation.run import NegotiationSettings, _summary
+from experiments.runs.negotiation.outputs import summarize as _summary
+from experiments.runs.negotiation.run import NegotiationSettings
 from emotion_probe.analysis.negotiation import (
     AnalysisSettings,
     dumps_strict,

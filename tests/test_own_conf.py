@@ -17,7 +17,7 @@ from agents.negotiation import NegotiationScenario
 from agents.persona import PersonaSpec
 from emotion_probe.errors import ConfigError
 from experiments.tools.init_conf import STARTER, write_starter
-from experiments.runs.negotiation.run import CustomerPersona
+from agents.negotiation import CustomerPersona
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from emolab_cli import transcript_records
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -54,8 +55,7 @@ def _negotiation(run_dir: Path, *extra: str, delay_s: float = 0.0) -> list[str]:
 
 
 def _transcript_keys(run_dir: Path) -> list[tuple]:
-    lines = (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
-    return [(r["trial"], r["turn"], r["speaker"]) for r in map(json.loads, lines)]
+    return [(r["trial"], r["turn"], r["speaker"]) for r in transcript_records(run_dir)]
 
 
 def test_a_second_process_on_a_running_dir_stops_with_one_line_and_a_waiting_one_resumes(tmp_path):

@@ -29,11 +29,9 @@ from experiments.app.common import validated
 from experiments.runs.generate_scenarios import GeneratorSettings
 from experiments.runs.hierarchy import HierarchySettings
 from experiments.app.config import CacheSettings, RetrySettings, probe_settings
-from experiments.runs.negotiation.run import (
-    CheckpointerSettings,
-    CustomerPersona,
-    NegotiationSettings,
-)
+from agents.negotiation import CustomerPersona
+from experiments.runs.negotiation.checkpointer import CheckpointerSettings
+from experiments.runs.negotiation.run import NegotiationSettings
 from experiments.runs.persona_bias import RecognitionSettings
 from experiments.runs.probe import LabelCheck, ProbeEngine
 

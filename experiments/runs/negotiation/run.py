@@ -5,17 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -28,22 +22,16 @@ from rich.text import Text
 from agents.human import HumanNegotiator, StopPlay, ask_human
 from agents.negotiation import CustomerPersona, NegotiationScenario, played_scenario
 from agents.negotiators import negotiators
-from agents.records import TranscriptHeader, read_record
+from agents.records import TranscriptHeader
 from emotion_probe.models.base import GenerateConfig, ModelBackend
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.data import resolve_data_file
 from emotion_probe.errors import ConfigError, first_validation_problem
-from emotion_probe.files import output_errors, save_figure, write_frame, write_text_atomic
+from emotion_probe.files import output_errors, write_frame, write_text_atomic
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import EmotionProbe, ProbeSettings
-from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
-from environments.negotiation import (
-    NegotiationContext,
-    build_negotiation_graph,
-    initial_state,
-    matching_over_conversation,
-)
+from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from environments.rules import rules_for
 from environments.timing import NodeTimings
 from experiments.app.callbacks import claim_run_dir, reads_config
@@ -59,15 +47,9 @@ from experiments.app.common import (
 )
 from experiments.app.manifest import write_manifest
 from experiments.runs.negotiation.live import LiveView, stdout_is_live, summary_table
-from emotion_probe.analysis.stats import json_safe
-from emotion_probe.analysis.negotiation import (
-    AnalysisSettings,
-    correlation_caption,
-    draw_fit,
-    dumps_strict,
-    error_price_correlation,
-    trial_row,
-)
+from experiments.runs.negotiation.outputs import draw_error_vs_price, draw_trial_pies, matching_record, summarize
+from experiments.runs.negotiation.transcript import Transcript
+from emotion_probe.analysis.negotiation import AnalysisSettings, dumps_strict, trial_row
 
 log = logging.getLogger(__name__)
 
@@ -233,93 +215,15 @@ def _finish(trials: pd.DataFrame, out_dir: Path, cfg: DictConfig, scenario: Nego
             started: float, inputs: dict) -> dict:
     """trials.parquet, summary.json, the figure, and the manifest (with the scenario as played); the table."""
     write_frame(trials, out_dir / "trials.parquet", index=False)
-    summary = _summary(trials, scenario, settings.analysis, seed=cfg.seed)
+    summary = summarize(trials, scenario, settings.analysis, seed=cfg.seed)
     write_text_atomic(out_dir / "summary.json", dumps_strict(summary, indent=2))
-    _figures(trials, out_dir, summary)
+    draw_error_vs_price(trials, out_dir, summary)
     write_manifest(out_dir, cfg, models=models, timings=context.timings, started=started, summary=summary,
                    inputs=inputs, scenario=scenario.model_dump())
     Console().print(summary_table(trials))
     Console().print(f"wrote {out_dir}/{{transcript.jsonl, trials.parquet, summary.json, error_vs_price.png, "
                     "emotions_trial<N>.png" + (", matching_trial<N>.json" if context.probe is not None else "") + "}")
     return summary
-
-
-class Transcript:
-    """transcript.jsonl: the header, then each checkpointed record exactly once, whatever resumes and
-    concurrent trials do. Lines already there from an earlier (killed) run are read back first."""
-
-    def __init__(self, path: Path, limits: InputLimits, header: TranscriptHeader):
-        self.path, self.limits, self.header = path, limits, header
-        self._lock = threading.Lock()
-        self._written: set[tuple] = set()
-        self._file: Any = None
-
-    def __enter__(self) -> "Transcript":
-        self._written = transcript_keys(self.path, self.limits)
-        self._file = self.path.open("ab", buffering=0)
-        if not self._written:  # a new transcript opens with what every trial in it plays
-            self._write(self.header.line())
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._file.close()
-
-    def record(self, records: list[dict]) -> None:
-        """Append the checkpointed records that are not in the transcript yet, so each lands exactly once."""
-        with self._lock:
-            for line in records:
-                key = transcript_key(line)
-                if key not in self._written:
-                    self._write(line)
-                    self._written.add(key)
-
-    def _write(self, line: dict) -> None:
-        data = (dumps_strict(line, default=str) + "\n").encode("utf-8")
-        # Unbuffered: a write the disk refuses fails here, and leaves nothing to flush at close.
-        with output_errors(self.path):
-            while data:
-                data = data[self._file.write(data):]
-
-
-def transcript_key(record: dict) -> tuple:
-    """What identifies a transcript line: one per (trial, turn, speaker)."""
-    return record.get("trial"), record.get("turn"), record.get("speaker")
-
-
-def transcript_keys(path: Path, limits: InputLimits | None = None) -> set[tuple]:
-    """The keys of the lines already in a transcript.
-
-    A torn last line (no newline: a kill mid-write) is cut off, as its record is still in the checkpoint and
-    is written again. Any other line that is not a transcript record raises a ConfigError naming its
-    number, before the file is touched: what is wrong there is not for a resume to guess. `limits` caps the
-    lines (None: conf/limits/default.yaml's).
-    """
-    if not path.exists():
-        return set()
-    limits = limits or InputLimits.shipped()
-    keys, end = set(), 0
-    for number, line, end in limits.read_lines(path, whole_only=True):
-        if line.strip():
-            keys.add(transcript_key(read_record(line, f"{path}: line {number}", limits.loads).model_dump()))
-    if end < path.stat().st_size:
-        log.warning("%s: cutting off a torn last line", path)
-        with path.open("r+b") as handle:
-            handle.truncate(end)
-    return keys
-
-
-def matching_record(values: dict, emotions: list[str]) -> dict:
-    """matching_trial<N>.json: P(column | row) between the run's primaries (`emotions`, the labels) over one
-    conversation's probed customer messages.
-
-    A row is null when its primary never co-occurred with another (no probe mass on it yet).
-    """
-    C = np.asarray(values.get("probe_cooccurrence") or np.zeros((len(emotions),) * 2), dtype=float)
-    matching = matching_over_conversation(values, emotions)
-    return {"trial": values.get("trial"), "labels": list(emotions),
-            "probed_messages": sum(t.get("speaker") == "probe" for t in values.get("turns", [])),
-            "matching": [row.tolist() if total > 0 else None for row, total in zip(matching, C.sum(axis=1))],
-            "cooccurrence": C.tolist()}
 
 
 def _stream_trial(graph, first_input, config, context, view: LiveView, record, console: Console) -> dict:
@@ -348,93 +252,3 @@ def _stream_trial(graph, first_input, config, context, view: LiveView, record, c
         payload = Command(resume=answer)
 
 
-def _mean(values: pd.Series) -> float | None:
-    """Mean over the values present (NaN skipped); None when there are none."""
-    values = pd.to_numeric(values, errors="coerce")
-    return float(values.mean()) if values.notna().any() else None
-
-
-def _sd(values: pd.Series) -> float | None:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return float(values.std(ddof=1)) if len(values) > 1 else None
-
-
-def _summary(trials: pd.DataFrame, scenario: NegotiationScenario, analysis: AnalysisSettings, seed: int = 0) -> dict:
-    """summary.json: counts, means, and the correlation of prediction error with price across trials.
-
-    Means skip what is missing: a trial with no scored prediction has no error, and with
-    `analysis.no_sale_price=exclude` a trial without a sale has no price. Missing statistics are
-    None, never NaN, so the file is strict JSON (emotion_probe.analysis.stats.json_safe).
-    """
-    status = trials["status"]
-    deals = trials[trials["deal"]]
-    correlation = error_price_correlation(trials["mean_abs_error_pp"], trials["price"], seed=seed)
-    summary = {
-        "scenario": scenario.name, "trials": len(trials), "deals": int((status == "deal").sum()),
-        "walk_aways": int((status == "walk_away").sum()), "max_turns_reached": int((status == "max_turns").sum()),
-        "pairing": analysis.pairing, "no_sale_price": analysis.no_sale_price,
-        "skip_first_prediction": analysis.skip_first_prediction,
-        "mean_price": _mean(trials["price"]), "sd_price": _sd(trials["price"]),
-        "mean_accept_price": _mean(deals["accept_price"]), "mean_closing_paid": _mean(deals["closing_paid"]),
-        "over_budget": int(trials["over_budget"].sum()),
-        "mean_abs_error_pp": _mean(trials["mean_abs_error_pp"]), "sd_abs_error_pp": _sd(trials["mean_abs_error_pp"]),
-        "mean_js_divergence": _mean(trials["js_divergence"]),
-        "scored_predictions": int(trials["scored_predictions"].sum()),
-        "skipped_pairs": int(trials["skipped_pairs"].sum()),
-        "trials_without_error": int(trials["mean_abs_error_pp"].isna().sum()),
-        "parse_failures": int(trials["parse_failures"].sum()),
-        "truncated": int(trials["truncated"].sum()),
-        "report_sum_mean": _mean(trials["report_sum_mean"]),
-        "prediction_sum_mean": _mean(trials["prediction_sum_mean"]),
-        "correlation_n": correlation.pop("n"), **correlation,
-    }
-    return json_safe(summary)
-
-
-def _figures(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
-    """error_vs_price.png: one point per trial, the least-squares line, and the correlation in the title."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    error, price = trials["mean_abs_error_pp"].astype(float), trials["price"].astype(float)
-    ax.scatter(error, price, alpha=0.5, color="#00A1FF", label="trial")
-    draw_fit(ax, error, price)
-    ax.set_xlabel("mean prediction error (percentage points)")
-    ax.set_ylabel("price" + (" (no sale = 0)" if summary["no_sale_price"] == 0 else " (no sale excluded)"))
-    caption = correlation_caption({**summary, "n": summary["correlation_n"]})
-    ax.set_title(caption.replace("; ", "\n"), fontsize=8)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, frameon=False)
-    print(f"prediction error vs price ({summary['pairing']} pairing): {caption}")
-    fig.tight_layout()
-    save_figure(fig, out_dir / "error_vs_price.png", dpi=150)
-    plt.close(fig)
-
-
-def draw_trial_pies(turns: list[dict], path: Path, wheel: EmotionWheel) -> None:
-    """Per turn, the customer's self-report beside the salesperson's prediction, as in the paper's figures;
-    wedges in the order and colours of the wheel's primary groups."""
-    pairs, prediction = [], None
-    for turn in turns:
-        if turn["speaker"] == "salesperson":
-            prediction = turn.get("prediction")
-        elif turn["speaker"] == "customer":
-            pairs.append((turn["turn"], turn.get("report"), prediction))
-            prediction = None
-    if not pairs:
-        return
-    colors = [wheel.group_colors[p] for p in wheel.primaries]
-    fig, axes = plt.subplots(2, len(pairs), figsize=(2.4 * len(pairs), 5), squeeze=False)
-    for column, (turn, report, predicted) in enumerate(pairs):
-        for row, (values, label) in enumerate([(report, "customer says"), (predicted, "salesperson predicts")]):
-            ax = axes[row][column]
-            if values is None or sum(values) <= 0:
-                ax.text(0.5, 0.5, "unparsed", ha="center", va="center", fontsize=8)
-                ax.axis("off")
-            else:
-                # The percentages on the wedges (small ones would overlap, so they are left unlabelled).
-                ax.pie(values, colors=colors, startangle=90, autopct=lambda pct: f"{pct:.0f}" if pct >= 5 else "",
-                       textprops={"fontsize": 7})
-            ax.set_title(f"turn {turn}: {label}", fontsize=7)
-    fig.legend(wheel.primaries, loc="lower center", ncols=min(len(wheel.primaries), 8), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
