@@ -96,16 +96,22 @@ def _model_label(job: Job, role: str) -> str:
     return str(node.get("model") or node.get("path") or node.get("_target_") or "(unknown)")
 
 
-def _trial_prices(frame: pd.DataFrame) -> pd.DataFrame:
-    """A job's trials with a numeric `price`; jobs written before the column existed use final_price
-    (their no-sale trials then have no price, as with `analysis.no_sale_price=exclude`)."""
-    frame = frame.copy()
-    if "price" not in frame.columns:
-        frame["price"] = frame["final_price"]
+def read_trials(path: Path) -> pd.DataFrame:
+    """A job's trials.parquet as this emolab writes it: files written before trials had a `price` column
+    go through `upgrade_trials`, and the price columns are numeric for the statistics."""
+    frame = upgrade_trials(read_parquet(path))
     for column in ("price", "final_price", "mean_abs_error_pp"):
         # A job where no trial reported a price stores an all-null column; make it numeric for the statistics.
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
+
+
+def upgrade_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """trials.parquet written before it had a `price` column: its price was the closing answer, so its
+    no-sale trials have no price (as with `analysis.no_sale_price=exclude`)."""
+    if "price" in frame.columns:
+        return frame
+    return frame.assign(price=frame["final_price"])
 
 
 def negotiation_section(part: SectionInput) -> Section:
@@ -116,7 +122,7 @@ def negotiation_section(part: SectionInput) -> Section:
     customer_of = {job.name: _model_label(job, "customer") for job in jobs}
     if len(set(customer_of.values())) > 1:  # the paper compares salespeople against one customer model
         salesperson_of = {name: f"{label} vs {customer_of[name]}" for name, label in salesperson_of.items()}
-    trials = pd.concat([_trial_prices(frame).assign(job=job.name, condition=condition_of[job.name],
+    trials = pd.concat([frame.assign(job=job.name, condition=condition_of[job.name],
                                                     salesperson=salesperson_of[job.name])
                         for job, _, frame in entry.tables], ignore_index=True) if entry.tables else pd.DataFrame()
     summaries = []
@@ -291,7 +297,7 @@ def _error_price_by_model(trials: pd.DataFrame, path: Path) -> Path:
 
 NEGOTIATION_REPORT = register("negotiation", ExperimentReport(
     order=10,
-    tables=(JobTable("trials", "trials.parquet", read_parquet,
+    tables=(JobTable("trials", "trials.parquet", read_trials,
                      "trials.parquet, one row per trial (status, deal, final_price, accept_price, closing_paid, "
                      "price, over_budget, mean_abs_error_pp, js_divergence, scored_predictions, skipped_pairs, "
                      "turns, parse_failures, truncated, ...)"),),
