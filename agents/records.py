@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from emotion_probe.errors import ConfigError, first_validation_problem
+from emotion_probe.versions import Upgrade, upgraded
 
 #: The version every record this emolab writes carries.
 SCHEMA_VERSION = 2
@@ -177,18 +178,12 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 #: version -> the function that lifts a record of that version to the next one.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+UPGRADES: dict[int, Upgrade] = {1: _from_version_1}
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A transcript line of any version emolab wrote, as this version writes it."""
-    version = data.get("schema_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
-        raise ValueError(f"schema_version {version!r} is not one this emolab reads (1 to {SCHEMA_VERSION})")
-    while version < SCHEMA_VERSION:
-        data = UPGRADES[version](data)
-        version += 1
-    return data
+    return upgraded(data, "schema_version", SCHEMA_VERSION, UPGRADES)
 
 
 def record_from(data: Any) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from emotion_probe.models.base import ModelBackend
 from emotion_probe.redaction import redacted
+from emotion_probe.versions import Upgrade, upgraded
 
 MANIFEST_VERSION = 2
 
@@ -44,7 +44,7 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 #: version -> the function that lifts a manifest of that version to the next one.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+UPGRADES: dict[int, Upgrade] = {1: _from_version_1}
 
 
 class RunManifest(BaseModel):
@@ -68,15 +68,7 @@ class RunManifest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        version = data.get("manifest_version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MANIFEST_VERSION:
-            raise ValueError(f"manifest_version {version!r} is not one this emolab reads (1 to {MANIFEST_VERSION})")
-        while version < MANIFEST_VERSION:
-            data = UPGRADES[version](data)
-            version += 1
-        return data
+        return upgraded(data, "manifest_version", MANIFEST_VERSION, UPGRADES) if isinstance(data, dict) else data
 
 
 def write_manifest(
