@@ -16,6 +16,7 @@ from scipy import stats
 from agents.negotiation import NegotiationScenario
 from emotion_probe.errors import ConfigError
 from experiments.runs.negotiation import run as negotiation_experiment
+from emotion_probe.analysis.quality import QualitySettings
 from emotion_probe.analysis.stats import json_safe
 from experiments.app.common import validated, write_json_atomic
 from experiments.runs.negotiation.outputs import summarize as _summary
@@ -29,6 +30,9 @@ from emotion_probe.analysis.negotiation import (
     trial_metrics,
     trial_price,
 )
+
+# The shipped thresholds of the quality checks (conf/experiment/negotiation.yaml analysis.quality).
+QUALITY = QualitySettings(copy_words=6, repeat_words=6, flat_tolerance_pp=1, flat_share=0.5, neutral_turns=1)
 
 # Fixed data: a noisy decreasing relation, with one tie in price.
 ERROR = [3.1, 7.4, 12.0, 5.5, 20.3, 9.9, 15.2, 1.7, 11.1, 18.6, 6.4, 13.8]
@@ -209,7 +213,8 @@ def test_analysis_config_is_validated_with_its_full_name():
         cfg = compose(config_name="config", overrides=["experiment=negotiation"])
     fields = list(NegotiationSettings.model_fields)
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, fields), "")
-    assert settings.analysis == AnalysisSettings(pairing="response", no_sale_price=0, skip_first_prediction=False)
+    assert settings.analysis == AnalysisSettings(pairing="response", no_sale_price=0, skip_first_prediction=False,
+                                                quality=QUALITY, exclude=[])
     cfg.analysis.no_sale_price = "exclude"
     cfg.analysis.pairing = "previous"
     settings = validated(NegotiationSettings, OmegaConf.masked_copy(cfg, fields), "")
@@ -241,7 +246,9 @@ def _trials(prices, errors, statuses) -> pd.DataFrame:
 def test_summary_reports_the_correlation_over_the_price_column():
     statuses = ["deal"] * 4 + ["walk_away"]
     trials = _trials([9.0, 7.0, 8.0, 3.0, 0.0], [2.0, 6.0, 4.0, 9.0, 12.0], statuses)
-    summary = _summary(trials, SCENARIO, AnalysisSettings(pairing="response", no_sale_price=0, skip_first_prediction=False), seed=0)
+    summary = _summary(trials, SCENARIO, AnalysisSettings(pairing="response", no_sale_price=0,
+                                                          skip_first_prediction=False, quality=QUALITY, exclude=[]),
+                       seed=0)
     expected = stats.pearsonr(trials["mean_abs_error_pp"], trials["price"])
     assert summary["correlation_n"] == 5 and summary["pearson_r"] == pytest.approx(expected.statistic)
     assert summary["deals"] == 4 and summary["walk_aways"] == 1 and summary["max_turns_reached"] == 0
@@ -254,7 +261,7 @@ def test_summary_reports_the_correlation_over_the_price_column():
 def test_summary_without_any_statistic_is_strict_json():
     trials = _trials([np.nan, np.nan, np.nan], [np.nan] * 3, ["walk_away"] * 3)
     summary = _summary(trials, SCENARIO, AnalysisSettings(pairing="response", no_sale_price="exclude",
-                                                        skip_first_prediction=False))
+                                                        skip_first_prediction=False, quality=QUALITY, exclude=[]))
     loaded = _strict_loads(dumps_strict(summary))
     assert loaded["mean_price"] is None and loaded["mean_abs_error_pp"] is None and loaded["pearson_r"] is None
     assert loaded["trials_without_error"] == 3 and loaded["no_sale_price"] == "exclude"

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
+from emotion_probe.analysis.quality import CHECKS, QualityContext, QualitySettings, quality_row
 from emotion_probe.analysis.stats import json_safe
 
 __all__ = ["AnalysisSettings", "dumps_strict", "error_price_correlation", "paired_rounds",
@@ -46,6 +47,17 @@ class AnalysisSettings(BaseModel):
     # The authors' plot drops the first round of both series (`.iloc[1:]`), so the opening guess, made
     # before the customer has said anything, is not scored there.
     skip_first_prediction: bool = Field(description="leave the salesperson's first prediction unscored")
+    quality: QualitySettings = Field(description="the thresholds of the dialogue-quality checks")
+    exclude: list[str] = Field(description="quality checks whose flagged trials are left out of the price and "
+                                           "error means and the error-price correlation")
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_checks(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown quality check {unknown[0]!r} (known: {', '.join(CHECKS)})")
+        return names
 
 
 # --- pairing predictions with reports ----------------------------------------------------------
@@ -192,9 +204,13 @@ def trial_price(status: str, turns: Sequence[dict], *, budget: float | None = No
 
 
 def trial_row(status: str, turns: Sequence[dict], settings: AnalysisSettings, budget: float | None = None,
-              emotions: Sequence[str] | None = None) -> dict[str, Any]:
-    """The outcome, price and metric columns of one finished trial, from its status and its records (a
-    negotiation's transcript lines); with `emotions` (the run's primaries), a per-emotion error column each."""
+              emotions: Sequence[str] | None = None, *, seller_cost: float | None = None,
+              placeholder: str | None = None) -> dict[str, Any]:
+    """The outcome, price, metric and quality columns of one finished trial, from its status and its records (a
+    negotiation's transcript lines); with `emotions` (the run's primaries), a per-emotion error column each.
+
+    The quality checks (emotion_probe.analysis.quality) judge an accepted price against [seller_cost, budget],
+    and leave `placeholder`, the line a failed turn stands in with, out of the copying checks."""
     price = trial_price(status, turns, budget=budget, no_sale_price=settings.no_sale_price)
     closings = [t for t in turns if t.get("speaker") == "closing"]
     return {
@@ -205,6 +221,8 @@ def trial_row(status: str, turns: Sequence[dict], settings: AnalysisSettings, bu
         **price,
         **trial_metrics(turns, settings.pairing, skip_first_prediction=settings.skip_first_prediction,
                         emotions=emotions),
+        **quality_row(turns, QualityContext(settings.quality, seller_cost=seller_cost, budget=budget,
+                                            placeholder=placeholder)),
     }
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from emotion_probe.analysis.negotiation import correlation_caption, draw_fit, error_price_correlation
+from emotion_probe.analysis.quality import CHECKS, excluded_mask
 from emotion_probe.files import save_figure
 from experiments.reports.common import (
     Block,
@@ -79,6 +80,11 @@ class NegotiationSummary(BaseModel):
     spearman_ci_low: float | None = None
     spearman_ci_high: float | None = None
     spearman_p_perm: float | None = Field(default=None, ge=0, le=1)
+    # The dialogue-quality checks (emotion_probe.analysis.quality); files written before them lack these.
+    flagged: dict[str, int] | None = None
+    exclude: list[str] | None = None
+    excluded_trials: int | None = Field(default=None, ge=0)
+    excluded_by: dict[str, int] | None = None
 
 
 def _model_label(job: Job, role: str) -> str:
@@ -122,14 +128,17 @@ def negotiation_section(part: SectionInput) -> Section:
     customer_of = {job.name: _model_label(job, "customer") for job in jobs}
     if len(set(customer_of.values())) > 1:  # the paper compares salespeople against one customer model
         salesperson_of = {name: f"{label} vs {customer_of[name]}" for name, label in salesperson_of.items()}
+    summary_of = {job.name: read_json(job.path / "summary.json", NegotiationSummary) for job in jobs
+                  if job.path is not None and (job.path / "summary.json").is_file()}
+    # Each job's trials flagged by a check its analysis.exclude names are left out of the price and error
+    # statistics, as its summary.json left them out.
+    exclude_of = {job.name: _exclude_of(job, summary_of.get(job.name)) for job in jobs}
     trials = pd.concat([frame.assign(job=job.name, condition=condition_of[job.name],
-                                                    salesperson=salesperson_of[job.name])
+                                     salesperson=salesperson_of[job.name],
+                                     excluded=excluded_mask(frame, exclude_of[job.name]))
                         for job, _, frame in entry.tables], ignore_index=True) if entry.tables else pd.DataFrame()
-    summaries = []
-    for job in jobs:
-        if job.path is not None and (job.path / "summary.json").is_file():
-            summary = read_json(job.path / "summary.json", NegotiationSummary)
-            summaries.append({"job": job.name, "condition": condition_of[job.name], **summary.model_dump()})
+    summaries = [{"job": job.name, "condition": condition_of[job.name], **_cells(summary_of[job.name].model_dump())}
+                 for job in jobs if job.name in summary_of]
     if summaries:
         section.blocks.append(table_block("Per job (summary.json)", missing_as_nan(pd.DataFrame(summaries))))
         for key in ("pairing", "no_sale_price", "skip_first_prediction"):
@@ -140,17 +149,23 @@ def negotiation_section(part: SectionInput) -> Section:
     if not trials.empty:
         figure_dir = out_dir / "negotiation"
         figure_dir.mkdir(exist_ok=True)
-        by_condition = _condition_table(trials)
+        kept = trials[~trials["excluded"]]
+        by_condition = _condition_table(trials, kept)
         section.blocks.append(table_block("By condition", by_condition))
-        section.blocks.append(table_block("Prediction error vs price, across trials", _correlation_table(trials)))
+        flagged = _flagged_table(trials)
+        if flagged is not None:
+            section.blocks.append(table_block("Trials flagged by the dialogue-quality checks, by condition", flagged))
+        if trials["excluded"].any():
+            section.blocks.append(Block("text", text=_exclusion_line(trials, exclude_of)))
+        section.blocks.append(table_block("Prediction error vs price, across trials", _correlation_table(kept)))
         section.blocks.append(Block("text", text=(
             "Error: a trial's mean absolute difference between predicted and self-reported percentages, in "
             "percentage points. r: Pearson, rho: Spearman, each with a 95% percentile bootstrap CI over trials "
             "and a two-sided permutation p-value (errors re-paired with prices at random).")))
-        paths = [_price_by_condition(trials, figure_dir / "price_by_condition.png"),
+        paths = [_price_by_condition(kept, figure_dir / "price_by_condition.png"),
                  _deal_rate_by_condition(by_condition, figure_dir / "deal_rate_by_condition.png"),
-                 _error_vs_price(trials, figure_dir / "error_vs_price.png"),
-                 _error_price_by_model(trials, figure_dir / "error_vs_price_by_model.png")]
+                 _error_vs_price(kept, figure_dir / "error_vs_price.png"),
+                 _error_price_by_model(kept, figure_dir / "error_vs_price_by_model.png")]
         section.blocks.append(figures_block("Across jobs", paths, [
             "final price by condition", "deal rate by condition",
             "prediction error vs price: one point per trial, least-squares line over all trials",
@@ -170,19 +185,67 @@ def negotiation_section(part: SectionInput) -> Section:
     return section
 
 
-def _condition_table(trials: pd.DataFrame) -> pd.DataFrame:
-    grouped = trials.groupby("condition", sort=True)
+def _exclude_of(job: Job, summary: NegotiationSummary | None) -> list[str]:
+    """The checks whose flagged trials a job left out: as its summary.json says, else as its config says."""
+    if summary is not None and summary.exclude is not None:
+        return summary.exclude
+    analysis = job.config.get("analysis")
+    exclude = analysis.get("exclude") if isinstance(analysis, dict) else None
+    return [str(name) for name in exclude] if isinstance(exclude, list) else []
+
+
+def _cells(summary: dict) -> dict:
+    """A summary as table cells: a mapping (`flagged`) as 'name: n, ...', a list as 'a, b'."""
+    def cell(value: object) -> object:
+        if isinstance(value, dict):
+            return ", ".join(f"{key}: {count}" for key, count in value.items()) or "-"
+        if isinstance(value, list):
+            return ", ".join(map(str, value)) or "-"
+        return value
+
+    return {key: cell(value) for key, value in summary.items()}
+
+
+def _condition_table(trials: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """Counts over every trial; the price and error means over the trials `analysis.exclude` kept."""
+    grouped, means = trials.groupby("condition", sort=True), kept.groupby("condition", sort=True)
     table = pd.DataFrame({
         "jobs": grouped["job"].nunique(),
         "trials": grouped.size(),
         "deals": grouped["deal"].sum().astype(int),
         "deal rate": grouped["deal"].mean(),
-        "mean final price": grouped["final_price"].mean(),
-        "mean price": grouped["price"].mean(),
-        "mean error (pp)": grouped["mean_abs_error_pp"].mean(),
+        "mean final price": means["final_price"].mean(),
+        "mean price": means["price"].mean(),
+        "mean error (pp)": means["mean_abs_error_pp"].mean(),
         "parse failures": grouped["parse_failures"].sum(),
     })
     return table.reset_index()
+
+
+def _flagged_table(trials: pd.DataFrame) -> pd.DataFrame | None:
+    """Per condition, its trials and how many of them each quality check flagged; None when no job's
+    trials.parquet has the checks' columns (files written before them)."""
+    names = [name for name in CHECKS if f"flag_{name}" in trials.columns]
+    if not names:
+        return None
+    flags = pd.DataFrame({name: excluded_mask(trials, [name]) for name in names})
+    grouped = flags.groupby(trials["condition"], sort=True)
+    table = grouped.sum().astype(int)
+    table.insert(0, "trials", grouped.size())
+    return table.rename_axis("condition").reset_index()
+
+
+def _exclusion_line(trials: pd.DataFrame, exclude_of: dict[str, list[str]]) -> str:
+    """How many trials analysis.exclude left out of the price and error statistics, and the checks (of those
+    each job excluded by) that flagged them."""
+    excluded = trials[trials["excluded"]]
+    by: dict[str, int] = {}
+    for job, rows in excluded.groupby("job"):
+        for name in exclude_of.get(str(job), []):
+            by[name] = by.get(name, 0) + int(excluded_mask(rows, [name]).sum())
+    reasons = ", ".join(f"{name} ({n})" for name, n in by.items())
+    return (f"{len(excluded)} of {len(trials)} trials are left out of the price and error means, the correlation and "
+            f"the figures (analysis.exclude), flagged by: {reasons}.")
 
 
 def _price_by_condition(trials: pd.DataFrame, path: Path) -> Path:
@@ -300,6 +363,6 @@ NEGOTIATION_REPORT = register("negotiation", ExperimentReport(
     tables=(JobTable("trials", "trials.parquet", read_trials,
                      "trials.parquet, one row per trial (status, deal, final_price, accept_price, closing_paid, "
                      "price, over_budget, mean_abs_error_pp, js_divergence, scored_predictions, skipped_pairs, "
-                     "turns, parse_failures, truncated, ...)"),),
+                     "turns, parse_failures, truncated, quality_<check>, flag_<check>, ...)"),),
     section=negotiation_section,
 ))

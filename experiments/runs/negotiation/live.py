@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emotion_probe.analysis.hierarchy import cooccurrence, matching_matrix
+from emotion_probe.analysis.quality import flagged_checks
 from emotion_probe.terminal import printable
 
 log = logging.getLogger("emolab.negotiation")
@@ -263,10 +264,14 @@ def replay(record: dict, attempts_allowed: int | None = None) -> list[dict]:
 
 
 def summary_table(trials: pd.DataFrame) -> Table:
-    """The table that ends a run: one row per trial (trials.parquet)."""
+    """The table that ends a run: one row per trial (trials.parquet). `flags` names the quality checks that
+    flagged the trial ('-': none); a file written before the checks has no such column, and no `flags`."""
+    checked = any(column.startswith("flag_") for column in trials.columns)
     table = Table(title="Negotiation summary")
     for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
         table.add_column(column, justify="right")
+    if checked:
+        table.add_column("flags", overflow="fold")  # the names are the point: wrapped, never cut to "…"
 
     def number(value: object, spec: str) -> Text:
         if pd.api.types.is_scalar(value) and pd.isna(value):
@@ -279,7 +284,8 @@ def summary_table(trials: pd.DataFrame) -> Table:
     for _, row in trials.iterrows():
         table.add_row(shown(row.get("trial")), shown(row.get("status")), number(row.get("price"), "g"),
                       number(row.get("mean_abs_error_pp"), ".1f"), number(row.get("js_divergence"), ".3f"),
-                      shown(row.get("turns")), shown(row.get("parse_failures")), shown(row.get("truncated")))
+                      shown(row.get("turns")), shown(row.get("parse_failures")), shown(row.get("truncated")),
+                      *([shown(", ".join(flagged_checks(row)) or "-")] if checked else []))
     return table
 
 

@@ -19,6 +19,7 @@ from emotion_probe.analysis.negotiation import (
     draw_fit,
     error_price_correlation,
 )
+from emotion_probe.analysis.quality import excluded_mask, flag_counts
 from emotion_probe.analysis.stats import json_safe
 from emotion_probe.files import save_figure
 from emotion_probe.wheel import EmotionWheel
@@ -56,20 +57,26 @@ def summarize(trials: pd.DataFrame, scenario: NegotiationScenario, analysis: Ana
     Means skip what is missing: a trial with no scored prediction has no error, and with
     `analysis.no_sale_price=exclude` a trial without a sale has no price. Missing statistics are
     None, never NaN, so the file is strict JSON (emotion_probe.analysis.stats.json_safe).
+
+    `flagged` counts the trials each quality check flagged. The trials flagged by a check named in
+    `analysis.exclude` are left out of the price and error means and the correlation (the counts of
+    trials, deals and failures keep them); `excluded_trials` and `excluded_by` say how many and why.
     """
     status = trials["status"]
-    deals = trials[trials["deal"]]
-    correlation = error_price_correlation(trials["mean_abs_error_pp"], trials["price"], seed=seed)
+    excluded = excluded_mask(trials, analysis.exclude)
+    kept = trials[~excluded]
+    deals = kept[kept["deal"]]
+    correlation = error_price_correlation(kept["mean_abs_error_pp"], kept["price"], seed=seed)
     summary = {
         "scenario": scenario.name, "trials": len(trials), "deals": int((status == "deal").sum()),
         "walk_aways": int((status == "walk_away").sum()), "max_turns_reached": int((status == "max_turns").sum()),
         "pairing": analysis.pairing, "no_sale_price": analysis.no_sale_price,
         "skip_first_prediction": analysis.skip_first_prediction,
-        "mean_price": _mean(trials["price"]), "sd_price": _sd(trials["price"]),
+        "mean_price": _mean(kept["price"]), "sd_price": _sd(kept["price"]),
         "mean_accept_price": _mean(deals["accept_price"]), "mean_closing_paid": _mean(deals["closing_paid"]),
         "over_budget": int(trials["over_budget"].sum()),
-        "mean_abs_error_pp": _mean(trials["mean_abs_error_pp"]), "sd_abs_error_pp": _sd(trials["mean_abs_error_pp"]),
-        "mean_js_divergence": _mean(trials["js_divergence"]),
+        "mean_abs_error_pp": _mean(kept["mean_abs_error_pp"]), "sd_abs_error_pp": _sd(kept["mean_abs_error_pp"]),
+        "mean_js_divergence": _mean(kept["js_divergence"]),
         "scored_predictions": int(trials["scored_predictions"].sum()),
         "skipped_pairs": int(trials["skipped_pairs"].sum()),
         "trials_without_error": int(trials["mean_abs_error_pp"].isna().sum()),
@@ -78,12 +85,18 @@ def summarize(trials: pd.DataFrame, scenario: NegotiationScenario, analysis: Ana
         "report_sum_mean": _mean(trials["report_sum_mean"]),
         "prediction_sum_mean": _mean(trials["prediction_sum_mean"]),
         "correlation_n": correlation.pop("n"), **correlation,
+        "flagged": flag_counts(trials),
+        "exclude": list(analysis.exclude),
+        "excluded_trials": int(excluded.sum()),
+        "excluded_by": flag_counts(trials, analysis.exclude),
     }
     return json_safe(summary)
 
 
 def draw_error_vs_price(trials: pd.DataFrame, out_dir: Path, summary: dict) -> None:
-    """error_vs_price.png: one point per trial, the least-squares line, and the correlation in the title."""
+    """error_vs_price.png: one point per trial, the least-squares line, and the correlation in the title; the
+    trials `analysis.exclude` left out of the correlation are left out here too."""
+    trials = trials[~excluded_mask(trials, summary.get("exclude") or [])]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     error, price = trials["mean_abs_error_pp"].astype(float), trials["price"].astype(float)
     ax.scatter(error, price, alpha=0.5, color="#00A1FF", label="trial")
@@ -91,6 +104,8 @@ def draw_error_vs_price(trials: pd.DataFrame, out_dir: Path, summary: dict) -> N
     ax.set_xlabel("mean prediction error (percentage points)")
     ax.set_ylabel("price" + (" (no sale = 0)" if summary["no_sale_price"] == 0 else " (no sale excluded)"))
     caption = correlation_caption({**summary, "n": summary["correlation_n"]})
+    if summary.get("excluded_trials"):
+        caption += f"; {summary['excluded_trials']} flagged trials left out ({', '.join(summary['exclude'])})"
     ax.set_title(caption.replace("; ", "\n"), fontsize=8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, frameon=False)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from agents.human import HumanNegotiator, StopPlay, ask_human
-from agents.negotiation import CustomerPersona, NegotiationScenario, played_scenario
+from agents.negotiation import NEUTRAL_LINE, CustomerPersona, NegotiationScenario, played_scenario
 from agents.negotiators import negotiators
 from agents.records import TranscriptHeader
 from emotion_probe.models.base import GenerateConfig, ModelBackend
@@ -179,7 +179,8 @@ def run(cfg: DictConfig) -> dict:
                                   dumps_strict(matching_record(values, emotions), indent=2))
             return {"trial": trial, "scenario": scenario.name, "customer_persona": persona.name,
                     "seed": cfg.seed, **trial_row(values["status"], values["turns"], settings.analysis,
-                                                   budget=scenario.customer_budget, emotions=emotions)}
+                                                   budget=scenario.customer_budget, emotions=emotions,
+                                                   seller_cost=scenario.seller_cost, placeholder=NEUTRAL_LINE)}
 
         with ThreadPoolExecutor(settings.concurrency) as pool:
             rows = list(pool.map(one_trial, range(settings.trials)))
