@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from agents.persona import PersonaAgent, PersonaSpec
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.analysis.hierarchy import edge_agreement, nested_tree, tree_from_nested
+from emotion_probe.analysis.hierarchy_trees import edge_agreement, nested_tree, tree_from_nested
 from emotion_probe.scenarios import load_scenarios
 from experiments.tools.bias_table import load_confusion
 from experiments.app.common import validated
@@ -151,7 +151,8 @@ def test_nested_trees_read_and_compare():
 
 
 def test_paper_hierarchy_on_a_sentence_file_then_compare_tree(tmp_path):
-    from experiments.tools import compare_tree, hierarchy
+    from experiments.runs import hierarchy
+    from experiments.tools import compare_tree
 
     prompts = tmp_path / "hierarchy_prompts.txt"
     prompts.write_text("I won.\n\nI won.\nIt rained.\n")
