@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from emotion_probe import ConfigError, EmotionWheel
-from emotion_probe.analysis.hierarchy import (
-    build_hierarchy,
-    cooccurrence,
-    matching_matrix,
-    parent_edges,
-    tree_metrics,
-)
+from emotion_probe.analysis.hierarchy import build_hierarchy, cooccurrence, matching_matrix, parent_edges
+from emotion_probe.analysis.hierarchy_metrics import tree_metrics
 
 # root > {mid1, mid2}, mid1 > {leaf1, leaf2}, mid2 > {leaf3, leaf4}
 WORDS = ["root", "mid1", "mid2", "leaf1", "leaf2", "leaf3", "leaf4"]

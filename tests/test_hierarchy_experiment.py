@@ -12,7 +12,7 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from emotion_probe.analysis.hierarchy import structure_metrics
+from emotion_probe.analysis.hierarchy_metrics import structure_metrics
 
 pytestmark = pytest.mark.embedded
 

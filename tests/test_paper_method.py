@@ -18,13 +18,9 @@ import pytest
 from emotion_probe import ConfigError, EmotionProbe, EmotionWheel
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.analysis.bias import recognition_summary
-from emotion_probe.analysis.hierarchy import (
-    average_root_to_leaf_depth,
-    build_hierarchy,
-    paper_cooccurrence,
-    paper_graph,
-    tree_metrics,
-)
+from emotion_probe.analysis.hierarchy import build_hierarchy
+from emotion_probe.analysis.hierarchy_metrics import average_root_to_leaf_depth, tree_metrics
+from emotion_probe.analysis.hierarchy_paper import paper_cooccurrence, paper_graph
 from emotion_probe.probe import authors_first_word
 from experiments.app.config import probe_settings
 

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from emotion_probe import ConfigError
-from emotion_probe.analysis.hierarchy import tree_from_nested
+from emotion_probe.analysis.hierarchy_trees import tree_from_nested
 
 # The authors' analysis writes edges.csv with their escaped token texts, leading spaces kept.
 AUTHORS_EDGES = "parent,child\n joy, pride\n joy, hope\n hope, relief\n fear, worry\n"

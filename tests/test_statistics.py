@@ -27,14 +27,9 @@ from emotion_probe.analysis.bias import (
     compare_predictions,
     mcnemar_exact,
 )
-from emotion_probe.analysis.hierarchy import (
-    bootstrap_hierarchy,
-    build_hierarchy,
-    frequency_matched_alignment,
-    mass_bins,
-    shuffled_alignment,
-    threshold_sweep,
-)
+from emotion_probe.analysis.hierarchy import build_hierarchy
+from emotion_probe.analysis.hierarchy_metrics import frequency_matched_alignment, mass_bins, shuffled_alignment
+from emotion_probe.analysis.hierarchy_robustness import bootstrap_hierarchy, threshold_sweep
 from emotion_probe.analysis.stats import percentile_interval, resample_rows, sign_test, upper_tail_p
 
 
@@ -202,7 +197,7 @@ def test_edge_stability_matches_the_chance_of_drawing_its_only_row(fragile, meth
 def test_paper_bootstrap_keeps_file_order_within_a_resample(tmp_path, monkeypatch):
     """The authors' two-parent rule keeps the parent met first, row by row. A resample that draws row 1
     before row 0 must still build rows in file order: hope keeps joy (row 0), never pride (row 1)."""
-    from emotion_probe.analysis import hierarchy
+    from emotion_probe.analysis import hierarchy_robustness
 
     wheel = _wheel(tmp_path, "six", [("joy", ["hope", "pride"]), ("fear", ["worry", "dread"])])
     rows = [[("joy", 0.5), ("hope", 0.25)], [("pride", 0.5), ("hope", 0.5)], [("joy", 0.5), ("fear", 0.5)],
@@ -213,7 +208,7 @@ def test_paper_bootstrap_keeps_file_order_within_a_resample(tmp_path, monkeypatc
             P[n, wheel.index[word]] = p
     ranked = [[word for word, _ in row] for row in rows]
     # The same multiset as the data, drawn in another order (tests/test_paper_method.py derives the tree).
-    monkeypatch.setattr(hierarchy, "resample_rows", lambda n, resamples, rng: np.array([[1, 0, 2, 3, 4, 5]]))
+    monkeypatch.setattr(hierarchy_robustness, "resample_rows", lambda n, resamples, rng: np.array([[1, 0, 2, 3, 4, 5]]))
     result = bootstrap_hierarchy(P, wheel, 0.3, "paper", ranked, resamples=1)
     assert result.edge_share("joy", "hope") == 1.0 and result.edge_share("pride", "hope") == 0.0
 

@@ -20,14 +20,14 @@ from rich.table import Table
 
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import write_frame
-from emotion_probe.analysis.hierarchy import (
+from emotion_probe.analysis.hierarchy import build_hierarchy
+from emotion_probe.analysis.hierarchy_robustness import (
     BOOTSTRAP_METRICS,
     HierarchyBootstrap,
     bootstrap_hierarchy,
-    build_hierarchy,
-    nested_tree,
     threshold_sweep,
 )
+from emotion_probe.analysis.hierarchy_trees import nested_tree
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
 from emotion_probe.terminal import printable_text
@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> dict:
     seen = ~np.isnan(P).any(axis=1)
     if not seen.all():
         log.warning("dropping %d scenarios where no wheel word was seen", int((~seen).sum()))
-    # The paper probe's rank order decides the authors' insertion order (see emotion_probe.analysis.hierarchy).
+    # The paper probe's rank order decides the authors' insertion order (see emotion_probe.analysis.hierarchy_paper).
     ranked = None
     if settings.method == "paper" and RANKED_COLUMN in table.columns:
         ranked = [[str(word) for word in words] for words, keep in zip(table[RANKED_COLUMN], seen) if keep]
@@ -175,7 +175,7 @@ def _print_metrics(metrics: dict, tree_keys: list[str], out_dir: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI / p", justify="right")
-    # Every metric the analysis computed gets a row, so a new one in emotion_probe/analysis/hierarchy.py
+    # Every metric the analysis computed gets a row, so a new one in emotion_probe/analysis/hierarchy_metrics.py
     # shows here untouched; spreads and p-values sit beside the value they belong to.
     for key in ["parameters", "scenarios", *(k for k in tree_keys if k not in _HIDDEN)]:
         beside = ""

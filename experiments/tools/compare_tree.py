@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from emotion_probe.errors import ConfigError
-from emotion_probe.analysis.hierarchy import edge_agreement, tree_from_edges, tree_from_nested, tree_metrics
+from emotion_probe.analysis.hierarchy_metrics import tree_metrics
+from emotion_probe.analysis.hierarchy_trees import edge_agreement, tree_from_edges, tree_from_nested
 from emotion_probe.analysis.plots import draw_trees
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import ProbeSettings
