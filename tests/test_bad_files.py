@@ -180,7 +180,7 @@ def test_a_read_only_output_dir_is_named_in_one_line(finished_run, tmp_path):
         error = one_error_line(emolab("experiment=report", f"sweep_dir={finished_run[0]}",
                                       f"hydra.run.dir={tmp_path / 'report'}", f"paths.output_dir={out}"))
     reason = os.strerror(errno.EROFS if os.geteuid() == 0 else errno.EACCES)
-    # The first file a run makes in the dir it writes is that dir's lock (experiments.app.callbacks), before any work.
+    # The first file a run makes in the dir it writes is that dir's lock (experiments.app.run_lock), before any work.
     assert error.startswith(f"error: cannot write {out}/.emolab.lock: {reason}")
     assert error.endswith("what the run wrote before is kept")
 

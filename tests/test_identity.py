@@ -14,7 +14,7 @@ from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.models.wrappers.stack import CacheOptions, resolved_model_config, wrap_backend
 from emotion_probe.engines.local import probe_scenarios
 from emotion_probe.scenarios import Scenario
-from experiments.app.callbacks import job_fingerprint
+from experiments.app.fingerprints import job_fingerprint
 from experiments.app.config import build_probe
 
 HELLO = [{"role": "user", "content": "hello"}]

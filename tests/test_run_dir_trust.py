@@ -24,7 +24,7 @@ from emolab_cli import transcript_records
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from experiments.app.callbacks import declared_config_keys, job_fingerprint
+from experiments.app.fingerprints import declared_config_keys, job_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 EMOLAB = [sys.executable, "-m", "experiments.app.main"]
@@ -97,7 +97,7 @@ def test_a_second_process_on_a_running_dir_stops_with_one_line_and_a_waiting_one
 
 def test_a_scenario_file_being_generated_has_one_writer(tmp_path):
     """generate_scenarios appends to its output outside any run dir: that file has a lock of its own."""
-    from experiments.app.callbacks import hold_lock, release_lock
+    from experiments.app.run_lock import hold_lock, release_lock
 
     output = tmp_path / "generated.jsonl"
     lock_file = tmp_path / ".generated.jsonl.lock"
@@ -164,7 +164,7 @@ def test_a_probe_rerun_on_other_or_edited_scenarios_is_refused_and_never_merged(
 def _old_fingerprint(cfg) -> str:
     """The fingerprint emolab recorded in job.json before experiments declared their keys, made as it made it:
     the whole config but `hydra` and `progress`, without the keys configs gained since."""
-    from experiments.app.callbacks import _placed
+    from experiments.app.fingerprints import _placed
 
     kept = [key for key in cfg if key not in ("hydra", "progress", "wait_for_lock", "limits")]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
@@ -308,7 +308,7 @@ def test_each_experiment_reads_exactly_the_config_keys_it_declares(tmp_path, tas
     cannot go unnoticed. And with any one declared key taken away, it fails for that key: none is declared
     in vain (which would refuse resumes over a key the task ignores)."""
     declared = declared_config_keys(task)
-    assert declared is not None, f"{task} declares no config keys (experiments.app.callbacks.reads_config)"
+    assert declared is not None, f"{task} declares no config keys (experiments.app.fingerprints.reads_config)"
     cfg = DECLARING[task](tmp_path / "all")
     assert cfg.task == task and set(declared) <= set(cfg), set(declared) - set(cfg)
     _run_on(task, cfg, declared)
@@ -381,7 +381,7 @@ def test_two_runs_writing_one_output_dir_from_two_run_dirs_have_one_writer(tmp_p
 
 
 def test_the_holder_a_sidecar_names_is_printed_escaped_and_a_bad_sidecar_names_nobody(tmp_path):
-    from experiments.app.callbacks import hold_lock, release_lock
+    from experiments.app.run_lock import hold_lock, release_lock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

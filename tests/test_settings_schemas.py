@@ -24,7 +24,7 @@ from emotion_probe.limits import InputLimits
 from emotion_probe.models.providers.scripted import ScriptedBackend
 from emotion_probe.probe import ProbeSettings
 from emotion_probe.wheel import WheelSpec
-from experiments.app.callbacks import LockSettings
+from experiments.app.run_lock import LockSettings
 from experiments.app.common import validated
 from experiments.runs.generate_scenarios import GeneratorSettings
 from experiments.runs.hierarchy import HierarchySettings

@@ -22,27 +22,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.text import Text
 
 from emotion_probe.errors import EmolabError
 from emotion_probe.files import write_text_atomic
 from emotion_probe.redaction import redact, redacted
 from emotion_probe.terminal import printable
 from experiments.app.common import resume_hint
-from experiments.app.callbacks import finished_job
 from experiments.app.config_guard import check_composed, check_option_overrides, guarded_config_loading, shipped_groups
-
-USER_ERROR = 2
-
-
-def _report(message: str, details: str = "") -> None:
-    # One unwrapped line, and no markup parsing: messages quote user text like "[x]".
-    # Masked and escaped: messages quote file contents and paths, which may carry keys or terminal controls.
-    message, details = printable(redact(message)), printable(redact(details), newlines=True)
-    console = Console(stderr=True, soft_wrap=True)
-    console.print(Text.assemble(("error: ", "bold red"), message))
-    if details:
-        console.print(Text(details))
+from experiments.app.run_records import finished_job
+from experiments.app.user_error import USER_ERROR, report_error
 
 
 def load_task(path: str) -> Callable[[DictConfig], Any]:
@@ -65,7 +53,7 @@ def app(cfg: DictConfig) -> object:
         return task(cfg)
     except EmolabError as err:
         # Bad input is the user's to fix: one clear line, no traceback.
-        _report(str(err))
+        report_error(str(err))
         sys.exit(USER_ERROR)
     except Exception as err:
         from emotion_probe.models.wrappers.core import is_transient
@@ -74,8 +62,8 @@ def app(cfg: DictConfig) -> object:
             raise  # a bug: keep its traceback
         # A model server that stayed down, dropped its streams or timed out through every retry (conf/retry):
         # nothing is wrong with the input, and every step finished before is on disk. One line, as for bad input.
-        _report(f"the model did not answer: {type(err).__name__}: {' '.join(str(err).split())} "
-                f"(retried as conf/retry allows); what was written is kept, {resume_hint()}")
+        report_error(f"the model did not answer: {type(err).__name__}: {' '.join(str(err).split())} "
+                     f"(retried as conf/retry allows); what was written is kept, {resume_hint()}")
         sys.exit(USER_ERROR)
 
 
@@ -173,12 +161,12 @@ def _hydra_errors_as_user_errors() -> Iterator[None]:
             except InstantiationException:
                 raise  # a broken _target_ in our own conf (a callback, a launcher) is a bug
             except EmolabError as err:  # a config file refused while Hydra loaded it (experiments.app.config_guard)
-                _report(str(err))
+                report_error(str(err))
                 sys.exit(USER_ERROR)
             except CompactHydraException as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
-                _report(*split_hydra_error(err))
+                report_error(*split_hydra_error(err))
                 sys.exit(USER_ERROR)
 
         return original(reported)
@@ -214,7 +202,7 @@ def main() -> None:
     try:
         check_option_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides, shipped_groups())
     except EmolabError as err:
-        _report(str(err))
+        report_error(str(err))
         sys.exit(USER_ERROR)
     _clean_log_records()
     with _hydra_errors_as_user_errors(), guarded_config_loading(), _redacted_hydra_records():

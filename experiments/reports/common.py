@@ -45,7 +45,7 @@ from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.limits import InputLimits
 from emotion_probe.wheel import EmotionWheel
 from experiments.app.manifest import RunManifest
-from experiments.app.callbacks import JOB_FILE, JobRecord, read_job_record
+from experiments.app.run_records import JOB_FILE, JobRecord, read_job_record
 
 M = TypeVar("M", bound=BaseModel)
 

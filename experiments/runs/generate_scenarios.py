@@ -19,9 +19,10 @@ from emotion_probe.scenarios import load_scenarios
 from emotion_probe.terminal import printable_text
 from emotion_probe.wheel import EmotionWheel
 from environments.scenario_generator import GeneratorContext, build_scenario_generator_graph
-from experiments.app.callbacks import LockSettings, only_writer_of, reads_config
 from experiments.app.common import build_model, input_hashes, output_dir, validated
+from experiments.app.fingerprints import reads_config
 from experiments.app.manifest import write_manifest
+from experiments.app.run_lock import LockSettings, only_writer_of
 
 
 class GeneratorSettings(BaseModel):

@@ -31,8 +31,8 @@ from emotion_probe.analysis.hierarchy_trees import nested_tree
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
 from emotion_probe.terminal import printable_text
-from experiments.app.callbacks import reads_config
 from experiments.app.common import output_dir, probe_scenario_file, validated, write_json_atomic
+from experiments.app.fingerprints import reads_config
 from experiments.app.manifest import write_manifest
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,6 @@ from emotion_probe.analysis.stats import resample_rows
 from emotion_probe.wheel import EmotionWheel
 from environments.recognition import RecognitionContext, build_recognition_graph
 from environments.timing import NodeTimings
-from experiments.app.callbacks import claim_run_dir, reads_config
 from experiments.app.common import (
     build_model,
     config_group_files,
@@ -42,7 +41,9 @@ from experiments.app.common import (
     validated,
     write_json_atomic,
 )
+from experiments.app.fingerprints import reads_config
 from experiments.app.manifest import write_manifest
+from experiments.app.run_records import claim_run_dir
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from emotion_probe.engines.ray import RaySettings
 from emotion_probe.files import write_frame
 from emotion_probe.terminal import printable, printable_text
 from emotion_probe.wheel import EmotionWheel
-from experiments.app.callbacks import claim_run_dir, reads_config
 from experiments.app.common import RunLayers, input_hashes, output_dir, probe_scenario_file, validated
+from experiments.app.fingerprints import reads_config
 from experiments.app.manifest import write_manifest
+from experiments.app.run_records import claim_run_dir
 
 
 class ProbeEngine(BaseModel):
