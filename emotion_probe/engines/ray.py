@@ -193,17 +193,7 @@ def probe_scenarios_on_ray(
     builds its backend from it. Nothing is resumed: a rerun probes every scenario again.
     """
     out_dir = Path(out_dir)
-    reserved = set(ID_COLUMNS) | {"emotion", "primary", PROVENANCE_COLUMN}
-    if clash := reserved & set(wheel.words):
-        raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
-    if "_target_" not in model_config:
-        raise ConfigError("model config has no _target_ naming the backend class to build")
-    from emotion_probe.models.registry import check_model_config
-
-    check_model_config(model_config)  # before a worker gets it: workers build only registered providers
-    # Checked here, before any worker starts, so the user gets one line instead of a remote traceback.
-    if missing := [key for key, value in model_config.items() if value == "???"]:
-        raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")
+    _check_before_workers(model_config, wheel)
     ray = import_ray()
     # One block per chunk: Ray Data then hands each worker exactly the chunks the local engine probes.
     size = settings.chunk_size
@@ -212,6 +202,47 @@ def probe_scenarios_on_ray(
                       "text": [s.text for s in scenarios[start : start + size]]})
         for start in range(0, len(scenarios), size)
     ]
+    worker_kwargs = {"model_config": model_config, "wheel": wheel, "probe_settings": settings, "cache": cache,
+                     "retry": retry}
+    rows, where = _probe_blocks(ray, blocks, worker_kwargs, size, ray_settings, show_progress)
+    records = [json.loads(text) for text in rows[PROVENANCE_COLUMN].unique()]
+    table = _ordered_table(rows, scenarios, wheel)
+    with replacing(out_dir / "distributions.parquet") as staging:
+        table.to_parquet(staging, index=False)
+    workers = sorted({record["worker"] for record in records})
+    usage = _total_usage(records)
+    # A worker's description carries its own counters; the run's are the totals over all workers.
+    model = {key: usage.get(key, value) for key, value in records[0]["model"].items()}
+    return RayProbeResult(
+        table=table,
+        model={**model, "usage": usage},
+        probe={**settings.model_dump(), "scored_with": records[0]["scored_with"], "exact": records[0]["exact"]},
+        ray={"ran_on": where, "workers": workers, "num_workers": ray_settings.num_workers,
+             "blocks": len(blocks), "ray_version": ray.__version__},
+    )
+
+
+def _check_before_workers(model_config: dict[str, Any], wheel: EmotionWheel) -> None:
+    """The checks a worker would fail on, made on the driver: the user gets one line instead of a remote
+    traceback, before any worker starts."""
+    reserved = set(ID_COLUMNS) | {"emotion", "primary", PROVENANCE_COLUMN}
+    if clash := reserved & set(wheel.words):
+        raise ConfigError(f"wheel words {sorted(clash)} clash with the table's own columns")
+    if "_target_" not in model_config:
+        raise ConfigError("model config has no _target_ naming the backend class to build")
+    from emotion_probe.models.registry import check_model_config
+
+    check_model_config(model_config)  # workers build only registered providers
+    if missing := [key for key, value in model_config.items() if value == "???"]:
+        raise ConfigError(f"model config needs a value for: {', '.join(missing)} (e.g. model.{missing[0]}=...)")
+
+
+def _probe_blocks(
+    ray: ModuleType, blocks: list[pd.DataFrame], worker_kwargs: dict[str, Any], size: int,
+    ray_settings: RaySettings, show_progress: bool,
+) -> tuple[pd.DataFrame, str]:
+    """Every block probed by a pool of `ProbeWorker`s: the rows as Ray hands them back (in any order), and
+    where the work ran."""
     with ray_session(ray_settings) as where:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = show_progress
@@ -223,13 +254,7 @@ def probe_scenarios_on_ray(
         context.raise_original_map_exception = True
         probed = ray.data.from_pandas(blocks).map_batches(
             ProbeWorker,
-            fn_constructor_kwargs={
-                "model_config": model_config,
-                "wheel": wheel,
-                "probe_settings": settings,
-                "cache": cache,
-                "retry": retry,
-            },
+            fn_constructor_kwargs=worker_kwargs,
             batch_size=size,
             batch_format="pandas",
             # A fixed pool: `concurrency=` is deprecated in Ray 2.60 in favour of a compute strategy.
@@ -239,13 +264,16 @@ def probe_scenarios_on_ray(
             num_gpus=ray_settings.num_gpus_per_worker,
         )
         try:
-            rows = probed.to_pandas()
+            return probed.to_pandas(), where
         except Exception as err:
             # A worker's bad-config error arrives wrapped in Ray's task errors; report it as itself.
             if (user_error := _user_error_inside(err)) is not None:
                 raise user_error from None
             raise
-    records = [json.loads(text) for text in rows[PROVENANCE_COLUMN].unique()]
+
+
+def _ordered_table(rows: pd.DataFrame, scenarios: list[Scenario], wheel: EmotionWheel) -> pd.DataFrame:
+    """The workers' rows as the local engine's table: its columns and dtypes, in scenario order, labelled."""
     order = [s.id for s in scenarios]
     if sorted(rows["id"]) != sorted(order):
         raise RuntimeError(f"Ray returned {len(rows)} rows for {len(order)} scenarios")
@@ -261,20 +289,7 @@ def probe_scenarios_on_ray(
         table[TOP_K_TOKENS_COLUMN] = [[str(t) for t in tokens] for tokens in rows[TOP_K_TOKENS_COLUMN]]
         table[TOP_K_TOKEN_IDS_COLUMN] = [[None if pd.isna(i) else int(i) for i in ids] for ids in rows[TOP_K_TOKEN_IDS_COLUMN]]
         table[TOP_K_PROBABILITIES_COLUMN] = [[float(p) for p in row] for row in rows[TOP_K_PROBABILITIES_COLUMN]]
-    table = with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
-    with replacing(out_dir / "distributions.parquet") as staging:
-        table.to_parquet(staging, index=False)
-    workers = sorted({record["worker"] for record in records})
-    usage = _total_usage(records)
-    # A worker's description carries its own counters; the run's are the totals over all workers.
-    model = {key: usage.get(key, value) for key, value in records[0]["model"].items()}
-    return RayProbeResult(
-        table=table,
-        model={**model, "usage": usage},
-        probe={**settings.model_dump(), "scored_with": records[0]["scored_with"], "exact": records[0]["exact"]},
-        ray={"ran_on": where, "workers": workers, "num_workers": ray_settings.num_workers,
-             "blocks": len(blocks), "ray_version": ray.__version__},
-    )
+    return with_labels(table.set_index("id").loc[order].reset_index(), scenarios)
 
 
 def _total_usage(records: list[dict[str, Any]]) -> dict[str, Any]:
