@@ -206,78 +206,20 @@ def write_persona_report(
     """
     if test not in TESTS:
         raise ConfigError(f"test: expected one of {list(TESTS)}, got {test!r}")
-    accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()], index=list(jobs))
-    accuracy = accuracy.drop(columns="persona", errors="ignore")
-    accuracy.index.name = "persona"
-    # Counted here from the predictions, so every report shows them whatever the jobs' metrics.json holds.
-    accuracy["unanswered"] = [_unanswered(table["predicted"]) for _, table in jobs.values()]
-    accuracy["calibrated_unanswered"] = [_unanswered(table["predicted_calibrated"]) for _, table in jobs.values()]
-    write_frame(accuracy, out_dir / "accuracy.parquet")
-    write_frame(accuracy, out_dir / "accuracy.csv")
-    _bar_chart(accuracy, out_dir / "accuracy.png")
-
-    primary_confusions: dict[str, np.ndarray] = {}
-    per_primary: dict[str, pd.Series] = {}
-    for name, (_, table) in jobs.items():
-        answered = table["predicted"].notna()  # no prediction where the model named no word (paper method)
-        fine = confusion_matrix(table.loc[answered, "emotion"], table.loc[answered, "predicted"], wheel.words)
-        write_frame(pd.DataFrame(fine, index=wheel.words, columns=wheel.words), out_dir / f"confusion_{file_part(name)}.parquet")
-        primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
-        per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)
-    _heatmaps(primary_confusions, wheel.primaries, out_dir / "confusion_primary.png")
+    accuracy = _accuracy_table(jobs, out_dir)
+    primary_confusions, per_primary = _primary_confusions(jobs, wheel, out_dir)
     per_primary_frame = pd.DataFrame(per_primary).T
     write_frame(per_primary_frame, out_dir / "per_primary_accuracy.csv")
     result = PersonaReport(accuracy, primary_confusions, per_primary_frame,
                            figures=[out_dir / "accuracy.png", out_dir / "confusion_primary.png"],
                            unanswered=accuracy["unanswered"].astype(int).to_dict())
-
     tests = []
     for a, b in pairs:
         if a not in jobs or b not in jobs:
             continue
-        paired = _paired(a, b, jobs[a][1], jobs[b][1])
-        if paired is None and test == "sign":
-            raise ConfigError(f"pairs: {a} and {b} did not read the same scenarios (their ids differ), so the "
-                              "paired test cannot pair them; rerun both on one scenario file, or set test=fisher")
-        frames: dict[bool, pd.DataFrame] = {}
-        silent = []
-        for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
-            # A persona without a single answer in this column has no rates to compare: said, and the
-            # rest of the report is still written.
-            if mute := [p for p in (a, b) if _unanswered(jobs[p][1][column]) == len(jobs[p][1])]:
-                silent.append(f"{'calibrated' if calibrated else 'uncalibrated'} predictions not compared: no answer "
-                              f"from {' or '.join(mute)}")
-                continue
-            if test == "sign":
-                table = compare_paired_predictions(_answers(paired[0][column]), _answers(paired[1][column]),
-                                                   wheel.words)
-            else:
-                counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy()
-                          for p in (a, b)]
-                table = compare_predictions(counts[0], counts[1], wheel.words)
-            frames[calibrated] = table.assign(calibrated=calibrated)
-        if frames:
-            comparison = pd.concat(frames.values(), ignore_index=True)
-            write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.parquet", index=False)
-            write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.csv", index=False)
-            result.comparisons[(a, b)] = comparison
-        reference = "neutral" if "neutral" in per_primary else None
-        radar = out_dir / f"radar_{file_part(a)}_vs_{file_part(b)}.png"
-        _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, radar)
-        result.figures.append(radar)
-        gap = {c: _gap(jobs[a][0][f"{c}accuracy"], jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
-        significant = " -> ".join(str(int(frames[c]["significant"].sum())) if c in frames else "-"
-                                  for c in (False, True))
-        mcnemar = ""
-        if paired is not None:
-            pair_tests = accuracy_tests(a, b, *paired, wheel)
+        pair_tests = _compare_pair(a, b, jobs, wheel, per_primary, test, out_dir, console, result)
+        if pair_tests is not None:
             tests.append(pair_tests)
-            word = pair_tests[pair_tests["level"] == "word"].set_index("calibrated")["p_value"]
-            mcnemar = f" (McNemar p {word.loc[False]:.3g} -> {word.loc[True]:.3g})"
-        # Persona names come from the jobs' files: escaped, and shown as text.
-        console.print(printable_text(f"{a} vs {b}: accuracy gap {gap['']} before calibration, {gap['calibrated_']} "
-                                     f"after{mcnemar}; significant emotions ({test}, BH) {significant}"
-                                     + "".join(f"; {note}" for note in silent)))
     if tests:
         result.accuracy_tests = pd.concat(tests, ignore_index=True)
         write_frame(result.accuracy_tests, out_dir / "accuracy_tests.csv", index=False)
@@ -287,6 +229,99 @@ def write_persona_report(
         _pies(jobs, wheel, emotion, pies)
         result.figures.append(pies)
     return result
+
+
+def _accuracy_table(jobs: dict[str, tuple[dict, pd.DataFrame]], out_dir: Path) -> pd.DataFrame:
+    """One row per persona, its metrics.json values and its unanswered rows: accuracy.{parquet,csv,png}."""
+    accuracy = pd.DataFrame([metrics for metrics, _ in jobs.values()], index=list(jobs))
+    accuracy = accuracy.drop(columns="persona", errors="ignore")
+    accuracy.index.name = "persona"
+    # Counted here from the predictions, so every report shows them whatever the jobs' metrics.json holds.
+    accuracy["unanswered"] = [_unanswered(table["predicted"]) for _, table in jobs.values()]
+    accuracy["calibrated_unanswered"] = [_unanswered(table["predicted_calibrated"]) for _, table in jobs.values()]
+    write_frame(accuracy, out_dir / "accuracy.parquet")
+    write_frame(accuracy, out_dir / "accuracy.csv")
+    _bar_chart(accuracy, out_dir / "accuracy.png")
+    return accuracy
+
+
+def _primary_confusions(
+    jobs: dict[str, tuple[dict, pd.DataFrame]], wheel: EmotionWheel, out_dir: Path,
+) -> tuple[dict[str, np.ndarray], dict[str, pd.Series]]:
+    """Per persona, its primaries x primaries confusion counts and its accuracy per primary; the word-level
+    confusion tables (confusion_<persona>.parquet) and the heatmaps (confusion_primary.png) are written."""
+    primary_confusions: dict[str, np.ndarray] = {}
+    per_primary: dict[str, pd.Series] = {}
+    for name, (_, table) in jobs.items():
+        answered = table["predicted"].notna()  # no prediction where the model named no word (paper method)
+        fine = confusion_matrix(table.loc[answered, "emotion"], table.loc[answered, "predicted"], wheel.words)
+        write_frame(pd.DataFrame(fine, index=wheel.words, columns=wheel.words), out_dir / f"confusion_{file_part(name)}.parquet")
+        primary_confusions[name] = collapse_confusion(fine, wheel.words, wheel.primary_of, wheel.primaries)
+        per_primary[name] = per_class_accuracy(primary_confusions[name], wheel.primaries)
+    _heatmaps(primary_confusions, wheel.primaries, out_dir / "confusion_primary.png")
+    return primary_confusions, per_primary
+
+
+def _compare_pair(
+    a: str, b: str, jobs: dict[str, tuple[dict, pd.DataFrame]], wheel: EmotionWheel,
+    per_primary: dict[str, pd.Series], test: str, out_dir: Path, console: Console, result: PersonaReport,
+) -> pd.DataFrame | None:
+    """Persona A against B: the per-emotion comparison (compare_<a>_vs_<b>.{parquet,csv}) and the radar chart,
+    added to `result`, and one console line. Returns the pair's McNemar tests, or None when the two did not
+    read the same scenarios."""
+    paired = _paired(a, b, jobs[a][1], jobs[b][1])
+    if paired is None and test == "sign":
+        raise ConfigError(f"pairs: {a} and {b} did not read the same scenarios (their ids differ), so the "
+                          "paired test cannot pair them; rerun both on one scenario file, or set test=fisher")
+    frames, silent = _prediction_comparisons(a, b, jobs, paired, wheel, test)
+    if frames:
+        comparison = pd.concat(frames.values(), ignore_index=True)
+        write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.parquet", index=False)
+        write_frame(comparison, out_dir / f"compare_{file_part(a)}_vs_{file_part(b)}.csv", index=False)
+        result.comparisons[(a, b)] = comparison
+    reference = "neutral" if "neutral" in per_primary else None
+    radar = out_dir / f"radar_{file_part(a)}_vs_{file_part(b)}.png"
+    _radar({p: per_primary[p] for p in (a, b, reference) if p}, wheel, radar)
+    result.figures.append(radar)
+    gap = {c: _gap(jobs[a][0][f"{c}accuracy"], jobs[b][0][f"{c}accuracy"]) for c in ("", "calibrated_")}
+    significant = " -> ".join(str(int(frames[c]["significant"].sum())) if c in frames else "-"
+                              for c in (False, True))
+    mcnemar, pair_tests = "", None
+    if paired is not None:
+        pair_tests = accuracy_tests(a, b, *paired, wheel)
+        word = pair_tests[pair_tests["level"] == "word"].set_index("calibrated")["p_value"]
+        mcnemar = f" (McNemar p {word.loc[False]:.3g} -> {word.loc[True]:.3g})"
+    # Persona names come from the jobs' files: escaped, and shown as text.
+    console.print(printable_text(f"{a} vs {b}: accuracy gap {gap['']} before calibration, {gap['calibrated_']} "
+                                 f"after{mcnemar}; significant emotions ({test}, BH) {significant}"
+                                 + "".join(f"; {note}" for note in silent)))
+    return pair_tests
+
+
+def _prediction_comparisons(
+    a: str, b: str, jobs: dict[str, tuple[dict, pd.DataFrame]],
+    paired: tuple[pd.DataFrame, pd.DataFrame] | None, wheel: EmotionWheel, test: str,
+) -> tuple[dict[bool, pd.DataFrame], list[str]]:
+    """The per-emotion tests of A against B, by whether the predictions are calibrated, and a note for each
+    prediction column left out."""
+    frames: dict[bool, pd.DataFrame] = {}
+    silent = []
+    for column, calibrated in (("predicted", False), ("predicted_calibrated", True)):
+        # A persona without a single answer in this column has no rates to compare: said, and the
+        # rest of the report is still written.
+        if mute := [p for p in (a, b) if _unanswered(jobs[p][1][column]) == len(jobs[p][1])]:
+            silent.append(f"{'calibrated' if calibrated else 'uncalibrated'} predictions not compared: no answer "
+                          f"from {' or '.join(mute)}")
+            continue
+        if test == "sign":
+            table = compare_paired_predictions(_answers(paired[0][column]), _answers(paired[1][column]),
+                                               wheel.words)
+        else:
+            counts = [jobs[p][1][column].value_counts().reindex(wheel.words, fill_value=0).to_numpy()
+                      for p in (a, b)]
+            table = compare_predictions(counts[0], counts[1], wheel.words)
+        frames[calibrated] = table.assign(calibrated=calibrated)
+    return frames, silent
 
 
 def _bar_chart(accuracy: pd.DataFrame, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,15 +72,7 @@ def run(cfg: DictConfig) -> dict:
     # What the run reads, by content: the scenarios, the wheel, the persona's config file and its personas.json.
     inputs = input_hashes(resolve_data_file("scenarios", cfg.scenarios), resolve_data_file("wheels", probe_settings.wheel),
                           *config_group_files("persona"), persona.file)
-    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty,
-                               limits=validated(InputLimits, cfg.limits, "limits"))
-    dropped_rows = scenarios.dropped  # for the manifest; the list is rebuilt below
-    unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
-    if unlabelled:
-        raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
-                          f"(first: {unlabelled[0]}); persona bias needs labelled scenarios")
-    # Files with only a label (the authors' `label`) get its primary from the wheel.
-    scenarios = [s if s.primary else s.model_copy(update={"primary": wheel.primary_of(s.emotion)}) for s in scenarios]
+    scenarios, dropped_rows = _labelled_scenarios(cfg, wheel)
     out_dir = output_dir(cfg)
     claim_run_dir(cfg, out_dir, inputs)  # before recognition_parts/ is read back
     model = build_model(cfg.model, cfg)
@@ -134,6 +127,12 @@ def run(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "prior.json", dict(zip(wheel.words, prior.tolist())))
     write_manifest(out_dir, cfg, models={"persona": model}, timings=context.timings, started=started,
                    probe=probe.describe(), persona=persona.model_dump(), dropped_rows=dropped_rows, inputs=inputs)
+    _print_summary(persona, metrics, len(wheel.words), out_dir)
+    return metrics
+
+
+def _print_summary(persona: PersonaSpec, metrics: dict, words: int, out_dir: Path) -> None:
+    """The run's one console line: its accuracies, with their intervals where bootstrapped, and its dir."""
     def ci(key: str) -> str:
         low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
         return f" [{low:.1%}, {high:.1%}]" if low is not None and np.isfinite(low) and np.isfinite(high) else ""
@@ -142,12 +141,25 @@ def run(cfg: DictConfig) -> dict:
     Console().print(Text.assemble(
         (printable(persona.name), "bold"),
         f" ({printable(persona.phrase or 'no persona')}): accuracy {metrics['accuracy']:.1%}"
-        f"{ci('accuracy')} over {len(wheel.words)} words, {metrics['primary_accuracy']:.1%}"
+        f"{ci('accuracy')} over {words} words, {metrics['primary_accuracy']:.1%}"
         f"{ci('primary_accuracy')} over primaries; calibrated "
         f"{metrics['calibrated_accuracy']:.1%} / {metrics['calibrated_primary_accuracy']:.1%}; "
         f"coverage {metrics['coverage']:.1%}  -> {printable(out_dir)}"
     ))
-    return metrics
+
+
+def _labelled_scenarios(cfg: DictConfig, wheel: EmotionWheel) -> tuple[list[Scenario], dict[str, int]]:
+    """The run's scenarios, each with its label's primary, and the rows the file dropped (for the manifest);
+    a row whose label is not a word of the wheel is refused."""
+    scenarios = load_scenarios(cfg.scenarios, limit=cfg.limit, keep_empty=cfg.keep_empty,
+                               limits=validated(InputLimits, cfg.limits, "limits"))
+    unlabelled = [s.id for s in scenarios if s.emotion not in wheel.index]
+    if unlabelled:
+        raise ConfigError(f"scenarios: {len(unlabelled)} rows have no label in the {wheel.name!r} wheel "
+                          f"(first: {unlabelled[0]}); persona bias needs labelled scenarios")
+    # Files with only a label (the authors' `label`) get its primary from the wheel.
+    labelled = [s if s.primary else s.model_copy(update={"primary": wheel.primary_of(s.emotion)}) for s in scenarios]
+    return labelled, scenarios.dropped
 
 
 def _paper_predictions(table: pd.DataFrame) -> list[str | None]:
