@@ -10,6 +10,9 @@ console or a log passes through here.
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 from rich.text import Text
 
 #: Unicode's bidirectional embedding, override and isolate controls: they reorder the text after them.
@@ -35,3 +38,11 @@ def printable_text(text: object, style: str = "", newlines: bool = False) -> Tex
     `[bold]` or `[link=...]` in it is read as markup. For any value a file or a model supplied (a name,
     a table cell, a title)."""
     return Text(printable(text, newlines=newlines), style=style)
+
+
+def format_cell(value: object, spec: str = "") -> str:
+    """`value` as a table cell, formatted by `spec` (as `format` takes it), or "-" for a value that is
+    missing: None, NaN or an infinity (no parameter count behind an API, no alignment without edges)."""
+    if value is None or (isinstance(value, Real) and not isinstance(value, Integral) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)

@@ -19,7 +19,7 @@ from rich.table import Table
 from emotion_probe.analysis.plots import save_png_and_svg
 from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import write_frame
-from emotion_probe.terminal import printable_text
+from emotion_probe.terminal import format_cell, printable_text
 from experiments.app.common import output_dir
 from experiments.reports.common import (
     Block,
@@ -52,8 +52,8 @@ def report(cfg: DictConfig) -> pd.DataFrame:
         table.add_column(column, justify="left" if column == "model" else "right")
     # Every cell was read from a job's metrics.json (the model's name from its config): escaped, shown as text.
     for _, row in frame.iterrows():
-        cells = [row["model"], _number(row["parameters"], ",.0f"), row["edges"], row["nodes"], row["total_path_length"],
-                 _number(row["average_depth"], ".2f"), _number(row["wheel_alignment"], ".2f")]
+        cells = [row["model"], format_cell(row["parameters"], ",.0f"), row["edges"], row["nodes"], row["total_path_length"],
+                 format_cell(row["average_depth"], ".2f"), format_cell(row["wheel_alignment"], ".2f")]
         table.add_row(*(printable_text(cell) for cell in cells))
     Console().print(table)
     Console().print(printable_text(f"wrote {out_dir}/scaling.{{parquet,csv,png,svg}}"))
@@ -66,14 +66,6 @@ def load_metrics(path: Path) -> HierarchyMetrics:
         return HierarchyMetrics.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as err:
         raise ConfigError(f"{path}: {first_validation_problem(err)}") from None
-
-
-def _number(value: object, spec: str) -> str:
-    """A table cell: "-" for a value a job could not have (no parameter count behind an API, no alignment
-    without edges)."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return format(value, spec)
 
 
 def write_scaling(rows: list[dict], out_dir: Path) -> pd.DataFrame:

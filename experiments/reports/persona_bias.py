@@ -29,7 +29,7 @@ from emotion_probe.analysis.bias import (
 )
 from emotion_probe.errors import ConfigError
 from emotion_probe.files import file_part, save_figure, write_frame
-from emotion_probe.terminal import printable_text
+from emotion_probe.terminal import format_cell, printable_text
 from emotion_probe.wheel import EmotionWheel
 from experiments.app.common import output_dir
 from experiments.reports.common import (
@@ -124,7 +124,7 @@ TESTS = ("sign", "fisher")
 def _with_interval(row: pd.Series, key: str) -> str:
     """'23.1% [19.0%, 27.2%]' when the job's metrics.json has the bootstrap interval, else '23.1%'."""
     value = row.get(key)
-    text = "-" if value is None or pd.isna(value) else f"{value:.1%}"
+    text = format_cell(value, ".1%")
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if low is not None and high is not None and pd.notna(low) and pd.notna(high):
         text += f" [{low:.1%}, {high:.1%}]"
@@ -151,7 +151,7 @@ def _unanswered(column: pd.Series) -> int:
 
 def _gap(x: float | None, y: float | None) -> str:
     """|x - y| as a percentage, or "-" when either accuracy is undefined (a persona with no answer)."""
-    return "-" if x is None or y is None or pd.isna(x) or pd.isna(y) else f"{abs(x - y):.1%}"
+    return format_cell(None if x is None or y is None else abs(x - y), ".1%")
 
 
 def accuracy_tests(a: str, b: str, table_a: pd.DataFrame, table_b: pd.DataFrame, wheel: EmotionWheel) -> pd.DataFrame:

@@ -13,12 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from emotion_probe.errors import ConfigError, first_validation_problem
 from emotion_probe.files import write_frame
 from emotion_probe.analysis.hierarchy import build_hierarchy
 from emotion_probe.analysis.hierarchy_robustness import (
@@ -30,8 +29,8 @@ from emotion_probe.analysis.hierarchy_robustness import (
 from emotion_probe.analysis.hierarchy_trees import nested_tree
 from emotion_probe.analysis.plots import draw_tree, save_png_and_svg
 from emotion_probe.probe import RANKED_COLUMN
-from emotion_probe.terminal import printable_text
-from experiments.app.common import output_dir, probe_scenario_file, validated, write_json_atomic
+from emotion_probe.terminal import format_cell, printable_text
+from experiments.app.common import probe_scenario_file, validated, write_json_atomic
 from experiments.app.fingerprints import reads_config
 from experiments.app.manifest import write_manifest
 
@@ -166,9 +165,7 @@ _HIDDEN = {*_BESIDE.values(), "shuffled_alignment_std", "frequency_matched_align
 def _print_metrics(metrics: dict, tree_keys: list[str], out_dir: Path) -> None:
     """The console table: `tree_keys` are the analysis' metrics (Hierarchy.metrics), in its order."""
     def show(value) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return "-"
-        return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
+        return format_cell(value, ".3f" if isinstance(value, float) else ",")
 
     # The model's name comes from its config file: escaped, and shown as text.
     table = Table(title=printable_text(f"Emotion hierarchy of {metrics['model']}"))

@@ -10,7 +10,6 @@ writes comparison.json, and draws both trees in one figure (comparison.png/.svg)
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import networkx as nx
@@ -24,6 +23,7 @@ from emotion_probe.analysis.hierarchy_trees import edge_agreement, tree_from_edg
 from emotion_probe.analysis.plots import draw_trees
 from emotion_probe.limits import InputLimits
 from emotion_probe.probe import ProbeSettings
+from emotion_probe.terminal import format_cell
 from emotion_probe.wheel import EmotionWheel
 from experiments.app.common import output_dir, validated, write_json_atomic
 from experiments.runs.hierarchy import HierarchySettings
@@ -126,9 +126,7 @@ def run(cfg: DictConfig) -> dict:
 
 def _print(result: dict, console: Console) -> None:
     def show(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+        return format_cell(value, ".3f" if isinstance(value, float) else "")
 
     console.print(f"edges: {result['common_edges']} shared of {result['edges']} (ours) and "
                   f"{result['reference_edges']} (reference): precision {show(result['precision'])}, "
