@@ -1,7 +1,7 @@
 """A run dir has one writer, and no result in it is silently stale.
 
 Two real `emolab` processes on one run dir; probe reruns into a dir after its scenario file changed; sweep
-reruns after a config the job never reads changed, and over a record an earlier emolab wrote; and, in
+reruns after a config the job never reads changed, and over a version-1 record (no `fingerprint_version`); and, in
 process, that every experiment that declares the config keys it reads (`reads_config`) reads no other.
 """
 
@@ -24,7 +24,7 @@ from emolab_cli import transcript_records
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from experiments.app.fingerprints import declared_config_keys, job_fingerprint
+from experiments.app.fingerprints import FINGERPRINT_VERSION, declared_config_keys, job_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 EMOLAB = [sys.executable, "-m", "experiments.app.main"]
@@ -162,12 +162,14 @@ def test_a_probe_rerun_on_other_or_edited_scenarios_is_refused_and_never_merged(
 
 
 def _old_fingerprint(cfg) -> str:
-    """The fingerprint emolab recorded in job.json before experiments declared their keys, made as it made it:
-    the whole config but `hydra` and `progress`, without the keys configs gained since."""
+    """A version-1 fingerprint, as a job.json without `fingerprint_version` holds it: the whole config but
+    `hydra` and `progress`, without the keys version-1 configs lack, and `task` as a module path."""
     from experiments.app.fingerprints import _placed
+    from experiments.app.registry import legacy_task
 
     kept = [key for key in cfg if key not in ("hydra", "progress", "wait_for_lock", "limits")]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
+    data["task"] = legacy_task(data["task"])
     return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -180,7 +182,7 @@ def test_a_finished_probe_sweep_outlives_configs_it_never_reads_but_not_an_edite
     assert first.returncode == 0, first.stderr[-3000:]
     job_dir, job_file = sweep / "0", sweep / "0" / "job.json"
 
-    # A record as an earlier emolab wrote it: no version, the whole config's fingerprint. It still resumes.
+    # A version-1 record: no version, the whole config's fingerprint. It still resumes.
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=probe", "model=smollm2_random", "probe.wheel=ekman",
                                                        f"scenarios={scenarios}", f"paths.output_dir={job_dir}"])
@@ -190,7 +192,7 @@ def test_a_finished_probe_sweep_outlives_configs_it_never_reads_but_not_an_edite
     again = _run(command, tmp_path)
     assert again.returncode == 0 and "job already finished" in again.stderr, again.stderr[-3000:]
     record = json.loads(job_file.read_text(encoding="utf-8"))
-    assert (record["fingerprint_version"], record["skipped_reruns"]) == (2, 1)
+    assert (record["fingerprint_version"], record["skipped_reruns"]) == (FINGERPRINT_VERSION, 1)
 
     # The negotiation's scenario and customer are no part of a probe job.
     unrelated = _run([*command, "scenario.item=pebble", "customer/persona=collector"], tmp_path)
