@@ -50,8 +50,8 @@ def _jsonable(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        # A table (the probe's) is expected here: it is in the job dir already, so this is only a debug line
-        # (at info level it printed on every single run of experiments that return one).
+        # A table (the probe's) is expected here, and the job dir holds it already: a debug line, since an
+        # info line would print on every run of an experiment that returns one.
         log.debug("the job's result (a %s) is not a dict; job.json records no result for it, the job dir holds "
                   "its outputs", type(value).__name__)
         return None
@@ -135,7 +135,7 @@ class SweepCallback(Callback):
         if not failed and previous is not None and previous.status == "COMPLETED" \
                 and same_settings(previous.fingerprint, previous.fingerprint_version, config):
             # A rerun that skipped this finished job: keep the original record, note the visit, and record
-            # its fingerprint as this version makes it, so configs the job never reads no longer matter.
+            # its fingerprint as FINGERPRINT_VERSION makes it, so the next rerun compares only the keys the job reads.
             write_json_atomic(job_dir / JOB_FILE, {**previous.model_dump(), "fingerprint": fingerprint,
                                                    "fingerprint_version": FINGERPRINT_VERSION,
                                                    "skipped_reruns": previous.skipped_reruns + 1})

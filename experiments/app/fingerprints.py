@@ -18,12 +18,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 # Keys that change how a run looks or where it writes, not what it computes: a rerun may differ in them.
 # (`paths` is the run dir itself: a sweep moved to another disk is still the same sweep.)
 VOLATILE_KEYS = ("progress", "wait_for_lock", "paths")
-#: How fingerprints are made: 3 = `task` (an entry-point name) and the keys the task declared; 2 = the
-#: same with `task` as the module path emolab then recorded; 1 (records without a version) = the whole
-#: config but `progress`, as emolab recorded them before experiments declared their keys.
+#: How fingerprints are made, as a record's `fingerprint_version` says: 3 = `task` (an entry-point name) and
+#: the keys the task declared; 2 = the same with `task` as a module path (experiments.app.registry.LEGACY_TASKS);
+#: 1 (a record without a version) = the whole config but `progress`. A record of any version is compared the
+#: way its version makes fingerprints (`same_settings`), so no run dir is refused for its record's age alone.
 FINGERPRINT_VERSION = 3
-#: Left out of a version-1 fingerprint's comparison: `progress`, as then, and the keys that configs gained
-#: with version 2, so an old record still matches a config that differs from its own only by them.
+#: Left out when a version-1 fingerprint is compared: `progress`, which it never covered, and the keys a
+#: version-1 config does not have, so that such a record still matches a config that differs from its own
+#: only by them.
 _LEGACY_LEFT_OUT = ("progress", "wait_for_lock", "limits")
 #: The attribute `reads_config` sets on a task.
 _CONFIG_KEYS_ATTRIBUTE = "config_keys"
@@ -80,7 +82,7 @@ def job_fingerprint(cfg: DictConfig) -> str:
 
 
 def _legacy_fingerprint(cfg: DictConfig) -> str:
-    """A version-1 fingerprint, made as emolab made it then: the whole config but the hydra node."""
+    """A version-1 fingerprint: the whole config but the hydra node and the keys in _LEGACY_LEFT_OUT."""
     kept = [key for key in cfg if key not in ("hydra", *_LEGACY_LEFT_OUT)]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
     return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -118,7 +120,7 @@ def _with_legacy_task(cfg: DictConfig) -> DictConfig:
 
 
 def other_settings(version: int) -> str:
-    """How a refusal names the settings it compared: an old record covers the whole config."""
+    """How a refusal names the settings it compared: a version-1 record covers the whole config."""
     if version >= 2:  # versions 2 and 3 cover the same keys
         return "other settings"
     return ("other settings, or was recorded by an earlier emolab over its whole config (which an upgrade "

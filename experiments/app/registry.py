@@ -21,8 +21,8 @@ from emotion_probe.errors import ConfigError
 
 EXPERIMENT_GROUP = "emolab.experiments"
 
-#: Run dirs written before tasks were entry-point names say `task: experiments.<module>.<function>`.
-#: Each maps to the experiment it ran; `upgrade_task` is the only place that reads this older form.
+#: Run dirs whose records are of fingerprint version 1 or 2 say `task: experiments.<module>.<function>`.
+#: Each maps to the experiment it ran; `upgrade_task` is the only place that reads this form.
 LEGACY_TASKS = {
     **{f"experiments.{name}.run": name for name in (
         "bias_table", "compare_tree", "generate_scenarios", "hierarchy", "init_conf", "negotiation",
@@ -39,12 +39,12 @@ def registered_experiments() -> dict[str, EntryPoint]:
 
 
 def upgrade_task(task: Any) -> Any:
-    """`task` as this emolab names it: an older run dir's module path becomes the experiment's name."""
+    """`task` as an entry-point name: a module path from LEGACY_TASKS becomes the experiment's name."""
     return LEGACY_TASKS.get(task, task) if isinstance(task, str) else task
 
 
 def legacy_task(task: str) -> str:
-    """The module path an older emolab recorded for `task` (for comparing with fingerprints it made)."""
+    """The module path LEGACY_TASKS gives for `task`, to compare with fingerprints of versions 1 and 2."""
     return next((old for old, name in LEGACY_TASKS.items() if name == task), task)
 
 

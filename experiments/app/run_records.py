@@ -36,7 +36,7 @@ class JobRecord(BaseModel):
     num: int | None
     overrides: list[str]
     fingerprint: str
-    # Records written before versions were recorded are version 1 (see FINGERPRINT_VERSION).
+    # A record without a version is version 1 (see FINGERPRINT_VERSION).
     fingerprint_version: int = 1
     output_dir: str
     started_at: str | None
@@ -69,10 +69,10 @@ class RunSettingsFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     fingerprint: str
-    fingerprint_version: int = 1  # written before versions were recorded (see FINGERPRINT_VERSION)
+    fingerprint_version: int = 1  # a file without a version is version 1 (see FINGERPRINT_VERSION)
     overrides: list[str] = Field(default_factory=list)
-    # Content hashes of the files the run read (experiments.app.common.input_hashes); None: recorded before
-    # runs recorded them, so nothing to compare.
+    # Content hashes of the files the run read (experiments.app.common.input_hashes); None: the file records
+    # none, so there is nothing to compare.
     inputs: dict[str, str] | None = None
 
 
@@ -144,7 +144,7 @@ def claim_run_dir(cfg: DictConfig, out_dir: Path, inputs: dict[str, str] | None 
     earlier: list[tuple[str, int, list[str]]] = []
     if stored is not None:
         earlier.append((stored.fingerprint, stored.fingerprint_version, stored.overrides))
-    record = read_job_record(out_dir)  # a run that ended before run settings were recorded
+    record = read_job_record(out_dir)  # a finished job's record, which a dir may hold without run_settings.json
     if record is not None:
         earlier.append((record.fingerprint, record.fingerprint_version, record.overrides))
     for stored_fingerprint, version, stored_overrides in earlier:

@@ -51,7 +51,7 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Columns every row of results.parquet starts with.
 LEADING_COLUMNS = ("job", "experiment", "table")
-#: Status of a job without job.json (run before the sweep callback existed): its manifest.json is
+#: Status of a job without job.json (a run that no sweep callback recorded): its manifest.json is
 #: written last, so a job that has one completed.
 COMPLETED = "COMPLETED"
 UNKNOWN = "UNKNOWN (no job.json, no manifest.json)"
@@ -249,7 +249,7 @@ def _load_job(sweep_dir: Path, path: Path) -> Job | None:
     if task is not None:
         from experiments.app.registry import check_task
 
-        task = check_task(task, f"{path}: task")  # an older run dir's module path becomes the experiment's name
+        task = check_task(task, f"{path}: task")  # a task recorded as a module path becomes the experiment's name
     experiment: str | None = None
     if (hydra_dir / "hydra.yaml").is_file():
         try:
@@ -528,7 +528,7 @@ def register(task: str, report: ExperimentReport) -> ExperimentReport:
 
 def report_for(task: str | None) -> ExperimentReport | None:
     """The registered report of `task`, importing the module that owns it on first use; None for a
-    task that no module registers (a job of an experiment with no report section, or one since removed)."""
+    task that no module registers (a job of an experiment with no report section, or of one this emolab lacks)."""
     if not task:
         return None
     from experiments.app.registry import import_owner, upgrade_task
@@ -544,7 +544,8 @@ def report_for(task: str | None) -> ExperimentReport | None:
 def experiment_of_task(task: str | None) -> str:
     """An experiment's name from its task, for jobs whose .hydra/hydra.yaml does not record the
     `experiment=` choice (an experiment file may be copied under another name; its task still says what
-    it wrote). Older run dirs name the task by module path: "experiments.negotiation.run" -> "negotiation"."""
+    it wrote). A task recorded as a module path names its experiment too: "experiments.negotiation.run"
+    -> "negotiation"."""
     if not task:
         return "unknown"
     from experiments.app.registry import upgrade_task

@@ -169,7 +169,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _pretty(record: BaseModel) -> str:
-    # exclude_unset: show the file as written, without the defaults this report fills in for older files.
+    # exclude_unset: show the file as written, without the defaults this report fills in for keys it lacks.
     return json.dumps(record.model_dump(exclude_unset=True), indent=2, default=str)
 
 
