@@ -61,9 +61,17 @@ def alignment(edges: list[tuple[str, str]], wheel: EmotionWheel) -> float:
     return float(np.mean([wheel.primary_of(p) == wheel.primary_of(c) for p, c in edges]))
 
 
-def _aligned_counts(parents: np.ndarray, children: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Aligned edges per labelling: labels is [samples, K] (a primary index per word per sample)."""
-    return (labels[:, parents] == labels[:, children]).sum(axis=1)
+def _against_labellings(edges: list[tuple[str, str]], wheel: EmotionWheel, labels: np.ndarray) -> tuple[float, float, float]:
+    """The mean and standard deviation of the edges' alignment under each labelling of `labels` ([samples, K],
+    a primary index per word per sample), and the one-sided Monte Carlo p-value of their alignment under
+    the wheel's own labels."""
+    index = wheel.index
+    groups = wheel.primary_index
+    parents = np.array([index[p] for p, _ in edges])
+    children = np.array([index[c] for _, c in edges])
+    scores = (labels[:, parents] == labels[:, children]).sum(axis=1) / len(edges)
+    observed = float(np.mean(groups[parents] == groups[children]))
+    return float(scores.mean()), float(scores.std()), upper_tail_p(observed, scores)
 
 
 def shuffled_alignment(
@@ -78,14 +86,9 @@ def shuffled_alignment(
     if not edges or samples <= 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    index = wheel.index
     groups = wheel.primary_index
-    parents = np.array([index[p] for p, _ in edges])
-    children = np.array([index[c] for _, c in edges])
     labels = np.stack([rng.permutation(groups) for _ in range(samples)])
-    scores = _aligned_counts(parents, children, labels) / len(edges)
-    observed = float(np.mean(groups[parents] == groups[children]))
-    return float(scores.mean()), float(scores.std()), upper_tail_p(observed, scores)
+    return _against_labellings(edges, wheel, labels)
 
 
 def mass_bins(mass: np.ndarray, bins: int) -> list[np.ndarray]:
@@ -121,18 +124,13 @@ def frequency_matched_alignment(
     if not edges or samples <= 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    index = wheel.index
     groups = wheel.primary_index
-    parents = np.array([index[p] for p, _ in edges])
-    children = np.array([index[c] for _, c in edges])
     partition = mass_bins(mass, bins)
     labels = np.empty((samples, len(groups)), dtype=groups.dtype)
     for s in range(samples):
         for members in partition:
             labels[s, members] = rng.permutation(groups[members])
-    scores = _aligned_counts(parents, children, labels) / len(edges)
-    observed = float(np.mean(groups[parents] == groups[children]))
-    return float(scores.mean()), float(scores.std()), upper_tail_p(observed, scores)
+    return _against_labellings(edges, wheel, labels)
 
 
 def structure_metrics(graph: nx.DiGraph) -> dict[str, float]:
