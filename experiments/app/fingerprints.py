@@ -85,7 +85,7 @@ def _legacy_fingerprint(cfg: DictConfig) -> str:
     """A version-1 fingerprint: the whole config but the hydra node and the keys in _LEGACY_LEFT_OUT."""
     kept = [key for key in cfg if key not in ("hydra", *_LEGACY_LEFT_OUT)]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, throw_on_missing=False)
-    return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(data)
 
 
 def _hash_keys(cfg: DictConfig, keys: list[str]) -> str:
@@ -95,6 +95,11 @@ def _hash_keys(cfg: DictConfig, keys: list[str]) -> str:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
         data[key] = OmegaConf.to_container(value, resolve=True, throw_on_missing=False) \
             if OmegaConf.is_config(value) else value
+    return _digest(data)
+
+
+def _digest(data: Any) -> str:
+    """The fingerprint of plain config data: its model configs placed (`_placed`), as sorted JSON, hashed."""
     return hashlib.sha256(json.dumps(_placed(data), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
