@@ -5,7 +5,8 @@ the window title or wrap text in a hyperlink to anywhere; a carriage return or b
 was shown, and bidirectional controls reorder it. Printed as they are, such characters let a file or a
 model's reply hide or fake what a person reads. `printable` shows each of them as a visible escape
 (`\\x1b`, `\\u202e`), so nothing is hidden and nothing acts. Files keep the raw text: only what goes to a
-console or a log passes through here.
+console or a log passes through here. `format_cell` formats a table cell, so that every report shows a
+missing value the same way.
 """
 
 from __future__ import annotations
