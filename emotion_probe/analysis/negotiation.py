@@ -26,7 +26,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from emotion_probe.analysis.quality import CHECKS, QualityContext, QualitySettings, quality_row
-from emotion_probe.analysis.stats import json_safe
+from emotion_probe.analysis.stats import finite_or_none, json_safe
 
 __all__ = ["AnalysisSettings", "dumps_strict", "error_price_correlation", "paired_rounds",
            "trial_metrics", "trial_price", "trial_row"]
@@ -160,16 +160,6 @@ def trial_metrics(turns: Sequence[dict], pairing: Pairing = "response", *,
 # --- the price of a trial ----------------------------------------------------------------------
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def trial_price(status: str, turns: Sequence[dict], *, budget: float | None = None,
                 no_sale_price: Literal[0, "exclude"] = 0) -> dict[str, Any]:
     """What one trial sold for, from its records alone (the one place a price is recorded).
@@ -187,9 +177,9 @@ def trial_price(status: str, turns: Sequence[dict], *, budget: float | None = No
     if no_sale_price not in (0, "exclude"):
         raise ValueError(f"no_sale_price must be 0 or 'exclude', not {no_sale_price!r}")
     accepts = [t for t in turns if t.get("speaker") == "customer" and t.get("decision") == "accept"]
-    accept = _finite_or_none(accepts[-1].get("price")) if accepts else None
+    accept = finite_or_none(accepts[-1].get("price")) if accepts else None
     closings = [t for t in turns if t.get("speaker") == "closing"]
-    closing = _finite_or_none(closings[-1].get("paid")) if closings else None
+    closing = finite_or_none(closings[-1].get("paid")) if closings else None
     deal = status == "deal"
     if deal:
         price = accept if accept is not None else closing if closing is not None else float("nan")

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from emotion_probe.analysis.stats import finite_or_none
+
 __all__ = ["CHECKS", "QualityContext", "QualityResult", "QualitySettings", "check", "excluded_mask",
            "flag_counts", "flagged_checks", "longest_shared_run", "quality_row", "words"]
 
@@ -168,19 +170,11 @@ def flat_reports(turns: Sequence[dict], context: QualityContext) -> QualityResul
     return QualityResult(bool(total) and share >= context.settings.flat_share, share)
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 @check("price_out_of_range")
 def price_out_of_range(turns: Sequence[dict], context: QualityContext) -> QualityResult:
     """How far an accepted price lies outside [seller_cost, budget] (0 inside; NaN with no accepted price)."""
     prices = [p for t in turns if t.get("speaker") == "customer" and t.get("decision") == "accept"
-              if (p := _number(t.get("price"))) is not None]
+              if (p := finite_or_none(t.get("price"))) is not None]
     if not prices:
         return QualityResult(False, float("nan"))
     low = context.seller_cost if context.seller_cost is not None else -math.inf
@@ -197,7 +191,7 @@ def closing_price_without_deal(turns: Sequence[dict], context: QualityContext) -
               if t.get("speaker") == "closing" and t.get("paid") is None and t.get("paid_claimed") is not None]
     if not claims:
         return QualityResult(False, float("nan"))
-    claimed = _number(claims[-1])
+    claimed = finite_or_none(claims[-1])
     return QualityResult(True, claimed if claimed is not None else float("nan"))
 
 

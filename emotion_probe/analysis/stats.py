@@ -85,3 +85,13 @@ def json_safe(value: Any) -> Any:
     if value is not None and type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
         return None
     return value
+
+
+def finite_or_none(value: Any) -> float | None:
+    """`value` as a float when it is a finite number; None for anything else (None, text, NaN, an infinity),
+    as read from records a model or a person filled."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -32,10 +32,6 @@ from experiments.app.fingerprints import FINGERPRINT_VERSION, job_fingerprint, s
 from experiments.app.run_lock import hold_run_dir, release_lock
 from experiments.app.run_records import JOB_FILE, JobRecord, read_job_record, utc_now
 
-# Imported from here by experiments/app/common.py and experiments/runs/negotiation/run.py.
-from experiments.app.fingerprints import reads_config  # noqa: F401
-from experiments.app.run_records import claim_run_dir  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 SWEEP_MANIFEST = "manifest.json"

@@ -254,7 +254,7 @@ def probe_scenario_file(cfg: DictConfig) -> tuple["EmotionProbe", "pd.DataFrame"
     from emotion_probe.limits import InputLimits
     from emotion_probe.scenarios import load_scenarios
     from emotion_probe.wheel import EmotionWheel
-    from experiments.app.callbacks import claim_run_dir
+    from experiments.app.run_records import claim_run_dir
 
     settings = validated(ProbeSettings, cfg.probe, "probe")
     # Hashed before they are read: a file edited in between makes the next rerun refuse, never pass stale.

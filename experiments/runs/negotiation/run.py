@@ -34,7 +34,8 @@ from emotion_probe.wheel import EmotionWheel
 from environments.negotiation import NegotiationContext, build_negotiation_graph, initial_state
 from environments.rules import rules_for
 from environments.timing import NodeTimings
-from experiments.app.callbacks import claim_run_dir, reads_config
+from experiments.app.fingerprints import reads_config
+from experiments.app.run_records import claim_run_dir
 from experiments.runs.negotiation.checkpointer import CheckpointerSettings, open_checkpointer
 from experiments.app.common import (
     RunLayers,
