@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from agents.negotiation import NegotiationScenario, customer_messages, turn_schemas
+from agents.records import SalespersonTurnRecord
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.models.wrappers.batching import BatchingBackend
 from emotion_probe.models.providers.smollm2 import load_smollm2
@@ -39,7 +40,7 @@ CustomerTurn = turn_schemas(EMOTIONS).customer
 
 def request(trial: int) -> list:
     opening = f"Good day, customer {trial}! This acorn is a rare find from a 300-year-old oak. Fifteen dollars."
-    return customer_messages(SCENARIO, [{"speaker": "salesperson", "text": opening}], EMOTIONS)
+    return customer_messages(SCENARIO, [SalespersonTurnRecord.model_construct(text=opening)], EMOTIONS)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from agents.negotiation import (
     turn_schemas,
 )
 from agents.persona import PersonaAgent, PersonaSpec
+from agents.records import CustomerTurnRecord, SalespersonTurnRecord
 from agents.scenario_writer import batch_schema, writer_messages
 from emotion_probe.models.base import GenerateConfig
 from emotion_probe.models.wrappers.batching import BatchingBackend
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.embedded
 
 ACORN = NegotiationScenario.model_validate(
     yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "scenario" / "acorn.yaml").read_text()))
-TALK = [{"speaker": "salesperson", "text": "Good day! This acorn is a rare find, yours for fifteen dollars."},
-        {"speaker": "customer", "text": "Fifteen? That is a lot for an acorn."}]
+# Only a record's speaker and text reach a prompt: built without the rest.
+TALK = [SalespersonTurnRecord.model_construct(text="Good day! This acorn is a rare find, yours for fifteen dollars."),
+        CustomerTurnRecord.model_construct(text="Fifteen? That is a lot for an acorn.")]
 PERSONA = PersonaAgent(PersonaSpec(name="female", phrase="a woman"), EmotionWheel.load("shaver"))
 SHAVER = tuple(EmotionWheel.load("shaver").primaries)  # the default wheel's primaries: the default run's emotions
 SalespersonTurn, CustomerTurn = turn_schemas(SHAVER)
