@@ -258,8 +258,9 @@ def test_the_console_table_names_each_trials_flags():
     text = _table_text(_trials()).splitlines()
     assert "flags" in text[1] or "flags" in text[2]
     rows = [line for line in text if line.startswith("│")]
-    assert rows[0].rstrip("│ ").endswith("-") and rows[1].rstrip("│ ").endswith("flat_reports")
-    assert rows[5].rstrip("│ ").endswith("copying")
+    assert rows[0].rstrip("│ ").endswith("-") and rows[1].rstrip("│ ").endswith("1")
+    caption = " ".join(line.strip() for line in text[text.index(next(l for l in text if l.startswith("└"))) + 1:])
+    assert "trial 1: flat_reports" in caption and "trial 5: copying" in caption and "trial 0:" not in caption
     assert "flags" not in _table_text(_trials().drop(columns=["flag_copying", "flag_flat_reports",
                                                               "flag_neutral_turns"]))
 

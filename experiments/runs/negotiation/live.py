@@ -264,14 +264,15 @@ def replay(record: dict, attempts_allowed: int | None = None) -> list[dict]:
 
 
 def summary_table(trials: pd.DataFrame) -> Table:
-    """The table that ends a run: one row per trial (trials.parquet). `flags` names the quality checks that
-    flagged the trial ('-': none); a file written before the checks has no such column, and no `flags`."""
+    """The table that ends a run: one row per trial (trials.parquet). `flags` counts the quality checks that
+    flagged the trial, and the caption names them per trial (a row of names would not fit 80 columns); a
+    file written before the checks has no such column."""
     checked = any(column.startswith("flag_") for column in trials.columns)
     table = Table(title="Negotiation summary")
     for column in ["trial", "outcome", "price", "mean error (pp)", "JS div.", "turns", "parse failures", "truncated"]:
         table.add_column(column, justify="right")
     if checked:
-        table.add_column("flags", overflow="fold")  # the names are the point: wrapped, never cut to "…"
+        table.add_column("flags", justify="right")
 
     def number(value: object, spec: str) -> Text:
         if pd.api.types.is_scalar(value) and pd.isna(value):
@@ -281,11 +282,18 @@ def summary_table(trials: pd.DataFrame) -> Table:
         except (TypeError, ValueError):  # a watched run's file holds what it holds
             return shown(value)
 
+    named = []
     for _, row in trials.iterrows():
+        flags = flagged_checks(row) if checked else []
         table.add_row(shown(row.get("trial")), shown(row.get("status")), number(row.get("price"), "g"),
                       number(row.get("mean_abs_error_pp"), ".1f"), number(row.get("js_divergence"), ".3f"),
                       shown(row.get("turns")), shown(row.get("parse_failures")), shown(row.get("truncated")),
-                      *([shown(", ".join(flagged_checks(row)) or "-")] if checked else []))
+                      *([shown(len(flags) or "-")] if checked else []))
+        if flags:
+            named.append(f"trial {printable(row.get('trial'))}: {', '.join(flags)}")
+    if named:
+        table.caption = "flagged by quality checks: " + "; ".join(named)
+        table.caption_justify = "left"
     return table
 
 
