@@ -3,7 +3,7 @@
     python benchmarks/generation_batching.py        # (make bench) embedded SmolLM2, CPU
 
 Every request is a customer turn as the negotiation sends it by default: temperature 0.5, a seed
-of its own per trial (GenerateConfig.reseeded, as environments.negotiation.turn_config does), and
+of its own per trial (GenerateConfig.reseeded, as agents.negotiators.turn_config does), and
 the CustomerTurn JSON schema, decoded under its xgrammar mask.
 
 (1)  one trial: one generate() alone.
