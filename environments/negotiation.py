@@ -190,15 +190,15 @@ def probe_customer(state: NegotiationState, runtime: Runtime[NegotiationContext]
 def closing(state: NegotiationState, runtime: Runtime[NegotiationContext]) -> dict:
     """Ask the customer what it paid: a structured price, or none."""
     ctx = runtime.context
-    closed = ctx.agents["customer"].close(_view(state, ctx, "customer"))
+    view = _view(state, ctx, "customer")
+    closed = ctx.agents["customer"].close(view)
     paid = closed.paid
     if state.get("status") != "deal" and paid is not None:
         # Only a talk that ended in a deal can have a price; a claim otherwise is recorded, not believed.
         paid_claimed, paid = paid, None
     else:
         paid_claimed = paid
-    record = ClosingRecord(trial=state.get("trial"), turn=len(dialogue(records_from(state["turns"]))), paid=paid,
-                           paid_claimed=paid_claimed, parse_status=closed.parse_status, raw=closed.raw)
+    record = ClosingRecord(trial=view.trial, turn=view.turn, paid=paid, paid_claimed=paid_claimed, parse_status=closed.parse_status, raw=closed.raw)
     _emit("turn", record=record.line())
     return {"turns": [record.line()]}
 
